@@ -1,0 +1,147 @@
+"""The ``nodeload`` command line: a few lines per command over the library."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from nodeload.errors import NodeloadError, UsageError
+from nodeload.image import ImageSource
+from nodeload.platforms import Platform
+from nodeload.progress import NullProgress, ProgressSink, RichProgress
+from nodeload.push import PushOptions, push_all
+from nodeload.reference import parse_reference
+from nodeload.report import summary_line
+from nodeload.sources import open_source
+from nodeload.targets.containerd import CRI_NAMESPACE, TargetOptions
+from nodeload.transports.ssh import SSHOptions, SSHTransport
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command."""
+    parser = argparse.ArgumentParser(
+        prog="nodeload",
+        description="Push container images straight into nodes' containerd over SSH, "
+        "sending only the blobs each node lacks.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    push = commands.add_parser(
+        "push",
+        help="push an image to nodes",
+        description="Push IMAGE to each --node. IMAGE is docker-daemon:REF, oci:DIR[:REF], "
+        "oci-archive:FILE[:REF], docker-archive:FILE[:REF], or a bare REF from the local Docker daemon.",
+    )
+    push.add_argument("image", metavar="IMAGE")
+    push.add_argument("--node", action="append", default=[], metavar="[USER@]HOST[:PORT]",
+                      help="target node, repeatable; HOST may be an ~/.ssh/config alias")
+    push.add_argument("--namespace", default=CRI_NAMESPACE, metavar="NS",
+                      help="containerd namespace (default k8s.io, what kubelet uses; "
+                      "'default' for nerdctl, 'moby' for Docker's containerd store)")
+    push.add_argument("--name", metavar="REF", help="image name on the node (default: the source's own name)")
+    push.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                      help="pick from a multi-platform image (default: the node's platform)")
+    push.add_argument("--containerd-socket", metavar="PATH", help="containerd socket on the node")
+    push.add_argument("--snapshotter", help="snapshotter to unpack into (default: CRI's, else overlayfs)")
+    push.add_argument("--no-unpack", action="store_true", help="store the content only; do not unpack layers")
+    push.add_argument("-i", "--identity", type=Path, metavar="FILE",
+                      help="SSH private key, in addition to ssh-agent and ~/.ssh/config IdentityFile")
+    push.add_argument("-F", "--ssh-config", type=Path, metavar="FILE", help="SSH config file (default ~/.ssh/config)")
+    push.add_argument("--known-hosts", type=Path, metavar="FILE", help="known_hosts file (default ~/.ssh/known_hosts)")
+    push.add_argument("--insecure-skip-host-key-check", action="store_true",
+                      help="do not verify node host keys (unsafe: anyone on the path can impersonate a node)")
+    push.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nodeload`` console script."""
+    args = build_parser().parse_args(argv)
+    err = Console(stderr=True, highlight=False)
+    try:
+        return _push(args, err)
+    except UsageError as exc:
+        err.print(f"nodeload: error: {exc}", markup=False)
+        return EXIT_USAGE
+    except NodeloadError as exc:
+        err.print(f"nodeload: error: {exc}", markup=False)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.print("nodeload: interrupted; rerun the same command to resume", markup=False)
+        return 130
+
+
+def _push(args: argparse.Namespace, err: Console) -> int:
+    if not args.node:
+        raise UsageError("no target node: pass --node [USER@]HOST[:PORT] (repeatable)")
+    platform = Platform.parse(args.platform) if args.platform else None
+    ssh = SSHOptions(
+        identity=args.identity,
+        ssh_config=args.ssh_config,
+        known_hosts=args.known_hosts,
+        verify_host_keys=not args.insecure_skip_host_key_check,
+    )
+    transports = [SSHTransport(node, ssh) for node in args.node]  # validates node syntax early
+    with contextlib.ExitStack() as stack:
+        source = _open(args.image, stack)
+        name = _target_name(args.name, source)
+        if not args.json:
+            _warn_floating(name, err)
+        options = PushOptions(
+            target=TargetOptions(
+                namespace=args.namespace, name=name, platform=platform,
+                snapshotter=args.snapshotter, unpack=not args.no_unpack,
+            ),
+            socket=args.containerd_socket,
+        )
+        progress: ProgressSink
+        if err.is_terminal and not args.json:
+            with RichProgress(err) as bars:
+                results = asyncio.run(push_all(source, transports, options, bars))
+        else:
+            progress = NullProgress()
+            results = asyncio.run(push_all(source, transports, options, progress))
+    if args.json:
+        report: dict[str, Any] = {"image": args.image, "nodes": [r.to_json() for r in results]}
+        print(json.dumps(report, indent=2))
+    else:
+        for result in results:
+            err.print(summary_line(result), markup=False)
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _open(text: str, stack: contextlib.ExitStack) -> ImageSource:
+    source = open_source(text)
+    if isinstance(source, contextlib.AbstractContextManager):
+        stack.enter_context(source)
+    return source
+
+
+def _target_name(explicit: str | None, source: ImageSource) -> str:
+    if explicit:
+        return parse_reference(explicit).normalized()
+    if source.reference:
+        return parse_reference(source.reference).normalized()
+    raise UsageError("the source image has no name of its own: give the name to create with --name REF")
+
+
+def _warn_floating(name: str, err: Console) -> None:
+    if parse_reference(name).floats:
+        err.print(
+            f"warning: {name} uses the :latest tag, so kubelet defaults to imagePullPolicy: Always and will try "
+            "to pull it from a registry; push a specific tag, or set imagePullPolicy: IfNotPresent",
+            markup=False,
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,439 @@
+"""A thin async client for the containerd services nodeload uses.
+
+It knows containerd's conventions (namespace and lease metadata, error codes,
+the content Write protocol) and nothing about images or plans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+
+import grpc
+from google.protobuf import empty_pb2, field_mask_pb2
+
+from nodeload.containerd.api import (
+    containerd_types_pb2 as types_pb,
+)
+from nodeload.containerd.api import (
+    content_pb2,
+    content_pb2_grpc,
+    cri_pb2,
+    cri_pb2_grpc,
+    diff_pb2,
+    diff_pb2_grpc,
+    images_pb2,
+    images_pb2_grpc,
+    introspection_pb2,
+    introspection_pb2_grpc,
+    leases_pb2,
+    leases_pb2_grpc,
+    snapshots_pb2,
+    snapshots_pb2_grpc,
+    version_pb2_grpc,
+)
+from nodeload.errors import NodeDiskFull, PushFailed
+from nodeload.image import Descriptor
+from nodeload.platforms import Platform
+
+# containerd refuses messages above 16 MiB; stay far below with room for headers.
+WRITE_CHUNK = 1 << 20
+LEASE_EXPIRY = timedelta(hours=1)
+_LOCKED_RETRIES = 8
+
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What containerd tells about itself."""
+
+    version: str
+    platform: Platform
+    snapshotters: tuple[str, ...]
+    cri_snapshotter: str | None
+    has_cri: bool
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """Outcome of one blob write: bytes sent now and where the ingest resumed."""
+
+    bytes_sent: int
+    resumed_from: int
+    already_existed: bool = False
+
+
+def _code(err: grpc.aio.AioRpcError) -> grpc.StatusCode:
+    return err.code()
+
+
+def _raise_push_error(what: str, err: grpc.aio.AioRpcError) -> None:
+    detail = err.details() or str(err.code())
+    if "no space left on device" in detail:
+        raise NodeDiskFull(f"node disk is full while {what}: {detail}") from err
+    raise PushFailed(f"containerd refused {what}: {detail}") from err
+
+
+class ContainerdClient:
+    """Async client bound to one containerd socket and one namespace."""
+
+    def __init__(self, target: str, namespace: str) -> None:
+        """Connect lazily to ``target`` (a gRPC target like ``unix:/path``)."""
+        self.namespace = namespace
+        self._channel = grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.default_authority", "localhost"),
+                ("grpc.max_receive_message_length", 32 << 20),
+                ("grpc.max_send_message_length", 32 << 20),
+            ],
+        )
+        self._content = content_pb2_grpc.ContentStub(self._channel)
+        self._images = images_pb2_grpc.ImagesStub(self._channel)
+        self._leases = leases_pb2_grpc.LeasesStub(self._channel)
+        self._snapshots = snapshots_pb2_grpc.SnapshotsStub(self._channel)
+        self._diff = diff_pb2_grpc.DiffStub(self._channel)
+        self._introspection = introspection_pb2_grpc.IntrospectionStub(self._channel)
+        self._version = version_pb2_grpc.VersionStub(self._channel)
+        self._cri_runtime = cri_pb2_grpc.RuntimeServiceStub(self._channel)
+        self._cri_images = cri_pb2_grpc.ImageServiceStub(self._channel)
+        self.lease: str | None = None
+
+    async def close(self) -> None:
+        """Close the gRPC channel."""
+        await self._channel.close()
+
+    def _md(self, *, lease: bool = True) -> tuple[tuple[str, str], ...]:
+        md: list[tuple[str, str]] = [("containerd-namespace", self.namespace)]
+        if lease and self.lease:
+            md.append(("containerd-lease", self.lease))
+        return tuple(md)
+
+    # -- about the node -------------------------------------------------
+
+    async def version(self, timeout: float = 10.0) -> str:
+        """containerd's version; also proves the socket answers."""
+        resp = await self._version.Version(empty_pb2.Empty(), timeout=timeout)
+        return str(resp.version)
+
+    async def node_info(self) -> NodeInfo:
+        """Version, platform and snapshotters of the node's containerd."""
+        version = await self.version()
+        resp = await self._introspection.Plugins(introspection_pb2.PluginsRequest(), metadata=self._md())
+        platform: Platform | None = None
+        snapshotters: list[str] = []
+        has_cri = False
+        for plugin in resp.plugins:
+            ok = not plugin.HasField("init_err") or not plugin.init_err.message
+            if plugin.type == "io.containerd.snapshotter.v1" and ok:
+                snapshotters.append(plugin.id)
+            if plugin.type == "io.containerd.grpc.v1" and plugin.id == "cri" and ok:
+                has_cri = True
+            if platform is None and plugin.type.startswith("io.containerd.runtime") and plugin.platforms:
+                p = plugin.platforms[0]
+                platform = Platform(p.os, p.architecture, p.variant).normalized()
+        if platform is None:
+            platform = next(
+                (Platform(p.os, p.architecture, p.variant).normalized()
+                 for plugin in resp.plugins for p in plugin.platforms),
+                Platform("linux", "amd64"),
+            )
+        cri_snapshotter = await self._cri_snapshotter() if has_cri else None
+        return NodeInfo(version, platform, tuple(snapshotters), cri_snapshotter, has_cri)
+
+    async def _cri_snapshotter(self) -> str | None:
+        """The snapshotter the CRI plugin (kubelet's images) is configured with."""
+        try:
+            resp = await self._cri_runtime.Status(cri_pb2.StatusRequest(verbose=True), timeout=10)
+        except grpc.aio.AioRpcError:
+            return None
+        try:
+            config = json.loads(resp.info.get("config", "{}"))
+            return str(config["containerd"]["snapshotter"]) or None
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    # -- leases -----------------------------------------------------------
+
+    @asynccontextmanager
+    async def leased(self) -> AsyncIterator[str]:
+        """Hold a lease so garbage collection keeps half-pushed content.
+
+        The lease expires by itself if we die, so an interrupted push leaves
+        nothing pinned forever; a clean exit deletes it at once.
+        """
+        expiry = (datetime.now(UTC) + LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
+        lease_id = f"nodeload-{secrets.token_hex(6)}"
+        req = leases_pb2.CreateRequest(id=lease_id, labels={"containerd.io/gc.expire": expiry})
+        await self._leases.Create(req, metadata=self._md(lease=False))
+        self.lease = lease_id
+        try:
+            yield lease_id
+        finally:
+            self.lease = None
+            try:
+                await self._leases.Delete(leases_pb2.DeleteRequest(id=lease_id), metadata=self._md(lease=False))
+            except grpc.aio.AioRpcError:
+                pass  # it expires by itself
+
+    # -- content ----------------------------------------------------------
+
+    async def content_info(self, digest: str) -> content_pb2.Info | None:
+        """The content store's record of a blob, or None when it is absent."""
+        try:
+            resp = await self._content.Info(content_pb2.InfoRequest(digest=digest), metadata=self._md())
+        except grpc.aio.AioRpcError as err:
+            if _code(err) == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return resp.info
+
+    async def find_by_label(self, key: str, value: str) -> list[content_pb2.Info]:
+        """Blobs whose label ``key`` equals ``value``."""
+        flt = f'labels."{key}"=="{value}"'
+        found: list[content_pb2.Info] = []
+        async for resp in self._content.List(content_pb2.ListContentRequest(filters=[flt]), metadata=self._md()):
+            found.extend(resp.info)
+        return found
+
+    async def read_head(self, digest: str, size: int) -> bytes:
+        """The first ``size`` bytes of a blob (to sniff its compression)."""
+        req = content_pb2.ReadContentRequest(digest=digest, offset=0, size=size)
+        data = b""
+        async for resp in self._content.Read(req, metadata=self._md()):
+            data += resp.data
+        return data[:size]
+
+    async def set_labels(self, digest: str, labels: Mapping[str, str]) -> None:
+        """Add or replace some labels on a blob, leaving the others alone."""
+        if not labels:
+            return
+        info = content_pb2.Info(digest=digest, labels=dict(labels))
+        mask = field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels])
+        try:
+            await self._content.Update(content_pb2.UpdateRequest(info=info, update_mask=mask), metadata=self._md())
+        except grpc.aio.AioRpcError as err:
+            _raise_push_error(f"labelling {digest}", err)
+
+    async def ingest_offset(self, ref: str) -> int | None:
+        """Bytes already received for an unfinished ingest, or None."""
+        try:
+            resp = await self._content.Status(content_pb2.StatusRequest(ref=ref), metadata=self._md())
+        except grpc.aio.AioRpcError as err:
+            if _code(err) == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return int(resp.status.offset)
+
+    async def abort(self, ref: str) -> None:
+        """Throw away an unfinished ingest."""
+        try:
+            await self._content.Abort(content_pb2.AbortRequest(ref=ref), metadata=self._md())
+        except grpc.aio.AioRpcError as err:
+            if _code(err) != grpc.StatusCode.NOT_FOUND:
+                raise
+
+    async def write_blob(
+        self,
+        ref: str,
+        desc: Descriptor,
+        open_at: Callable[[int], AbstractContextManager[IO[bytes]]],
+        labels: Mapping[str, str],
+        progress: ProgressCallback | None = None,
+    ) -> WriteResult:
+        """Write one blob through the content Write stream, resuming an ingest.
+
+        containerd verifies size and digest at commit. A ref locked by another
+        writer is retried with backoff; a stale ingest that does not fit this
+        blob is aborted and restarted.
+        """
+        delay = 0.1
+        for attempt in range(_LOCKED_RETRIES):
+            try:
+                return await self._write_once(ref, desc, open_at, labels, progress)
+            except grpc.aio.AioRpcError as err:
+                if _code(err) == grpc.StatusCode.ALREADY_EXISTS:
+                    return WriteResult(0, 0, already_existed=True)
+                if _code(err) == grpc.StatusCode.UNAVAILABLE and "locked" in (err.details() or ""):
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if _code(err) in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE) and attempt == 0:
+                    await self.abort(ref)  # stale or corrupt partial ingest: start over once
+                    continue
+                _raise_push_error(f"writing {desc.digest}", err)
+        raise PushFailed(f"writing {desc.digest}: ingest {ref} stayed locked by another writer")
+
+    async def _write_once(
+        self,
+        ref: str,
+        desc: Descriptor,
+        open_at: Callable[[int], AbstractContextManager[IO[bytes]]],
+        labels: Mapping[str, str],
+        progress: ProgressCallback | None,
+    ) -> WriteResult:
+        call = self._content.Write(metadata=self._md())
+        req = content_pb2.WriteContentRequest
+        await call.write(req(action=content_pb2.STAT, ref=ref, total=desc.size, expected=desc.digest))
+        status = await call.read()
+        if status is grpc.aio.EOF:
+            raise PushFailed(f"containerd closed the write of {desc.digest} unexpectedly")
+        offset = int(status.offset)
+        if offset > desc.size or (status.total and status.total != desc.size):
+            await call.done_writing()
+            await self.abort(ref)
+            offset = 0
+            call = self._content.Write(metadata=self._md())
+            await call.write(req(action=content_pb2.STAT, ref=ref, total=desc.size, expected=desc.digest))
+            await call.read()
+        resumed_from = offset
+        drained = asyncio.ensure_future(_drain(call))
+        try:
+            with open_at(offset) as stream:
+                while offset < desc.size:
+                    data = stream.read(min(WRITE_CHUNK, desc.size - offset))
+                    if not data:
+                        raise PushFailed(f"source ended early while sending {desc.digest}")
+                    await call.write(req(action=content_pb2.WRITE, ref=ref, offset=offset, data=data))
+                    offset += len(data)
+                    if progress:
+                        progress(len(data))
+            await call.write(
+                req(action=content_pb2.COMMIT, ref=ref, offset=offset, total=desc.size,
+                    expected=desc.digest, labels=dict(labels))
+            )
+            await call.done_writing()
+        except grpc.aio.AioRpcError:
+            pass  # the drain task carries the call's real status
+        except BaseException:
+            call.cancel()
+            drained.cancel()
+            raise
+        await drained
+        return WriteResult(offset - resumed_from, resumed_from)
+
+    # -- snapshots and unpacking ------------------------------------------
+
+    async def snapshot_exists(self, snapshotter: str, key: str) -> bool:
+        """Whether a committed snapshot ``key`` exists."""
+        try:
+            resp = await self._snapshots.Stat(
+                snapshots_pb2.StatSnapshotRequest(snapshotter=snapshotter, key=key), metadata=self._md()
+            )
+        except grpc.aio.AioRpcError as err:
+            if _code(err) == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+        return bool(resp.info.kind == snapshots_pb2.COMMITTED)
+
+    async def apply_layer(
+        self, snapshotter: str, layer: Descriptor, parent: str, chain_id: str, diff_id: str
+    ) -> bool:
+        """Unpack one layer on top of ``parent`` into a snapshot named ``chain_id``.
+
+        Returns False when someone else committed the same snapshot meanwhile.
+        """
+        key = f"extract-nodeload-{secrets.token_hex(6)} {chain_id}"
+        labels = {"containerd.io/snapshot.ref": chain_id}
+        md = self._md()
+        try:
+            prepared = await self._snapshots.Prepare(
+                snapshots_pb2.PrepareSnapshotRequest(snapshotter=snapshotter, key=key, parent=parent, labels=labels),
+                metadata=md,
+            )
+        except grpc.aio.AioRpcError as err:
+            _raise_push_error(f"preparing snapshot for {layer.digest}", err)
+        try:
+            applied = await self._diff.Apply(
+                diff_pb2.ApplyRequest(diff=_to_pb(layer), mounts=prepared.mounts), metadata=md
+            )
+            if applied.applied.digest != diff_id:
+                raise PushFailed(
+                    f"layer {layer.digest} unpacked to {applied.applied.digest}, "
+                    f"but the image config says {diff_id}"
+                )
+            await self._snapshots.Commit(
+                snapshots_pb2.CommitSnapshotRequest(snapshotter=snapshotter, name=chain_id, key=key, labels=labels),
+                metadata=md,
+            )
+            return True
+        except grpc.aio.AioRpcError as err:
+            await self._remove_snapshot(snapshotter, key)
+            if _code(err) == grpc.StatusCode.ALREADY_EXISTS:
+                return False
+            _raise_push_error(f"unpacking {layer.digest}", err)
+        except BaseException:
+            await self._remove_snapshot(snapshotter, key)
+            raise
+        return False  # unreachable: _raise_push_error always raises
+
+    async def _remove_snapshot(self, snapshotter: str, key: str) -> None:
+        try:
+            await self._snapshots.Remove(
+                snapshots_pb2.RemoveSnapshotRequest(snapshotter=snapshotter, key=key), metadata=self._md()
+            )
+        except grpc.aio.AioRpcError:
+            pass
+
+    # -- images -------------------------------------------------------------
+
+    async def get_image(self, name: str) -> images_pb2.Image | None:
+        """The image record ``name``, or None."""
+        try:
+            resp = await self._images.Get(images_pb2.GetImageRequest(name=name), metadata=self._md())
+        except grpc.aio.AioRpcError as err:
+            if _code(err) == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return resp.image
+
+    async def put_image(self, name: str, target: Descriptor, labels: Mapping[str, str] | None = None) -> None:
+        """Create the image record, or point an existing one at ``target``."""
+        image = images_pb2.Image(name=name, target=_to_pb(target), labels=dict(labels or {}))
+        try:
+            await self._images.Create(images_pb2.CreateImageRequest(image=image), metadata=self._md())
+            return
+        except grpc.aio.AioRpcError as err:
+            if _code(err) != grpc.StatusCode.ALREADY_EXISTS:
+                _raise_push_error(f"creating image {name}", err)
+        paths = ["target", *(f"labels.{k}" for k in (labels or {}))]
+        try:
+            await self._images.Update(
+                images_pb2.UpdateImageRequest(image=image, update_mask=field_mask_pb2.FieldMask(paths=paths)),
+                metadata=self._md(),
+            )
+        except grpc.aio.AioRpcError as err:
+            _raise_push_error(f"updating image {name}", err)
+
+    async def cri_image_id(self, name: str) -> str | None:
+        """The image id the CRI plugin reports for ``name`` (what kubelet sees)."""
+        req = cri_pb2.ImageStatusRequest(image=cri_pb2.ImageSpec(image=name))
+        try:
+            resp = await self._cri_images.ImageStatus(req, timeout=10)
+        except grpc.aio.AioRpcError:
+            return None
+        return str(resp.image.id) if resp.HasField("image") and resp.image.id else None
+
+
+async def _drain(call: Any) -> None:
+    """Read every Write response; raise the call's error if it failed.
+
+    Responses must be consumed, or flow control would stall the upload.
+    """
+    while True:
+        resp = await call.read()
+        if resp is grpc.aio.EOF:
+            return
+
+
+def _to_pb(desc: Descriptor) -> types_pb.Descriptor:
+    return types_pb.Descriptor(
+        media_type=desc.media_type, digest=desc.digest, size=desc.size, annotations=dict(desc.annotations)
+    )

@@ -1,0 +1,51 @@
+"""A small, flat hierarchy of errors that carry what the user needs to act."""
+
+from __future__ import annotations
+
+
+class NodeloadError(Exception):
+    """Base of every error nodeload reports to the user (exit status 1)."""
+
+
+class UsageError(NodeloadError):
+    """The command line or an argument is wrong (exit status 2)."""
+
+
+class SourceError(NodeloadError):
+    """The source image cannot be read: missing, unreadable or malformed."""
+
+
+class ImageNotFound(SourceError):
+    """The named image does not exist in the source."""
+
+
+class PlatformNotFound(NodeloadError):
+    """An index has no manifest for the requested platform."""
+
+
+class NodeError(NodeloadError):
+    """Something went wrong with one node; other nodes carry on."""
+
+
+class NodeUnreachable(NodeError):
+    """The node's SSH endpoint cannot be reached."""
+
+
+class HostKeyRejected(NodeError):
+    """The node's host key is unknown or changed; nothing was sent."""
+
+
+class AuthenticationFailed(NodeError):
+    """SSH authentication to the node failed."""
+
+
+class ContainerdUnavailable(NodeError):
+    """No usable containerd socket on the node (missing, or no permission)."""
+
+
+class NodeDiskFull(NodeError):
+    """The node ran out of disk space while receiving content."""
+
+
+class PushFailed(NodeError):
+    """containerd refused an operation during the push."""

@@ -1,0 +1,104 @@
+"""Resolve an image into the blobs one platform needs: index -> manifest -> config + layers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from nodeload.errors import PlatformNotFound, SourceError
+from nodeload.image import (
+    INDEX_MEDIA_TYPES,
+    MANIFEST_MEDIA_TYPES,
+    Descriptor,
+    ImageSource,
+    read_document,
+)
+from nodeload.platforms import Platform, choose_platform
+
+
+@dataclass(frozen=True)
+class Document:
+    """A small JSON blob held in memory together with its descriptor."""
+
+    desc: Descriptor
+    data: bytes
+
+    def json(self) -> dict[str, Any]:
+        """The parsed document."""
+        doc = json.loads(self.data)
+        if not isinstance(doc, dict):
+            raise SourceError(f"{self.desc.digest} is not a JSON object")
+        return doc
+
+
+@dataclass(frozen=True)
+class ImageGraph:
+    """Everything one platform of an image consists of."""
+
+    indexes: tuple[tuple[Document, int], ...]  # each index on the path and the chosen entry
+    manifest: Document
+    config: Document
+    layers: tuple[Descriptor, ...]
+    diff_ids: tuple[str, ...]
+
+    @property
+    def root(self) -> Descriptor:
+        """What the image record on the node points at."""
+        return self.indexes[0][0].desc if self.indexes else self.manifest.desc
+
+    @property
+    def platform(self) -> Platform:
+        """The platform the config declares."""
+        cfg = self.config.json()
+        return Platform(str(cfg.get("os", "")), str(cfg.get("architecture", "")), str(cfg.get("variant", "")))
+
+    @property
+    def total_size(self) -> int:
+        """Bytes of all blobs of this platform."""
+        docs = sum(doc.desc.size for doc, _ in self.indexes)
+        return docs + self.manifest.desc.size + self.config.desc.size + sum(d.size for d in self.layers)
+
+
+def resolve(source: ImageSource, platform: Platform) -> ImageGraph:
+    """Walk the image from its root down to the layers of ``platform``.
+
+    Raises:
+        PlatformNotFound: when an index has no entry for ``platform``.
+        SourceError: when a document is malformed.
+    """
+    indexes: list[tuple[Document, int]] = []
+    desc = source.root
+    for _ in range(4):  # nested indexes exist but are shallow; bound the walk
+        doc = Document(desc, read_document(source, desc))
+        body = doc.json()
+        kind = desc.media_type or str(body.get("mediaType", ""))
+        if kind in MANIFEST_MEDIA_TYPES or "layers" in body:
+            return _resolve_manifest(source, indexes, doc)
+        if kind not in INDEX_MEDIA_TYPES and "manifests" not in body:
+            raise SourceError(f"{desc.digest} has unsupported media type {kind!r}")
+        entries = [Descriptor.from_json(m) for m in body.get("manifests", [])]
+        platforms = [e.platform or Platform("", "") for e in entries]
+        chosen = choose_platform(platform, platforms)
+        if chosen is None:
+            offered = ", ".join(str(p) for p in platforms if p.os) or "none declared"
+            raise PlatformNotFound(f"the image has no {platform} variant (it offers: {offered})")
+        indexes.append((doc, chosen))
+        desc = entries[chosen]
+    raise SourceError(f"{source.root.digest}: indexes nested too deeply")
+
+
+def _resolve_manifest(source: ImageSource, indexes: list[tuple[Document, int]], manifest: Document) -> ImageGraph:
+    doc = manifest.json()
+    try:
+        config_desc = Descriptor.from_json(doc["config"])
+        layers = tuple(Descriptor.from_json(layer) for layer in doc.get("layers", []))
+    except (KeyError, TypeError, ValueError) as err:
+        raise SourceError(f"manifest {manifest.desc.digest} is malformed: {err}") from err
+    config = Document(config_desc, read_document(source, config_desc))
+    diff_ids = tuple(str(d) for d in (config.json().get("rootfs") or {}).get("diff_ids", []))
+    if len(diff_ids) != len(layers):
+        raise SourceError(
+            f"manifest {manifest.desc.digest} lists {len(layers)} layers but its config has {len(diff_ids)} diff_ids"
+        )
+    return ImageGraph(tuple(indexes), manifest, config, layers, diff_ids)

@@ -1,0 +1,63 @@
+"""Per-node results, and their JSON and one-line text forms."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class NodeResult:
+    """What happened on one node. ``bytes_sent`` counts blob bytes written over the wire."""
+
+    node: str
+    status: str = "failed"  # "ok" | "failed"
+    error: str | None = None
+    namespace: str = ""
+    name: str = ""
+    digest: str = ""
+    platform: str = ""
+    blobs_total: int = 0
+    blobs_sent: int = 0
+    blobs_skipped: int = 0
+    bytes_sent: int = 0
+    bytes_skipped: int = 0
+    bytes_resumed: int = 0  # already on the node from an interrupted earlier push
+    layers_unpacked: int = 0
+    seconds: float = 0.0
+    cri_indexed: bool | None = None
+    socket: str = ""
+    containerd_version: str = ""
+    tunnel_bytes_up: int = 0  # everything sent through the tunnel: blobs plus gRPC framing
+    tunnel_bytes_down: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when the push succeeded."""
+        return self.status == "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object for ``--json``."""
+        return asdict(self)
+
+
+def human_bytes(n: int) -> str:
+    """Bytes in the unit a person reads fastest (1024-based)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def summary_line(result: NodeResult) -> str:
+    """One line per node for the terminal."""
+    if not result.ok:
+        return f"{result.node}: FAILED: {result.error}"
+    cri = {True: ", indexed by CRI", False: ", NOT seen by CRI", None: ""}[result.cri_indexed]
+    return (
+        f"{result.node}: {result.name} ({result.digest[:19]}, {result.platform}) -> {result.namespace}: "
+        f"sent {result.blobs_sent}/{result.blobs_total} blobs, {human_bytes(result.bytes_sent)}; "
+        f"skipped {human_bytes(result.bytes_skipped)}; {result.seconds:.1f}s{cri}"
+    )

@@ -1,0 +1,189 @@
+"""Push an image into a containerd reached through a gRPC endpoint.
+
+Order matters for safety: blobs are written children first under a lease,
+layers unpacked, and only then the image record is created or moved. An
+interrupted push leaves no record pointing at missing content, and the
+next run resumes partial ingests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import IO
+
+from nodeload.containerd.client import ContainerdClient, NodeInfo
+from nodeload.errors import ContainerdUnavailable
+from nodeload.graph import ImageGraph
+from nodeload.image import (
+    MEDIA_DOCKER_LAYER_GZIP,
+    Descriptor,
+    ImageSource,
+)
+from nodeload.plan import LABEL_UNCOMPRESSED, BlobStep, NodeState, Plan, chain_ids, make_plan
+from nodeload.platforms import Platform
+from nodeload.progress import ProgressSink
+from nodeload.report import NodeResult
+
+CRI_NAMESPACE = "k8s.io"
+DEFAULT_SNAPSHOTTER = "overlayfs"
+MEDIA_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+_CRI_WAIT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """What the user asked for, per push."""
+
+    namespace: str = CRI_NAMESPACE
+    name: str = ""
+    platform: Platform | None = None
+    snapshotter: str | None = None
+    unpack: bool = True
+
+
+GraphResolver = Callable[[Platform], ImageGraph]
+
+
+class ContainerdTarget:
+    """One node's containerd, as a destination for images."""
+
+    def __init__(self, client: ContainerdClient, node: str, progress: ProgressSink) -> None:
+        """Wrap a connected client; ``node`` labels progress and results."""
+        self._client = client
+        self._node = node
+        self._progress = progress
+
+    async def push(
+        self, source: ImageSource, resolve: GraphResolver, options: TargetOptions, result: NodeResult
+    ) -> None:
+        """Push ``source`` and fill ``result`` as it goes.
+
+        Raises:
+            NodeloadError: on anything the user must act on.
+        """
+        started = time.monotonic()
+        info = await self._client.node_info()
+        result.containerd_version = info.version
+        platform = options.platform or info.platform
+        graph = await asyncio.to_thread(resolve, platform)
+        snapshotter = self._snapshotter(info, options)
+        state = await self._node_state(graph, snapshotter, source.rewritable)
+        plan = make_plan(graph, state, snapshotter, source.rewritable)
+        result.platform = str(graph.platform)
+        result.digest = plan.target.digest
+        result.blobs_total = len(plan.blobs)
+        result.blobs_skipped = sum(1 for b in plan.blobs if b.present)
+        result.bytes_skipped = plan.bytes_skipped
+        async with self._client.leased():
+            for step in plan.blobs:
+                await self._put_blob(source, step, result)
+            if options.unpack:
+                await self._unpack(plan, snapshotter, result)
+            self._progress.message(self._node, "tagging")
+            await self._client.put_image(options.name, plan.target)
+        if options.namespace == CRI_NAMESPACE and info.has_cri:
+            result.cri_indexed = await self._wait_for_cri(options.name, plan.config_digest)
+        result.status = "ok"
+        result.seconds = round(time.monotonic() - started, 3)
+
+    def _snapshotter(self, info: NodeInfo, options: TargetOptions) -> str:
+        if options.snapshotter:
+            wanted = options.snapshotter
+        elif options.namespace == CRI_NAMESPACE and info.cri_snapshotter:
+            wanted = info.cri_snapshotter
+        else:
+            wanted = DEFAULT_SNAPSHOTTER
+        if options.unpack and wanted not in info.snapshotters:
+            available = ", ".join(info.snapshotters) or "none"
+            raise ContainerdUnavailable(
+                f"snapshotter {wanted!r} is not available on the node (available: {available}); "
+                "pick one with --snapshotter"
+            )
+        return wanted
+
+    async def _node_state(self, graph: ImageGraph, snapshotter: str, rewritable: bool) -> NodeState:
+        """Ask the node which of the image's blobs and snapshots it already holds."""
+        digests = [d.digest for d in graph.layers] + [graph.config.desc.digest, graph.manifest.desc.digest]
+        digests += [doc.desc.digest for doc, _ in graph.indexes]
+        infos = await asyncio.gather(*(self._client.content_info(d) for d in digests))
+        present = frozenset(d for d, i in zip(digests, infos, strict=True) if i is not None)
+        equivalents: dict[str, Descriptor] = {}
+        if rewritable:
+            for layer, diff_id in zip(graph.layers, graph.diff_ids, strict=True):
+                if layer.digest not in present:
+                    twin = await self._equivalent_blob(diff_id)
+                    if twin is not None:
+                        equivalents[diff_id] = twin
+        snapshots = set()
+        for chain_id in reversed(chain_ids(graph.diff_ids)):
+            if await self._client.snapshot_exists(snapshotter, chain_id):
+                snapshots.add(chain_id)
+                break  # a committed chain implies its parents
+        return NodeState(present, equivalents, frozenset(snapshots))
+
+    async def _equivalent_blob(self, diff_id: str) -> Descriptor | None:
+        """A blob on the node with the same uncompressed content, if any."""
+        for info in await self._client.find_by_label(LABEL_UNCOMPRESSED, diff_id):
+            head = await self._client.read_head(info.digest, 4)
+            if head.startswith(b"\x1f\x8b"):
+                media_type = MEDIA_DOCKER_LAYER_GZIP
+            elif head.startswith(b"\x28\xb5\x2f\xfd"):
+                media_type = MEDIA_OCI_LAYER_ZSTD
+            else:
+                continue  # uncompressed or unknown: not worth the risk
+            return Descriptor(media_type=media_type, digest=info.digest, size=int(info.size))
+        return None
+
+    async def _put_blob(self, source: ImageSource, step: BlobStep, result: NodeResult) -> None:
+        if step.present:
+            await self._client.set_labels(step.desc.digest, step.labels)
+            return
+        ref = f"nodeload-{step.desc.digest}"
+        already = await self._client.ingest_offset(ref) or 0
+        handle = self._progress.blob_started(self._node, step.desc.digest, step.desc.size, already)
+
+        def open_at(offset: int) -> AbstractContextManager[IO[bytes]]:
+            if step.data is not None:  # documents we hold, possibly rewritten
+                stream = io.BytesIO(step.data)
+                stream.seek(offset)
+                return contextlib.nullcontext(stream)
+            return source.open_blob(step.desc, offset)
+
+        outcome = await self._client.write_blob(
+            ref, step.desc, open_at, step.labels, lambda n: self._progress.advance(handle, n)
+        )
+        self._progress.blob_done(handle)
+        if outcome.already_existed:  # another writer finished it meanwhile
+            result.blobs_skipped += 1
+            result.bytes_skipped += step.desc.size
+            await self._client.set_labels(step.desc.digest, step.labels)
+            return
+        result.blobs_sent += 1
+        result.bytes_sent += outcome.bytes_sent
+        result.bytes_resumed += outcome.resumed_from
+
+    async def _unpack(self, plan: Plan, snapshotter: str, result: NodeResult) -> None:
+        for i, step in enumerate(plan.unpack, 1):
+            self._progress.message(self._node, f"unpacking layer {i}/{len(plan.unpack)}")
+            if await self._client.apply_layer(snapshotter, step.layer, step.parent, step.chain_id, step.diff_id):
+                result.layers_unpacked += 1
+        key, value = plan.snapshot_label
+        if value:
+            await self._client.set_labels(plan.config_digest, {key: value})
+
+    async def _wait_for_cri(self, name: str, config_digest: str) -> bool:
+        """CRI indexes images from containerd events; give it a moment."""
+        deadline = time.monotonic() + _CRI_WAIT_SECONDS
+        while True:
+            image_id = await self._client.cri_image_id(name)
+            if image_id == config_digest:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)

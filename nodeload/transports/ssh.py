@@ -1,0 +1,269 @@
+"""SSH transport: one asyncssh connection per node, its containerd socket
+forwarded to a unix socket in a private (0700) local directory.
+
+Nothing is installed or started on the node and no port is opened there:
+the node's sshd connects to its own containerd socket (OpenSSH
+``direct-streamlocal``), exactly like ``ssh -L local.sock:/run/containerd/containerd.sock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import asyncssh
+
+from nodeload.errors import (
+    AuthenticationFailed,
+    HostKeyRejected,
+    NodeUnreachable,
+    UsageError,
+)
+from nodeload.transports.base import ByteCounter
+
+_PUMP_CHUNK = 256 * 1024
+# Layers are already compressed; SSH compression would only burn CPU.
+_NO_COMPRESSION = ["none"]
+# AES-GCM is hardware accelerated almost everywhere; keep the others as fallbacks.
+_CIPHERS = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+]
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    """``[USER@]HOST[:PORT]`` as written on the command line."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.user}@" if self.user else ""
+        text += f"[{self.host}]" if ":" in self.host else self.host
+        return text + (f":{self.port}" if self.port else "")
+
+
+def parse_node(text: str) -> NodeAddress:
+    """Parse ``[USER@]HOST[:PORT]``; HOST may be an ~/.ssh/config alias or ``[IPv6]``."""
+    user, _, hostport = text.rpartition("@")
+    host, port = hostport, None
+    if hostport.startswith("["):
+        host, _, rest = hostport[1:].partition("]")
+        if rest:
+            port = rest.removeprefix(":")
+    elif hostport.count(":") == 1:
+        host, port = hostport.split(":")
+    if not host or (port is not None and not port.isdigit()) or any(c.isspace() for c in text):
+        raise UsageError(f"invalid node {text!r}: expected [USER@]HOST[:PORT]")
+    return NodeAddress(host=host, user=user or None, port=int(port) if port else None)
+
+
+@dataclass(frozen=True)
+class SSHOptions:
+    """How to reach nodes over SSH; defaults follow OpenSSH's."""
+
+    identity: Path | None = None
+    ssh_config: Path | None = None
+    known_hosts: Path | None = None
+    verify_host_keys: bool = True
+    connect_timeout: float = 15.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class SSHTransport:
+    """Reach a node's unix sockets through one SSH connection."""
+
+    def __init__(self, node: str, options: SSHOptions | None = None) -> None:
+        """Prepare (but do not open) the connection to ``node``."""
+        self._node = node
+        self._address = parse_node(node)
+        self._options = options or SSHOptions()
+        self._counter = ByteCounter()
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._tmpdir: str | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    @property
+    def node(self) -> str:
+        """The node as the user named it."""
+        return self._node
+
+    @property
+    def counter(self) -> ByteCounter:
+        """Bytes carried through the forwarded sockets."""
+        return self._counter
+
+    async def __aenter__(self) -> Self:
+        self._conn = await self._connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._pumps):
+            task.cancel()
+        if self._pumps:
+            await asyncio.gather(*self._pumps, return_exceptions=True)
+        if self._conn is not None:
+            self._conn.close()
+            with contextlib.suppress(Exception):
+                await self._conn.wait_closed()
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        opts = self._options
+        kwargs: dict[str, Any] = {
+            "compression_algs": _NO_COMPRESSION,
+            "encryption_algs": _CIPHERS,
+            "connect_timeout": opts.connect_timeout,
+            "window": 8 * 1024 * 1024,
+        }
+        if opts.ssh_config is not None:
+            kwargs["config"] = [str(opts.ssh_config)]
+        if self._address.port:
+            kwargs["port"] = self._address.port
+        if self._address.user:
+            kwargs["username"] = self._address.user
+        if not opts.verify_host_keys:
+            kwargs["known_hosts"] = None
+        elif opts.known_hosts is not None:
+            kwargs["known_hosts"] = str(opts.known_hosts)
+        if opts.identity is not None:
+            # -i adds a key; the agent and ~/.ssh/config IdentityFile keys still apply.
+            defaults = asyncssh.SSHClientConnectionOptions(
+                host=self._address.host, **{k: v for k, v in kwargs.items() if k in ("config", "username", "port")}
+            )
+            kwargs["client_keys"] = [str(opts.identity), *(defaults.client_keys or [])]
+        kwargs.update(opts.extra)
+        return kwargs
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        host = self._address.host
+        try:
+            return await asyncssh.connect(host, **self._connect_kwargs())
+        except asyncssh.HostKeyNotVerifiable as err:
+            raise HostKeyRejected(await self._host_key_message(str(err))) from err
+        except asyncssh.PermissionDenied as err:
+            raise AuthenticationFailed(
+                f"{self._node}: SSH authentication failed ({err.reason}). Load the key into ssh-agent, "
+                "name it with -i FILE or IdentityFile in ~/.ssh/config, and check the user name."
+            ) from err
+        except asyncssh.KeyImportError as err:
+            raise AuthenticationFailed(f"{self._node}: cannot load the SSH key: {err}") from err
+        except asyncssh.DisconnectError as err:
+            raise NodeUnreachable(f"{self._node}: SSH connection refused: {err.reason}") from err
+        except (OSError, asyncio.TimeoutError) as err:
+            reason = str(err) or type(err).__name__
+            raise NodeUnreachable(f"{self._node}: cannot connect over SSH: {reason}") from err
+
+    async def _host_key_message(self, reason: str) -> str:
+        """Describe the rejected key with its fingerprint, the way ssh does."""
+        fingerprint = "unknown"
+        with contextlib.suppress(Exception):
+            kwargs = {k: v for k, v in self._connect_kwargs().items() if k in ("config", "port")}
+            key = await asyncssh.get_server_host_key(self._address.host, **kwargs)
+            if key is not None:
+                fingerprint = f"{key.get_algorithm()} {key.get_fingerprint('sha256')}"
+        port = self._address.port or 22
+        return (
+            f"{self._node}: host key not trusted ({reason}); it offered {fingerprint}. Nothing was sent. "
+            f"If you trust it, add it with `ssh-keyscan -p {port} {self._address.host} >> ~/.ssh/known_hosts` "
+            "(or use --known-hosts FILE); --insecure-skip-host-key-check disables the check."
+        )
+
+    async def can_open(self, path: str) -> bool:
+        """Open and close a stream to ``path`` on the node."""
+        try:
+            _, writer = await self._require_conn().open_unix_connection(path)
+        except (asyncssh.ChannelOpenError, asyncssh.Error):
+            return False
+        writer.close()
+        return True
+
+    async def why_unusable(self, path: str) -> str | None:
+        """Ask the node, through a short command, whether ``path`` exists and who we are."""
+        quoted = shlex.quote(path)
+        cmd = f"if [ -S {quoted} ]; then echo present; else echo missing; fi; id -un"
+        try:
+            result = await asyncio.wait_for(self._require_conn().run(cmd, check=False), 10)
+        except (asyncssh.Error, asyncio.TimeoutError, OSError):
+            return None
+        lines = str(result.stdout or "").split()
+        if len(lines) < 2:
+            return None
+        state, user = lines[0], lines[1]
+        if state == "missing":
+            return f"{path} does not exist on the node"
+        return (
+            f"{path} exists but user {user!r} may not open it: containerd's socket needs read and write "
+            "access (log in as root, or give the user the socket's group)"
+        )
+
+    async def forward(self, path: str) -> str:
+        """Listen on a private local unix socket that tunnels to ``path``."""
+        if self._tmpdir is None:
+            self._tmpdir = tempfile.mkdtemp(prefix="nodeload-")  # mkdtemp makes it 0700
+        local = os.path.join(self._tmpdir, f"sock{len(self._servers)}")
+        server = await asyncio.start_unix_server(lambda r, w: self._serve(r, w, path), path=local)
+        os.chmod(local, 0o600)
+        self._servers.append(server)
+        return f"unix:{local}"
+
+    def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> None:
+        task = asyncio.ensure_future(self._tunnel(reader, writer, path))
+        self._pumps.add(task)
+        task.add_done_callback(self._pumps.discard)
+
+    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> None:
+        try:
+            remote_reader, remote_writer = await self._require_conn().open_unix_connection(path)
+        except (asyncssh.Error, OSError):
+            writer.close()
+            return
+        up = asyncio.ensure_future(_pump(reader, remote_writer, self._counter, "up"))
+        down = asyncio.ensure_future(_pump(remote_reader, writer, self._counter, "down"))
+        try:
+            await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (up, down):
+                task.cancel()
+            await asyncio.gather(up, down, return_exceptions=True)
+            writer.close()
+            remote_writer.close()
+
+    def _require_conn(self) -> asyncssh.SSHClientConnection:
+        if self._conn is None:
+            raise RuntimeError("SSHTransport used outside its context")
+        return self._conn
+
+
+async def _pump(reader: Any, writer: Any, counter: ByteCounter, direction: str) -> None:
+    while True:
+        data = await reader.read(_PUMP_CHUNK)
+        if not data:
+            with contextlib.suppress(Exception):
+                writer.write_eof()
+            return
+        if direction == "up":
+            counter.up += len(data)
+        else:
+            counter.down += len(data)
+        writer.write(data)
+        await writer.drain()

@@ -1,0 +1,49 @@
+"""Fixtures: a real containerd and a real sshd as local processes."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.nodes import Containerd, Sshd, start_containerd, start_sshd
+
+
+def _need(*binaries: str) -> None:
+    missing = [b for b in binaries if shutil.which(b) is None and not Path(b).exists()]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (apt-get install containerd openssh-server)")
+
+
+@pytest.fixture(scope="session")
+def containerd() -> Iterator[Containerd]:
+    """A containerd process, shared by the session (tests use distinct image names)."""
+    _need("containerd", "ctr")
+    root = Path(tempfile.mkdtemp(prefix="nodeload-ctd-", dir="/var/tmp"))
+    node = start_containerd(root)
+    yield node
+    node.stop()
+
+
+@pytest.fixture()
+def fresh_containerd() -> Iterator[Containerd]:
+    """A containerd process of one's own, for tests that need an empty store."""
+    _need("containerd", "ctr")
+    root = Path(tempfile.mkdtemp(prefix="nodeload-ctd-", dir="/var/tmp"))
+    node = start_containerd(root)
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[Sshd]:
+    """An sshd on 127.0.0.1 trusting a generated client key."""
+    _need("/usr/sbin/sshd", "ssh-keygen")
+    root = Path(tempfile.mkdtemp(prefix="nodeload-sshd-"))
+    server = start_sshd(root)
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
