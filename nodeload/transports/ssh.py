@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import shlex
 import shutil
@@ -66,9 +67,19 @@ def parse_node(text: str) -> NodeAddress:
             port = rest.removeprefix(":")
     elif hostport.count(":") == 1:
         host, port = hostport.split(":")
+    elif ":" in hostport and not _is_ip(hostport):
+        raise UsageError(f"invalid node {text!r}: write an IPv6 address with a port as [ADDR]:PORT")
     if not host or (port is not None and not port.isdigit()) or any(c.isspace() for c in text):
         raise UsageError(f"invalid node {text!r}: expected [USER@]HOST[:PORT]")
     return NodeAddress(host=host, user=user or None, port=int(port) if port else None)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,46 @@
+# The two commands of the README: `make demo` and `make test`. Both set up
+# everything they need (Debian packages, a Docker engine, the venv).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint unit integration e2e bench protos host clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+host:
+	bash scripts/ensure-host.sh
+
+demo: host $(STAMP)
+	$(BIN)/python -m nodeload.sandbox.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check nodeload tests benchmarks scripts
+	$(BIN)/ruff format --check nodeload tests benchmarks scripts
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: host $(STAMP)
+	$(BIN)/pytest -q tests/integration
+
+e2e: host $(STAMP)
+	$(BIN)/pytest -q tests/e2e
+
+test: host $(STAMP) lint
+	$(BIN)/pytest -q -ra tests
+
+bench: host $(STAMP)
+	$(BIN)/python benchmarks/bench.py
+
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

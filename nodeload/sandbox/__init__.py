@@ -1,0 +1,44 @@
+"""A throwaway sandbox of pretend Kubernetes nodes (sshd + containerd in Docker containers).
+
+Used by ``make demo``, the e2e tests and the benchmark; not needed to use nodeload itself.
+Needs a local Docker engine and the ``sandbox`` extra (testcontainers).
+"""
+
+from nodeload.sandbox.node import (
+    SANDBOX_LABEL,
+    NodeContainer,
+    NodeReadyWaitStrategy,
+    new_session_id,
+)
+from nodeload.sandbox.node_image import (
+    SandboxError,
+    cache_dir,
+    docker_client,
+    ensure_node_image,
+    node_image_tag,
+)
+from nodeload.sandbox.sandbox import Sandbox, sweep_leftovers
+from nodeload.sandbox.test_images import (
+    LayerSpec,
+    build_image,
+    layer_diff_ids,
+    static_busybox,
+)
+
+__all__ = [
+    "SANDBOX_LABEL",
+    "LayerSpec",
+    "NodeContainer",
+    "NodeReadyWaitStrategy",
+    "Sandbox",
+    "SandboxError",
+    "build_image",
+    "cache_dir",
+    "docker_client",
+    "ensure_node_image",
+    "layer_diff_ids",
+    "new_session_id",
+    "node_image_tag",
+    "static_busybox",
+    "sweep_leftovers",
+]

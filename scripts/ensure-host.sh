@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install and start what nodeload's tests and demo need on a Debian/Ubuntu host:
+# containerd + OpenSSH (integration tests run them as plain processes), skopeo,
+# and a running Docker engine (scripts/ensure-docker.sh). Idempotent; needs root.
+set -euo pipefail
+
+need=()
+command -v containerd >/dev/null || need+=(containerd)
+command -v ctr >/dev/null || need+=(containerd)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v tc >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "missing packages: ${need[*]} (run as root, or install them yourself)" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+exec "$(dirname "$0")/ensure-docker.sh"

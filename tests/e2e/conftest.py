@@ -1,0 +1,48 @@
+"""Session fixtures for end-to-end tests: a Docker engine, the node image, a 2-node sandbox."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+HAVE_SANDBOX_EXTRA = importlib.util.find_spec("testcontainers") is not None
+if HAVE_SANDBOX_EXTRA:
+    # Imported before any test module: this also turns off testcontainers' Ryuk.
+    from nodeload.sandbox import Sandbox, ensure_node_image, sweep_leftovers
+    from nodeload.sandbox import docker_client as make_docker_client
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A client of the local Docker engine; skips the e2e suite when there is none."""
+    if not HAVE_SANDBOX_EXTRA:
+        pytest.skip("e2e tests need the 'sandbox' extra (pip install -e '.[sandbox]')")
+    try:
+        client = make_docker_client()
+        client.ping()
+    except Exception as exc:  # no socket, no permission, daemon down...
+        pytest.skip(f"no Docker engine reachable ({exc}); run scripts/ensure-docker.sh")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_leftovers(docker_client: docker.DockerClient) -> None:
+    """Remove node containers and volumes left by earlier, killed test sessions."""
+    sweep_leftovers(docker_client)
+
+
+@pytest.fixture(scope="session")
+def node_image(docker_client: docker.DockerClient) -> str:
+    """Tag of the node image, built on first use (about a minute without a registry)."""
+    return ensure_node_image(docker_client)
+
+
+@pytest.fixture(scope="session")
+def sandbox(docker_client: docker.DockerClient, node_image: str) -> Iterator[Sandbox]:
+    """Two running nodes, reachable as node-1 and node-2 through sandbox.ssh_config_path."""
+    with Sandbox(2, image=node_image, client=docker_client) as sb:
+        yield sb
