@@ -70,8 +70,18 @@ def nodeload(sandbox: Sandbox, alias: str, tag: str, cache: str) -> Run:
     node = sandbox.node(alias)
     before = node.rx_bytes()
     env = {**os.environ, "XDG_CACHE_HOME": cache}
-    argv = [sys.executable, "-m", "nodeload", "push", tag, "--node", alias,
-            "-F", str(sandbox.ssh_config_path), "--json"]
+    argv = [
+        sys.executable,
+        "-m",
+        "nodeload",
+        "push",
+        tag,
+        "--node",
+        alias,
+        "-F",
+        str(sandbox.ssh_config_path),
+        "--json",
+    ]
     seconds, rss, out = _timed(argv, env=env)
     report = json.loads(out)["nodes"][0]
     return Run(seconds, node.rx_bytes() - before, rss, int(report["bytes_sent"]))
@@ -81,7 +91,9 @@ def main() -> int:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=250, help="image size (default 250)")
-    parser.add_argument("--changed-mib", type=int, default=5, help="size of the changed top layer (default 5)")
+    parser.add_argument(
+        "--changed-mib", type=int, default=5, help="size of the changed top layer (default 5)"
+    )
     parser.add_argument("--rate-mbit", type=float, help="shape each node's link to this rate")
     parser.add_argument("--json", action="store_true", help="print the raw numbers as JSON")
     args = parser.parse_args()
@@ -114,22 +126,37 @@ def main() -> int:
 
 def _print(results: dict[str, dict[str, Run]], args: argparse.Namespace, link: str) -> None:
     table = Table(title=f"{args.size_mib} MiB image, {args.changed_mib} MiB changed layer, link: {link}")
-    for col in ("push", "save|import time", "nodeload time", "speed-up",
-                "save|import wire", "nodeload wire", "nodeload bytes_sent", "nodeload peak RSS"):
+    for col in (
+        "push",
+        "save|import time",
+        "nodeload time",
+        "speed-up",
+        "save|import wire",
+        "nodeload wire",
+        "nodeload bytes_sent",
+        "nodeload peak RSS",
+    ):
         table.add_column(col, justify="right" if col != "push" else "left")
     for scenario, runs in results.items():
         base, ours = runs["save|import"], runs["nodeload"]
         table.add_row(
-            scenario, f"{base.seconds:.2f}s", f"{ours.seconds:.2f}s", f"{base.seconds / ours.seconds:.1f}x",
-            human_bytes(base.wire_bytes), human_bytes(ours.wire_bytes),
-            human_bytes(ours.reported_bytes or 0), human_bytes(ours.peak_rss),
+            scenario,
+            f"{base.seconds:.2f}s",
+            f"{ours.seconds:.2f}s",
+            f"{base.seconds / ours.seconds:.1f}x",
+            human_bytes(base.wire_bytes),
+            human_bytes(ours.wire_bytes),
+            human_bytes(ours.reported_bytes or 0),
+            human_bytes(ours.peak_rss),
         )
     Console().print(table)
     warm = results["warm (1 layer changed)"]
     budget = 1.05 * args.changed_mib * MiB + 64 * 1024
     checks = [
-        ("warm push >= 10x faster than save|import",
-         warm["save|import"].seconds / warm["nodeload"].seconds >= 10),
+        (
+            "warm push >= 10x faster than save|import",
+            warm["save|import"].seconds / warm["nodeload"].seconds >= 10,
+        ),
         ("warm wire bytes <= 1.05 x changed layer + 64 KiB", warm["nodeload"].wire_bytes <= budget),
         ("peak memory < 200 MB", max(r["nodeload"].peak_rss for r in results.values()) < 200e6),
     ]

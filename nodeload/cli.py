@@ -42,23 +42,47 @@ def build_parser() -> argparse.ArgumentParser:
         "oci-archive:FILE[:REF], docker-archive:FILE[:REF], or a bare REF from the local Docker daemon.",
     )
     push.add_argument("image", metavar="IMAGE")
-    push.add_argument("--node", action="append", default=[], metavar="[USER@]HOST[:PORT]",
-                      help="target node, repeatable; HOST may be an ~/.ssh/config alias")
-    push.add_argument("--namespace", default=CRI_NAMESPACE, metavar="NS",
-                      help="containerd namespace (default k8s.io, what kubelet uses; "
-                      "'default' for nerdctl, 'moby' for Docker's containerd store)")
+    push.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        metavar="[USER@]HOST[:PORT]",
+        help="target node, repeatable; HOST may be an ~/.ssh/config alias",
+    )
+    push.add_argument(
+        "--namespace",
+        default=CRI_NAMESPACE,
+        metavar="NS",
+        help="containerd namespace (default k8s.io, what kubelet uses; "
+        "'default' for nerdctl, 'moby' for Docker's containerd store)",
+    )
     push.add_argument("--name", metavar="REF", help="image name on the node (default: the source's own name)")
-    push.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
-                      help="pick from a multi-platform image (default: the node's platform)")
+    push.add_argument(
+        "--platform",
+        metavar="OS/ARCH[/VARIANT]",
+        help="pick from a multi-platform image (default: the node's platform)",
+    )
     push.add_argument("--containerd-socket", metavar="PATH", help="containerd socket on the node")
     push.add_argument("--snapshotter", help="snapshotter to unpack into (default: CRI's, else overlayfs)")
     push.add_argument("--no-unpack", action="store_true", help="store the content only; do not unpack layers")
-    push.add_argument("-i", "--identity", type=Path, metavar="FILE",
-                      help="SSH private key, in addition to ssh-agent and ~/.ssh/config IdentityFile")
-    push.add_argument("-F", "--ssh-config", type=Path, metavar="FILE", help="SSH config file (default ~/.ssh/config)")
-    push.add_argument("--known-hosts", type=Path, metavar="FILE", help="known_hosts file (default ~/.ssh/known_hosts)")
-    push.add_argument("--insecure-skip-host-key-check", action="store_true",
-                      help="do not verify node host keys (unsafe: anyone on the path can impersonate a node)")
+    push.add_argument(
+        "-i",
+        "--identity",
+        type=Path,
+        metavar="FILE",
+        help="SSH private key, in addition to ssh-agent and ~/.ssh/config IdentityFile",
+    )
+    push.add_argument(
+        "-F", "--ssh-config", type=Path, metavar="FILE", help="SSH config file (default ~/.ssh/config)"
+    )
+    push.add_argument(
+        "--known-hosts", type=Path, metavar="FILE", help="known_hosts file (default ~/.ssh/known_hosts)"
+    )
+    push.add_argument(
+        "--insecure-skip-host-key-check",
+        action="store_true",
+        help="do not verify node host keys (unsafe: anyone on the path can impersonate a node)",
+    )
     push.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
     return parser
 
@@ -98,8 +122,11 @@ def _push(args: argparse.Namespace, err: Console) -> int:
             _warn_floating(name, err)
         options = PushOptions(
             target=TargetOptions(
-                namespace=args.namespace, name=name, platform=platform,
-                snapshotter=args.snapshotter, unpack=not args.no_unpack,
+                namespace=args.namespace,
+                name=name,
+                platform=platform,
+                snapshotter=args.snapshotter,
+                unpack=not args.no_unpack,
             ),
             socket=args.containerd_socket,
         )
@@ -137,8 +164,8 @@ def _target_name(explicit: str | None, source: ImageSource) -> str:
 def _warn_floating(name: str, err: Console) -> None:
     if parse_reference(name).floats:
         err.print(
-            f"warning: {name} uses the :latest tag, so kubelet defaults to imagePullPolicy: Always and will try "
-            "to pull it from a registry; push a specific tag, or set imagePullPolicy: IfNotPresent",
+            f"warning: {name} uses the :latest tag, so kubelet defaults to imagePullPolicy: Always "
+            "and will try to pull it from a registry; push a specific tag, or set imagePullPolicy: IfNotPresent",
             markup=False,
         )
 

@@ -88,7 +88,9 @@ def resolve(source: ImageSource, platform: Platform) -> ImageGraph:
     raise SourceError(f"{source.root.digest}: indexes nested too deeply")
 
 
-def _resolve_manifest(source: ImageSource, indexes: list[tuple[Document, int]], manifest: Document) -> ImageGraph:
+def _resolve_manifest(
+    source: ImageSource, indexes: list[tuple[Document, int]], manifest: Document
+) -> ImageGraph:
     doc = manifest.json()
     try:
         config_desc = Descriptor.from_json(doc["config"])
@@ -99,6 +101,7 @@ def _resolve_manifest(source: ImageSource, indexes: list[tuple[Document, int]], 
     diff_ids = tuple(str(d) for d in (config.json().get("rootfs") or {}).get("diff_ids", []))
     if len(diff_ids) != len(layers):
         raise SourceError(
-            f"manifest {manifest.desc.digest} lists {len(layers)} layers but its config has {len(diff_ids)} diff_ids"
+            f"manifest {manifest.desc.digest} lists {len(layers)} layers "
+            f"but its config has {len(diff_ids)} diff_ids"
         )
     return ImageGraph(tuple(indexes), manifest, config, layers, diff_ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from rich.console import Console
@@ -53,6 +54,12 @@ class NullProgress:
         """Nothing to show."""
 
 
+@dataclass(frozen=True)
+class _BlobBar:
+    node_task: TaskID
+    task: TaskID
+
+
 class RichProgress:
     """A bar per node and per blob while it is being sent."""
 
@@ -87,18 +94,18 @@ class RichProgress:
         node_total = self._progress.tasks[node_task].total or 0
         self._progress.update(node_task, total=node_total + total, advance=already)
         task = self._progress.add_task(f"  {digest[7:19]}", total=total, completed=already)
-        return (node_task, task)
+        return _BlobBar(node_task, task)
 
     def advance(self, handle: object, n: int) -> None:
         """Move both the blob's and the node's bar."""
-        node_task, task = handle  # type: ignore[misc]
-        self._progress.advance(task, n)
-        self._progress.advance(node_task, n)
+        assert isinstance(handle, _BlobBar)
+        self._progress.advance(handle.task, n)
+        self._progress.advance(handle.node_task, n)
 
     def blob_done(self, handle: object) -> None:
         """Remove the finished blob's bar."""
-        _, task = handle  # type: ignore[misc]
-        self._progress.remove_task(task)
+        assert isinstance(handle, _BlobBar)
+        self._progress.remove_task(handle.task)
 
     def message(self, node: str, text: str) -> None:
         """Show the node's current phase in its bar."""

@@ -63,9 +63,7 @@ async def push_all(
 ) -> list[NodeResult]:
     """Push ``source`` to every node concurrently; one result per node, in order."""
     graphs = GraphCache(source)
-    return list(
-        await asyncio.gather(*(push_node(source, t, options, progress, graphs) for t in transports))
-    )
+    return list(await asyncio.gather(*(push_node(source, t, options, progress, graphs) for t in transports)))
 
 
 async def push_node(
@@ -93,12 +91,12 @@ async def push_node(
         result.status, result.error = "failed", str(err)
     finally:
         result.seconds = round(loop.time() - started, 3)
-        result.tunnel_bytes_up = transport.counter.up
-        result.tunnel_bytes_down = transport.counter.down
     return result
 
 
-async def connect_containerd(transport: Transport, options: PushOptions, result: NodeResult) -> ContainerdClient:
+async def connect_containerd(
+    transport: Transport, options: PushOptions, result: NodeResult
+) -> ContainerdClient:
     """Find the first containerd socket that exists and answers, and connect to it.
 
     Raises:
@@ -113,7 +111,7 @@ async def connect_containerd(transport: Transport, options: PushOptions, result:
         client = ContainerdClient(await transport.forward(path), options.target.namespace)
         try:
             await client.version(timeout=10)
-        except Exception as err:  # noqa: BLE001 - any failure means "does not answer"
+        except Exception as err:
             await client.close()
             reasons.append(f"{path} does not answer as containerd ({type(err).__name__})")
             continue

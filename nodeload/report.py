@@ -28,8 +28,6 @@ class NodeResult:
     cri_indexed: bool | None = None
     socket: str = ""
     containerd_version: str = ""
-    tunnel_bytes_up: int = 0  # everything sent through the tunnel: blobs plus gRPC framing
-    tunnel_bytes_down: int = 0
 
     @property
     def ok(self) -> bool:

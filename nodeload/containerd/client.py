@@ -7,6 +7,7 @@ the content Write protocol) and nothing about images or plans.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -141,8 +142,11 @@ class ContainerdClient:
                 platform = Platform(p.os, p.architecture, p.variant).normalized()
         if platform is None:
             platform = next(
-                (Platform(p.os, p.architecture, p.variant).normalized()
-                 for plugin in resp.plugins for p in plugin.platforms),
+                (
+                    Platform(p.os, p.architecture, p.variant).normalized()
+                    for plugin in resp.plugins
+                    for p in plugin.platforms
+                ),
                 Platform("linux", "amd64"),
             )
         cri_snapshotter = await self._cri_snapshotter() if has_cri else None
@@ -178,10 +182,10 @@ class ContainerdClient:
             yield lease_id
         finally:
             self.lease = None
-            try:
-                await self._leases.Delete(leases_pb2.DeleteRequest(id=lease_id), metadata=self._md(lease=False))
-            except grpc.aio.AioRpcError:
-                pass  # it expires by itself
+            with contextlib.suppress(grpc.aio.AioRpcError):  # if this fails, it expires by itself
+                await self._leases.Delete(
+                    leases_pb2.DeleteRequest(id=lease_id), metadata=self._md(lease=False)
+                )
 
     # -- content ----------------------------------------------------------
 
@@ -193,13 +197,16 @@ class ContainerdClient:
             if _code(err) == grpc.StatusCode.NOT_FOUND:
                 return None
             raise
-        return resp.info
+        info: content_pb2.Info = resp.info
+        return info
 
     async def find_by_label(self, key: str, value: str) -> list[content_pb2.Info]:
         """Blobs whose label ``key`` equals ``value``."""
         flt = f'labels."{key}"=="{value}"'
         found: list[content_pb2.Info] = []
-        async for resp in self._content.List(content_pb2.ListContentRequest(filters=[flt]), metadata=self._md()):
+        async for resp in self._content.List(
+            content_pb2.ListContentRequest(filters=[flt]), metadata=self._md()
+        ):
             found.extend(resp.info)
         return found
 
@@ -218,7 +225,9 @@ class ContainerdClient:
         info = content_pb2.Info(digest=digest, labels=dict(labels))
         mask = field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels])
         try:
-            await self._content.Update(content_pb2.UpdateRequest(info=info, update_mask=mask), metadata=self._md())
+            await self._content.Update(
+                content_pb2.UpdateRequest(info=info, update_mask=mask), metadata=self._md()
+            )
         except grpc.aio.AioRpcError as err:
             _raise_push_error(f"labelling {digest}", err)
 
@@ -265,7 +274,10 @@ class ContainerdClient:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
-                if _code(err) in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE) and attempt == 0:
+                if (
+                    _code(err) in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE)
+                    and attempt == 0
+                ):
                     await self.abort(ref)  # stale or corrupt partial ingest: start over once
                     continue
                 _raise_push_error(f"writing {desc.digest}", err)
@@ -306,8 +318,14 @@ class ContainerdClient:
                     if progress:
                         progress(len(data))
             await call.write(
-                req(action=content_pb2.COMMIT, ref=ref, offset=offset, total=desc.size,
-                    expected=desc.digest, labels=dict(labels))
+                req(
+                    action=content_pb2.COMMIT,
+                    ref=ref,
+                    offset=offset,
+                    total=desc.size,
+                    expected=desc.digest,
+                    labels=dict(labels),
+                )
             )
             await call.done_writing()
         except grpc.aio.AioRpcError:
@@ -345,7 +363,9 @@ class ContainerdClient:
         md = self._md()
         try:
             prepared = await self._snapshots.Prepare(
-                snapshots_pb2.PrepareSnapshotRequest(snapshotter=snapshotter, key=key, parent=parent, labels=labels),
+                snapshots_pb2.PrepareSnapshotRequest(
+                    snapshotter=snapshotter, key=key, parent=parent, labels=labels
+                ),
                 metadata=md,
             )
         except grpc.aio.AioRpcError as err:
@@ -360,7 +380,9 @@ class ContainerdClient:
                     f"but the image config says {diff_id}"
                 )
             await self._snapshots.Commit(
-                snapshots_pb2.CommitSnapshotRequest(snapshotter=snapshotter, name=chain_id, key=key, labels=labels),
+                snapshots_pb2.CommitSnapshotRequest(
+                    snapshotter=snapshotter, name=chain_id, key=key, labels=labels
+                ),
                 metadata=md,
             )
             return True
@@ -375,12 +397,10 @@ class ContainerdClient:
         return False  # unreachable: _raise_push_error always raises
 
     async def _remove_snapshot(self, snapshotter: str, key: str) -> None:
-        try:
+        with contextlib.suppress(grpc.aio.AioRpcError):
             await self._snapshots.Remove(
                 snapshots_pb2.RemoveSnapshotRequest(snapshotter=snapshotter, key=key), metadata=self._md()
             )
-        except grpc.aio.AioRpcError:
-            pass
 
     # -- images -------------------------------------------------------------
 
@@ -392,7 +412,8 @@ class ContainerdClient:
             if _code(err) == grpc.StatusCode.NOT_FOUND:
                 return None
             raise
-        return resp.image
+        image: images_pb2.Image = resp.image
+        return image
 
     async def put_image(self, name: str, target: Descriptor, labels: Mapping[str, str] | None = None) -> None:
         """Create the image record, or point an existing one at ``target``."""

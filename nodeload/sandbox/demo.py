@@ -61,7 +61,16 @@ def run_on_node(node: NodeContainer, name: str) -> str:
 def table(steps: list[Step]) -> Table:
     """The per-node byte table."""
     out = Table(title="nodeload push, per node")
-    for column in ("push", "node", "blobs sent", "bytes sent", "bytes skipped", "node rx (wire)", "time", "CRI"):
+    for column in (
+        "push",
+        "node",
+        "blobs sent",
+        "bytes sent",
+        "bytes skipped",
+        "node rx (wire)",
+        "time",
+        "CRI",
+    ):
         out.add_column(column, justify="left" if column in ("push", "node") else "right")
     for step in steps:
         for node in step.report["nodes"]:

@@ -73,8 +73,7 @@ def build_image(
             image, _ = client.images.build(path=tmp, tag=tag, rm=True, forcerm=True)
         except docker.errors.BuildError as exc:
             raise SandboxError(f"building test image {tag}: {exc.msg}") from exc
-    image_id: str = image.id
-    return image_id
+    return str(image.id)
 
 
 def layer_diff_ids(client: docker.DockerClient, ref: str) -> list[str]:

@@ -5,8 +5,8 @@ A transport knows how to get bytes to a unix socket on the node (SSH today;
 containerd or images.
 """
 
-from nodeload.transports.base import ByteCounter, Transport
+from nodeload.transports.base import Transport
 from nodeload.transports.local import LocalTransport
 from nodeload.transports.ssh import SSHOptions, SSHTransport, parse_node
 
-__all__ = ["ByteCounter", "LocalTransport", "SSHOptions", "SSHTransport", "Transport", "parse_node"]
+__all__ = ["LocalTransport", "SSHOptions", "SSHTransport", "Transport", "parse_node"]

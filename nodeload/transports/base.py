@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
-
-
-@dataclass
-class ByteCounter:
-    """Bytes that went through a tunnel, in each direction (before SSH framing)."""
-
-    up: int = 0
-    down: int = 0
 
 
 class Transport(Protocol):
@@ -26,11 +17,6 @@ class Transport(Protocol):
     @property
     def node(self) -> str:
         """How the user named the node."""
-        ...
-
-    @property
-    def counter(self) -> ByteCounter:
-        """Bytes carried by this transport's tunnels so far."""
         ...
 
     async def __aenter__(self) -> Self: ...

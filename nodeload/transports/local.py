@@ -7,8 +7,6 @@ import os
 from types import TracebackType
 from typing import Self
 
-from nodeload.transports.base import ByteCounter
-
 
 class LocalTransport:
     """Reach a containerd socket on the local machine directly."""
@@ -16,17 +14,11 @@ class LocalTransport:
     def __init__(self, node: str = "local") -> None:
         """``node`` is only a label used in reports."""
         self._node = node
-        self._counter = ByteCounter()
 
     @property
     def node(self) -> str:
         """The label of this node."""
         return self._node
-
-    @property
-    def counter(self) -> ByteCounter:
-        """Local sockets are not counted: nothing crosses a network."""
-        return self._counter
 
     async def __aenter__(self) -> Self:
         return self

@@ -28,9 +28,7 @@ from nodeload.errors import (
     NodeUnreachable,
     UsageError,
 )
-from nodeload.transports.base import ByteCounter
 
-_PUMP_CHUNK = 256 * 1024
 # Layers are already compressed; SSH compression would only burn CPU.
 _NO_COMPRESSION = ["none"]
 # AES-GCM is hardware accelerated almost everywhere; keep the others as fallbacks.
@@ -102,21 +100,14 @@ class SSHTransport:
         self._node = node
         self._address = parse_node(node)
         self._options = options or SSHOptions()
-        self._counter = ByteCounter()
         self._conn: asyncssh.SSHClientConnection | None = None
         self._tmpdir: str | None = None
-        self._servers: list[asyncio.AbstractServer] = []
-        self._pumps: set[asyncio.Task[None]] = set()
+        self._listeners: list[asyncssh.SSHListener] = []
 
     @property
     def node(self) -> str:
         """The node as the user named it."""
         return self._node
-
-    @property
-    def counter(self) -> ByteCounter:
-        """Bytes carried through the forwarded sockets."""
-        return self._counter
 
     async def __aenter__(self) -> Self:
         self._conn = await self._connect()
@@ -125,12 +116,8 @@ class SSHTransport:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for server in self._servers:
-            server.close()
-        for task in list(self._pumps):
-            task.cancel()
-        if self._pumps:
-            await asyncio.gather(*self._pumps, return_exceptions=True)
+        for listener in self._listeners:
+            listener.close()
         if self._conn is not None:
             self._conn.close()
             with contextlib.suppress(Exception):
@@ -159,7 +146,8 @@ class SSHTransport:
         if opts.identity is not None:
             # -i adds a key; the agent and ~/.ssh/config IdentityFile keys still apply.
             defaults = asyncssh.SSHClientConnectionOptions(
-                host=self._address.host, **{k: v for k, v in kwargs.items() if k in ("config", "username", "port")}
+                host=self._address.host,
+                **{k: v for k, v in kwargs.items() if k in ("config", "username", "port")},
             )
             kwargs["client_keys"] = [str(opts.identity), *(defaults.client_keys or [])]
         kwargs.update(opts.extra)
@@ -180,7 +168,7 @@ class SSHTransport:
             raise AuthenticationFailed(f"{self._node}: cannot load the SSH key: {err}") from err
         except asyncssh.DisconnectError as err:
             raise NodeUnreachable(f"{self._node}: SSH connection refused: {err.reason}") from err
-        except (OSError, asyncio.TimeoutError) as err:
+        except (TimeoutError, OSError) as err:
             reason = str(err) or type(err).__name__
             raise NodeUnreachable(f"{self._node}: cannot connect over SSH: {reason}") from err
 
@@ -195,8 +183,9 @@ class SSHTransport:
         port = self._address.port or 22
         return (
             f"{self._node}: host key not trusted ({reason}); it offered {fingerprint}. Nothing was sent. "
-            f"If you trust it, add it with `ssh-keyscan -p {port} {self._address.host} >> ~/.ssh/known_hosts` "
-            "(or use --known-hosts FILE); --insecure-skip-host-key-check disables the check."
+            f"If you trust it, add it with `ssh-keyscan -p {port} {self._address.host} "
+            ">> ~/.ssh/known_hosts` (or use --known-hosts FILE); --insecure-skip-host-key-check "
+            "disables the check."
         )
 
     async def can_open(self, path: str) -> bool:
@@ -214,7 +203,7 @@ class SSHTransport:
         cmd = f"if [ -S {quoted} ]; then echo present; else echo missing; fi; id -un"
         try:
             result = await asyncio.wait_for(self._require_conn().run(cmd, check=False), 10)
-        except (asyncssh.Error, asyncio.TimeoutError, OSError):
+        except (TimeoutError, asyncssh.Error, OSError):
             return None
         lines = str(result.stdout or "").split()
         if len(lines) < 2:
@@ -228,53 +217,20 @@ class SSHTransport:
         )
 
     async def forward(self, path: str) -> str:
-        """Listen on a private local unix socket that tunnels to ``path``."""
+        """Listen on a private local unix socket that tunnels to ``path``.
+
+        asyncssh's own forwarder carries the bytes (faster than pumping them
+        ourselves); the socket lives in a 0700 directory only we can enter.
+        """
         if self._tmpdir is None:
             self._tmpdir = tempfile.mkdtemp(prefix="nodeload-")  # mkdtemp makes it 0700
-        local = os.path.join(self._tmpdir, f"sock{len(self._servers)}")
-        server = await asyncio.start_unix_server(lambda r, w: self._serve(r, w, path), path=local)
+        local = os.path.join(self._tmpdir, f"sock{len(self._listeners)}")
+        listener = await self._require_conn().forward_local_path(local, path)
         os.chmod(local, 0o600)
-        self._servers.append(server)
+        self._listeners.append(listener)
         return f"unix:{local}"
-
-    def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> None:
-        task = asyncio.ensure_future(self._tunnel(reader, writer, path))
-        self._pumps.add(task)
-        task.add_done_callback(self._pumps.discard)
-
-    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> None:
-        try:
-            remote_reader, remote_writer = await self._require_conn().open_unix_connection(path)
-        except (asyncssh.Error, OSError):
-            writer.close()
-            return
-        up = asyncio.ensure_future(_pump(reader, remote_writer, self._counter, "up"))
-        down = asyncio.ensure_future(_pump(remote_reader, writer, self._counter, "down"))
-        try:
-            await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (up, down):
-                task.cancel()
-            await asyncio.gather(up, down, return_exceptions=True)
-            writer.close()
-            remote_writer.close()
 
     def _require_conn(self) -> asyncssh.SSHClientConnection:
         if self._conn is None:
             raise RuntimeError("SSHTransport used outside its context")
         return self._conn
-
-
-async def _pump(reader: Any, writer: Any, counter: ByteCounter, direction: str) -> None:
-    while True:
-        data = await reader.read(_PUMP_CHUNK)
-        if not data:
-            with contextlib.suppress(Exception):
-                writer.write_eof()
-            return
-        if direction == "up":
-            counter.up += len(data)
-        else:
-            counter.down += len(data)
-        writer.write(data)
-        await writer.drain()

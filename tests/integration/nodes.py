@@ -77,7 +77,10 @@ class Containerd:
         """Run ``ctr`` against this containerd and return its output."""
         out = subprocess.run(
             ["ctr", "--address", str(self.socket), "-n", namespace, *args],
-            check=True, capture_output=True, text=True, timeout=120,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         return out.stdout
 
@@ -88,8 +91,9 @@ class Containerd:
             self.process.wait(15)
         except subprocess.TimeoutExpired:
             self.process.kill()
-        subprocess.run(f"grep ' {self.root}' /proc/mounts | cut -d' ' -f2 | xargs -r umount -l",
-                       shell=True, check=False)
+        subprocess.run(
+            f"grep ' {self.root}' /proc/mounts | cut -d' ' -f2 | xargs -r umount -l", shell=True, check=False
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -154,8 +158,11 @@ def start_sshd(root: Path) -> Sshd:
     host_pub = (root / "host_ed25519.pub").read_text().split()
     line = f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}"
     (root / "known_hosts").write_text(line + "\n")
-    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=open(root / "sshd.log", "wb"))  # noqa: SIM115
+    proc = subprocess.Popen(
+        ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / "sshd.log", "wb"),  # noqa: SIM115 - lives as long as the process
+    )
 
     def ready() -> bool:
         if proc.poll() is not None:

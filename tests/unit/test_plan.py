@@ -77,7 +77,9 @@ def test_present_blobs_are_skipped_and_counted() -> None:
     present = frozenset({graph.layers[0].digest, graph.layers[1].digest})
     plan = make_plan(graph, NodeState(present), "overlayfs", rewritable=False)
     assert {b.desc.digest for b in plan.to_send} == {
-        graph.layers[2].digest, graph.config.desc.digest, graph.manifest.desc.digest
+        graph.layers[2].digest,
+        graph.config.desc.digest,
+        graph.manifest.desc.digest,
     }
     assert plan.bytes_skipped == graph.layers[0].size + graph.layers[1].size
     assert plan.bytes_to_send + plan.bytes_skipped == graph.total_size
@@ -86,7 +88,9 @@ def test_present_blobs_are_skipped_and_counted() -> None:
 def test_unpack_resumes_above_the_highest_existing_snapshot() -> None:
     graph = _graph(4)
     chains = chain_ids(graph.diff_ids)
-    plan = make_plan(graph, NodeState(frozenset(), snapshots=frozenset({chains[1]})), "native", rewritable=False)
+    plan = make_plan(
+        graph, NodeState(frozenset(), snapshots=frozenset({chains[1]})), "native", rewritable=False
+    )
     assert [u.chain_id for u in plan.unpack] == chains[2:]
     assert plan.unpack[0].parent == chains[1]
     everything = make_plan(graph, NodeState(frozenset(), snapshots=frozenset({chains[-1]})), "native", False)

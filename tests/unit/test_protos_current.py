@@ -21,5 +21,7 @@ def test_generated_modules_are_current(tmp_path: Path) -> None:
     for path in fresh:
         committed = committed_dir / path.name
         assert committed.exists(), f"{path.name} is not committed: run python scripts/gen_protos.py"
-        assert committed.read_text() == path.read_text(), f"{path.name} is stale: run python scripts/gen_protos.py"
+        assert committed.read_text() == path.read_text(), (
+            f"{path.name} is stale: run python scripts/gen_protos.py"
+        )
     assert {p.name for p in committed_dir.glob("*_pb2*.py*")} == {p.name for p in fresh}
