@@ -102,9 +102,7 @@ def test_shape_limits_the_rate_towards_a_node(sandbox: Sandbox) -> None:
 
     def send() -> float:
         start = time.monotonic()
-        subprocess.run(
-            sandbox.ssh_command(alias, "cat >/dev/null"), input=payload, timeout=60, check=True
-        )
+        subprocess.run(sandbox.ssh_command(alias, "cat >/dev/null"), input=payload, timeout=60, check=True)
         return time.monotonic() - start
 
     node.shape(10)  # 2.5 MB at 10 Mbit/s: about 2 s

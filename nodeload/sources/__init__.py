@@ -1,0 +1,126 @@
+"""Image sources, addressed with skopeo-style transport names.
+
+``docker-daemon:REF``, ``oci:DIR[:REF]``, ``oci-archive:FILE[:REF]``,
+``docker-archive:FILE[:REF]``; a bare ``REF`` means the local Docker daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from nodeload.errors import UsageError
+from nodeload.reference import parse_reference
+from nodeload.sources.base import Source
+from nodeload.sources.docker_archive import open_docker_archive
+from nodeload.sources.layer_cache import LayerCache, default_cache_dir
+from nodeload.sources.oci_layout import open_oci_archive, open_oci_layout
+
+__all__ = [
+    "TRANSPORTS",
+    "LayerCache",
+    "Source",
+    "SourceSpec",
+    "default_cache_dir",
+    "open_source",
+    "parse_source",
+]
+
+TRANSPORTS = ("docker-daemon", "oci", "oci-archive", "docker-archive")
+# skopeo transports nodeload cannot read ("docker:" alone may be a name: docker:latest).
+_UNSUPPORTED = ("dir:", "containers-storage:", "ostree:", "sif:", "tarball:")
+_IMAGE_ID = r"(sha256:)?[0-9a-f]{12,64}"
+_FORMS = "docker-daemon:REF, oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF] or REF"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed source argument."""
+
+    transport: str  # one of TRANSPORTS
+    path: Path | None  # the directory or file of path transports
+    ref: str | None  # the image within: a name, tag, image ID, or "@N"
+
+
+def parse_source(text: str) -> SourceSpec:
+    """Split ``TRANSPORT:REST`` the way skopeo does; a bare REF is the Docker daemon.
+
+    For path transports, ``PATH:REF`` is split at the colon after the longest
+    prefix that exists on disk (so paths and refs may both contain colons),
+    else at the first colon, as skopeo does.
+
+    Raises:
+        UsageError: for an unknown or unsupported transport, or a bad REF.
+    """
+    transport, colon, rest = text.partition(":")
+    if colon and transport in TRANSPORTS:
+        if transport == "docker-daemon":
+            return SourceSpec(transport, None, _daemon_ref(rest, text))
+        path, ref = _split_path_ref(rest)
+        if not path:
+            raise UsageError(f"{text!r}: {transport}: needs a path, e.g. {transport}:./image[:REF]")
+        if ref is not None and transport == "docker-archive" and not ref.startswith("@"):
+            _check_name(ref, text)
+        return SourceSpec(transport, Path(path), ref)
+    if text.startswith("docker://"):
+        raise UsageError(
+            f"{text!r}: nodeload does not pull from registries; docker pull the image and give its name,"
+            " or copy it to a directory with skopeo copy ... oci:DIR:TAG"
+        )
+    unsupported = next((t for t in _UNSUPPORTED if text.startswith(t)), None)
+    if unsupported:
+        raise UsageError(f"{text!r}: the {unsupported[:-1]} transport is not supported; use {_FORMS}")
+    return SourceSpec("docker-daemon", None, _daemon_ref(text, text))
+
+
+def _split_path_ref(rest: str) -> tuple[str, str | None]:
+    if os.path.exists(rest) or ":" not in rest:
+        return rest, None
+    colons = [i for i, c in enumerate(rest) if c == ":"]
+    at = next((i for i in reversed(colons) if os.path.exists(rest[:i])), colons[0])
+    return rest[:at], rest[at + 1 :] or None
+
+
+def _daemon_ref(ref: str, text: str) -> str:
+    if re.fullmatch(_IMAGE_ID, ref):
+        return ref
+    _check_name(ref, text)
+    return ref
+
+
+def _check_name(ref: str, text: str) -> None:
+    try:
+        parse_reference(ref)
+    except UsageError as exc:
+        raise UsageError(f"{text!r} is not an image source ({exc}); expected {_FORMS}") from exc
+
+
+def open_source(text: str, *, cache: LayerCache | None = None) -> Source:
+    """Open the image source ``text`` names (see :func:`parse_source`).
+
+    Close the result (or use it in a ``with`` block): archive sources hold
+    files, and compressed archives a temporary decompressed copy.
+
+    Args:
+        text: e.g. ``myapp:dev``, ``oci:./out:v1``, ``docker-archive:app.tar``.
+        cache: the layer cache (default: ``${XDG_CACHE_HOME:-~/.cache}/nodeload``).
+
+    Raises:
+        UsageError: when ``text`` is not a valid source.
+        ImageNotFound: when the image is not there.
+        SourceError: when the source cannot be read.
+    """
+    spec = parse_source(text)
+    if spec.transport == "docker-daemon":
+        from nodeload.sources.docker_daemon import open_docker_daemon  # imports the docker SDK
+
+        assert spec.ref is not None
+        return open_docker_daemon(spec.ref, cache=cache)
+    assert spec.path is not None
+    if spec.transport == "oci":
+        return open_oci_layout(spec.path, spec.ref)
+    if spec.transport == "oci-archive":
+        return open_oci_archive(spec.path, spec.ref, cache=cache)
+    return open_docker_archive(spec.path, spec.ref, cache=cache)

@@ -1,0 +1,65 @@
+"""What every source object is besides an ImageSource: something to close."""
+
+from __future__ import annotations
+
+import json
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from nodeload.errors import SourceError, UsageError
+from nodeload.image import ImageSource
+from nodeload.reference import normalize
+
+
+class Source(ImageSource, Protocol):
+    """An :class:`ImageSource` that holds resources (files, temp files) until closed.
+
+    Use it as a context manager: ``with open_source(text) as source: ...``.
+    """
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class Closeable:
+    """Context-manager plumbing for sources; subclasses override :meth:`close`."""
+
+    def close(self) -> None:
+        """Release what the source holds; safe to call twice."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def name_or_none(text: str) -> str | None:
+    """``text`` as a normalized image name, or None when it is not a valid one."""
+    try:
+        return normalize(text)
+    except UsageError:
+        return None
+
+
+def parse_json(data: bytes, where: str) -> Any:
+    """Parsed JSON, or SourceError naming ``where`` the bytes came from."""
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise SourceError(f"{where} is not valid JSON ({exc})") from exc
+
+
+def parse_object(data: bytes, where: str) -> dict[str, Any]:
+    """A JSON object, or SourceError naming ``where`` the bytes came from."""
+    doc = parse_json(data, where)
+    if not isinstance(doc, dict):
+        raise SourceError(f"{where} is not a JSON object")
+    return doc

@@ -1,0 +1,171 @@
+"""A disk cache of compressed layers, keyed by their uncompressed digest (diffID).
+
+Docker's classic store hands out uncompressed layer tars; compressing them
+is the slow part of reading an image, so each layer is compressed once and
+kept under ``${XDG_CACHE_HOME:-~/.cache}/nodeload/``::
+
+    layers/sha256/<diffid hex>.tar.gz   the gzip blob (see compress.gzip_stream)
+    layers/sha256/<diffid hex>.json     {diff_id, digest, size, uncompressed_size}
+    configs/sha256/<image id hex>       an image config, exactly as Docker has it
+
+Every file is written to a temporary name in the same directory and renamed
+into place, and the record is renamed only after its blob: a record on disk
+always has its blob, and concurrent runs at worst compress a layer twice to
+identical bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO
+
+from nodeload.errors import SourceError
+from nodeload.image import sha256_digest
+from nodeload.sources.compress import Compressed, gzip_stream
+from nodeload.sources.streams import Reader, open_window
+
+_SHA256 = re.compile(r"^sha256:([0-9a-f]{64})$")
+_STALE_SECONDS = 24 * 3600  # temporary files this old were left by killed runs
+
+
+def default_cache_dir() -> Path:
+    """``${XDG_CACHE_HOME:-~/.cache}/nodeload``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "nodeload"
+
+
+def _hex(digest: str) -> str:
+    match = _SHA256.match(digest)
+    if not match:
+        raise SourceError(f"unsupported digest {digest!r}: expected sha256:<64 hex digits>")
+    return match.group(1)
+
+
+@dataclass(frozen=True)
+class CachedLayer:
+    """A compressed layer in the cache."""
+
+    diff_id: str
+    digest: str
+    size: int
+    uncompressed_size: int
+    path: Path
+
+    def open(self, offset: int = 0) -> AbstractContextManager[IO[bytes]]:
+        """Stream the compressed blob from ``offset``."""
+        return open_window(self.path, 0, self.size, offset)
+
+
+class LayerCache:
+    """Compressed layers and image configs on disk; safe to share between processes."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        """Use ``root`` (default: :func:`default_cache_dir`)."""
+        self.root = root or default_cache_dir()
+        self.layers_dir = self.root / "layers" / "sha256"
+        self.configs_dir = self.root / "configs" / "sha256"
+        self.scratch_dir = self.root / "tmp"  # large temporary files, on disk (not tmpfs)
+        self.compressions = 0  # layers compressed by this object, for tests and reports
+
+    def lookup(self, diff_id: str) -> CachedLayer | None:
+        """The cached layer with this diffID, or None (also for a damaged entry)."""
+        record_path = self.layers_dir / f"{_hex(diff_id)}.json"
+        try:
+            record = json.loads(record_path.read_bytes())
+            layer = CachedLayer(
+                diff_id=str(record["diff_id"]),
+                digest=str(record["digest"]),
+                size=int(record["size"]),
+                uncompressed_size=int(record["uncompressed_size"]),
+                path=self.layers_dir / f"{_hex(diff_id)}.tar.gz",
+            )
+            intact = layer.diff_id == diff_id and layer.path.stat().st_size == layer.size
+        except (OSError, ValueError, KeyError, TypeError, SourceError):
+            return None
+        return layer if intact else None
+
+    def add(self, src: Reader, wanted: Collection[str]) -> CachedLayer | None:
+        """Compress the layer tar ``src`` into the cache if its diffID is in ``wanted``.
+
+        The diffID is only known once the whole stream is read, so a layer
+        that turns out to be unwanted is compressed and then dropped.
+
+        Returns:
+            The cached layer, or None when its diffID is not wanted.
+        """
+        self.layers_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale(self.layers_dir, ".tmp-*")
+        with _atomic_file(self.layers_dir) as (tmp, commit):
+            result = gzip_stream(src, tmp)
+            self.compressions += 1
+            if result.diff_id not in wanted:
+                return None
+            blob = self.layers_dir / f"{_hex(result.diff_id)}.tar.gz"
+            commit(blob)
+        self._write_record(result)
+        return CachedLayer(result.diff_id, result.digest, result.size, result.uncompressed_size, blob)
+
+    def _write_record(self, result: Compressed) -> None:
+        record = json.dumps(asdict(result), sort_keys=True).encode()
+        _write_atomic(self.layers_dir / f"{_hex(result.diff_id)}.json", record)
+
+    def load_config(self, digest: str) -> bytes | None:
+        """A cached image config by its digest (Docker's image ID), verified."""
+        try:
+            data = (self.configs_dir / _hex(digest)).read_bytes()
+        except OSError:
+            return None
+        return data if sha256_digest(data) == digest else None
+
+    def store_config(self, data: bytes) -> str:
+        """Keep an image config; its digest."""
+        digest = sha256_digest(data)
+        self.configs_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.configs_dir / _hex(digest), data)
+        return digest
+
+
+def remove_stale(directory: Path, pattern: str) -> None:
+    """Delete temporary files a killed run left in ``directory`` (older than a day)."""
+    cutoff = time.time() - _STALE_SECONDS
+    for path in directory.glob(pattern):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+
+
+@contextlib.contextmanager
+def _atomic_file(directory: Path) -> Iterator[tuple[IO[bytes], Callable[[Path], None]]]:
+    """A temporary file in ``directory``; ``commit(path)`` renames it into place.
+
+    Uncommitted, it is deleted, whatever happens.
+    """
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    committed: list[Path] = []
+
+    def commit(path: Path) -> None:
+        committed.append(path)
+
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            yield tmp, commit
+        if committed:
+            os.replace(tmp_name, committed[0])
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)  # only still there when not committed
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    with _atomic_file(path.parent) as (tmp, commit):
+        tmp.write(data)
+        commit(path)
