@@ -165,7 +165,8 @@ def _warn_floating(name: str, err: Console) -> None:
     if parse_reference(name).floats:
         err.print(
             f"warning: {name} uses the :latest tag, so kubelet defaults to imagePullPolicy: Always "
-            "and will try to pull it from a registry; push a specific tag, or set imagePullPolicy: IfNotPresent",
+            "and will try to pull it from a registry; push a specific tag, "
+            "or set imagePullPolicy: IfNotPresent",
             markup=False,
         )
 

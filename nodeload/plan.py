@@ -129,7 +129,9 @@ def manifest_labels(config: Descriptor, layers: Sequence[Descriptor]) -> dict[st
     return labels
 
 
-def _step(desc: Descriptor, state: NodeState, labels: Mapping[str, str], data: bytes | None = None) -> BlobStep:
+def _step(
+    desc: Descriptor, state: NodeState, labels: Mapping[str, str], data: bytes | None = None
+) -> BlobStep:
     return BlobStep(desc=desc, present=desc.digest in state.present, labels=dict(labels), data=data)
 
 
@@ -139,7 +141,9 @@ def _dedupe(steps: list[BlobStep]) -> tuple[BlobStep, ...]:
     for step in steps:
         if step.desc.digest in merged:
             first = merged[step.desc.digest]
-            merged[step.desc.digest] = BlobStep(first.desc, first.present, {**first.labels, **step.labels}, first.data)
+            merged[step.desc.digest] = BlobStep(
+                first.desc, first.present, {**first.labels, **step.labels}, first.data
+            )
         else:
             merged[step.desc.digest] = step
     return tuple(merged.values())

@@ -188,9 +188,7 @@ class NodeContainer(DockerContainer):
         kwargs["labels"] = self._labels()
         self._kwargs = kwargs
         self.waiting_for(
-            NodeReadyWaitStrategy()
-            .with_startup_timeout(int(self._startup_timeout))
-            .with_poll_interval(0.2)
+            NodeReadyWaitStrategy().with_startup_timeout(int(self._startup_timeout)).with_poll_interval(0.2)
         )
         super().start()
 

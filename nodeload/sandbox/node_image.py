@@ -73,9 +73,7 @@ def node_image_tag() -> str:
     return f"{NODE_IMAGE_REPO}:{digest.hexdigest()[:12]}"
 
 
-def ensure_node_image(
-    client: docker.DockerClient | None = None, *, base: BaseSource = "auto"
-) -> str:
+def ensure_node_image(client: docker.DockerClient | None = None, *, base: BaseSource = "auto") -> str:
     """Build the node image unless an image with the same content hash exists.
 
     Args:
@@ -107,9 +105,7 @@ def _build_node_image(client: docker.DockerClient, tag: str, base_image: str) ->
         for name in CONTEXT_FILES:
             (Path(ctx) / name).write_bytes(_context_file(name))
         try:
-            client.images.build(
-                path=ctx, tag=tag, buildargs={"BASE": base_image}, rm=True, forcerm=True
-            )
+            client.images.build(path=ctx, tag=tag, buildargs={"BASE": base_image}, rm=True, forcerm=True)
         except docker.errors.BuildError as exc:
             tail = "".join(str(chunk.get("stream", chunk)) for chunk in exc.build_log)[-2000:]
             raise SandboxError(f"building {tag}: {exc.msg}\n{tail}") from exc

@@ -130,7 +130,4 @@ def _is_static_elf(path: Path) -> bool:
         f.seek(phoff)
         table = f.read(phentsize * phnum)
     pt_interp = 3
-    return all(
-        int.from_bytes(table[i : i + 4], order) != pt_interp
-        for i in range(0, len(table), phentsize)
-    )
+    return all(int.from_bytes(table[i : i + 4], order) != pt_interp for i in range(0, len(table), phentsize))

@@ -171,7 +171,9 @@ class ContainerdTarget:
     async def _unpack(self, plan: Plan, snapshotter: str, result: NodeResult) -> None:
         for i, step in enumerate(plan.unpack, 1):
             self._progress.message(self._node, f"unpacking layer {i}/{len(plan.unpack)}")
-            if await self._client.apply_layer(snapshotter, step.layer, step.parent, step.chain_id, step.diff_id):
+            if await self._client.apply_layer(
+                snapshotter, step.layer, step.parent, step.chain_id, step.diff_id
+            ):
                 result.layers_unpacked += 1
         key, value = plan.snapshot_label
         if value:
