@@ -22,6 +22,8 @@ from nodeload.errors import ContainerdUnavailable
 from nodeload.graph import ImageGraph
 from nodeload.image import (
     MEDIA_DOCKER_LAYER_GZIP,
+    MEDIA_DOCKER_LAYER_TAR,
+    MEDIA_OCI_LAYER_ZSTD,
     Descriptor,
     ImageSource,
 )
@@ -29,10 +31,10 @@ from nodeload.plan import LABEL_UNCOMPRESSED, BlobStep, NodeState, Plan, chain_i
 from nodeload.platforms import Platform
 from nodeload.progress import ProgressSink
 from nodeload.report import NodeResult
+from nodeload.sources.compress import sniff
 
 CRI_NAMESPACE = "k8s.io"
 DEFAULT_SNAPSHOTTER = "overlayfs"
-MEDIA_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 _CRI_WAIT_SECONDS = 10.0
 
 
@@ -128,16 +130,20 @@ class ContainerdTarget:
         return NodeState(present, equivalents, frozenset(snapshots))
 
     async def _equivalent_blob(self, diff_id: str) -> Descriptor | None:
-        """A blob on the node with the same uncompressed content, if any."""
+        """A blob on the node with the same uncompressed content, if any.
+
+        Either the layer stored uncompressed under its own digest (what
+        ``docker save | ctr import`` leaves), or a compressed blob that
+        containerd labelled with this uncompressed digest when unpacking it.
+        """
+        raw = await self._client.content_info(diff_id)
+        if raw is not None:
+            return Descriptor(MEDIA_DOCKER_LAYER_TAR, diff_id, int(raw.size))
         for info in await self._client.find_by_label(LABEL_UNCOMPRESSED, diff_id):
-            head = await self._client.read_head(info.digest, 4)
-            if head.startswith(b"\x1f\x8b"):
-                media_type = MEDIA_DOCKER_LAYER_GZIP
-            elif head.startswith(b"\x28\xb5\x2f\xfd"):
-                media_type = MEDIA_OCI_LAYER_ZSTD
-            else:
-                continue  # uncompressed or unknown: not worth the risk
-            return Descriptor(media_type=media_type, digest=info.digest, size=int(info.size))
+            kind = sniff(await self._client.read_head(info.digest, 4))
+            media_type = {"gzip": MEDIA_DOCKER_LAYER_GZIP, "zstd": MEDIA_OCI_LAYER_ZSTD}.get(kind or "")
+            if media_type:
+                return Descriptor(media_type=media_type, digest=info.digest, size=int(info.size))
         return None
 
     async def _put_blob(self, source: ImageSource, step: BlobStep, result: NodeResult) -> None:

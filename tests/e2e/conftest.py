@@ -11,7 +11,7 @@ import pytest
 HAVE_SANDBOX_EXTRA = importlib.util.find_spec("testcontainers") is not None
 if HAVE_SANDBOX_EXTRA:
     # Imported before any test module: this also turns off testcontainers' Ryuk.
-    from nodeload.sandbox import Sandbox, ensure_node_image, sweep_leftovers
+    from nodeload.sandbox import LayerSpec, Sandbox, build_image, ensure_node_image, sweep_leftovers
     from nodeload.sandbox import docker_client as make_docker_client
 
 
@@ -45,4 +45,24 @@ def node_image(docker_client: docker.DockerClient) -> str:
 def sandbox(docker_client: docker.DockerClient, node_image: str) -> Iterator[Sandbox]:
     """Two running nodes, reachable as node-1 and node-2 through sandbox.ssh_config_path."""
     with Sandbox(2, image=node_image, client=docker_client) as sb:
+        yield sb
+
+
+APP = "nodeload-e2e/app"
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def app_images(docker_client: docker.DockerClient) -> dict[str, str]:
+    """v1 and v2 of an app in the local Docker engine: same base layers, the top layer differs."""
+    base = [LayerSpec(12 * MiB, "e2e-base"), LayerSpec(6 * MiB, "e2e-mid")]
+    build_image(docker_client, f"{APP}:v1", "hello from v1", [*base, LayerSpec(3 * MiB, "e2e-top-1")])
+    build_image(docker_client, f"{APP}:v2", "hello from v2", [*base, LayerSpec(3 * MiB, "e2e-top-2")])
+    return {"v1": f"{APP}:v1", "v2": f"{APP}:v2"}
+
+
+@pytest.fixture()
+def node_sandbox(docker_client: docker.DockerClient, node_image: str) -> Iterator[Sandbox]:
+    """One fresh, empty node per test, so byte counts start from zero."""
+    with Sandbox(1, image=node_image, client=docker_client) as sb:
         yield sb

@@ -8,37 +8,18 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
 
-import docker
 import pytest
 
-from nodeload.sandbox import LayerSpec, Sandbox, build_image
+from nodeload.sandbox import Sandbox
 from tests.e2e.pushing import CONTENT_ROOT, content_sizes, image_names, push_json, run_image
 
 pytestmark = pytest.mark.e2e
 
 MiB = 1024 * 1024
-APP = "nodeload-e2e/app"
 # Overhead allowed on the wire on top of blob bytes: SSH + gRPC + TCP/IP framing.
 WIRE_OVERHEAD = 0.05
 WIRE_FIXED = 256 * 1024
-
-
-@pytest.fixture(scope="session")
-def app_images(docker_client: docker.DockerClient) -> dict[str, str]:
-    """v1 and v2 of an app: same base layers, the top layer differs."""
-    base = [LayerSpec(12 * MiB, "e2e-base"), LayerSpec(6 * MiB, "e2e-mid")]
-    build_image(docker_client, f"{APP}:v1", "hello from v1", [*base, LayerSpec(3 * MiB, "e2e-top-1")])
-    build_image(docker_client, f"{APP}:v2", "hello from v2", [*base, LayerSpec(3 * MiB, "e2e-top-2")])
-    return {"v1": f"{APP}:v1", "v2": f"{APP}:v2"}
-
-
-@pytest.fixture()
-def node_sandbox(docker_client: docker.DockerClient, node_image: str) -> Iterator[Sandbox]:
-    """One fresh, empty node per test, so byte counts start from zero."""
-    with Sandbox(1, image=node_image, client=docker_client) as sb:
-        yield sb
 
 
 def test_cold_changed_and_repeat_push(node_sandbox: Sandbox, app_images: dict[str, str]) -> None:
