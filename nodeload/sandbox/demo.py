@@ -90,7 +90,7 @@ def table(steps: list[Step]) -> Table:
 
 def main() -> int:
     """Run the demo; exit status 0 when every push succeeded."""
-    console = Console()
+    console = Console(width=120) if not Console().is_terminal else Console()
     client = docker_client()
     sweep_leftovers(client)
     console.print("[bold]1.[/] building the sandbox node image and starting 2 nodes (sshd + containerd)...")
@@ -99,7 +99,7 @@ def main() -> int:
         build_image(client, f"{IMAGE}:v1", "hello from v1", [*BASE_LAYERS, LayerSpec(4 * MiB, "app-v1")])
         build_image(client, f"{IMAGE}:v2", "hello from v2", [*BASE_LAYERS, LayerSpec(4 * MiB, "app-v2")])
         steps = []
-        for title, tag in (("cold  v1", "v1"), ("changed v2", "v2"), ("repeat v2", "v2")):
+        for title, tag in (("v1 cold", "v1"), ("v2 changed", "v2"), ("v2 repeat", "v2")):
             console.print(f"[bold]3.[/] nodeload push {IMAGE}:{tag} --node node-1 --node node-2   ({title})")
             report, wire = push(sandbox, f"{IMAGE}:{tag}")
             steps.append(Step(title, tag, report, wire))
