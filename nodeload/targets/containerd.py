@@ -82,6 +82,7 @@ class ContainerdTarget:
         result.blobs_total = len(plan.blobs)
         result.blobs_skipped = sum(1 for b in plan.blobs if b.present)
         result.bytes_skipped = plan.bytes_skipped
+        self._progress.message(self._node, f"sending {len(plan.to_send)} of {len(plan.blobs)} blobs")
         async with self._client.leased():
             for step in plan.blobs:
                 await self._put_blob(source, step, result)
