@@ -90,15 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nodeload`` console script."""
     args = build_parser().parse_args(argv)
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         return _push(args, err)
-    except UsageError as exc:
-        err.print(f"nodeload: error: {exc}", markup=False)
-        return EXIT_USAGE
     except NodeloadError as exc:
         err.print(f"nodeload: error: {exc}", markup=False)
-        return EXIT_FAILED
+        if args.json:  # scripts still get a report to parse
+            print(json.dumps({"image": args.image, "error": str(exc), "nodes": []}, indent=2))
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
     except KeyboardInterrupt:
         err.print("nodeload: interrupted; rerun the same command to resume", markup=False)
         return 130
