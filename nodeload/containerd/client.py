@@ -75,9 +75,15 @@ def _code(err: grpc.aio.AioRpcError) -> grpc.StatusCode:
     return err.code()
 
 
+_DISK_FULL = "no space left on device"
+# What grpc.aio records when a write fails in its core because the server already ended the
+# call; the server's own status replaces it a moment later (see _settled_error).
+_CORE_PLACEHOLDER = "Internal error from Core"
+
+
 def _raise_push_error(what: str, err: grpc.aio.AioRpcError) -> None:
     detail = err.details() or str(err.code())
-    if "no space left on device" in detail:
+    if _DISK_FULL in detail:
         raise NodeDiskFull(f"node disk is full while {what}: {detail}") from err
     raise PushFailed(f"containerd refused {what}: {detail}") from err
 
@@ -280,6 +286,12 @@ class ContainerdClient:
                 ):
                     await self.abort(ref)  # stale or corrupt partial ingest: start over once
                     continue
+                if _DISK_FULL in (err.details() or ""):
+                    # A partial ingest cannot resume until space is freed, and it holds the very
+                    # space that ran out (invisible to `ctr content active` once the stream died):
+                    # leaving it would keep the node's disk full. Discard it, best effort.
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await self.abort(ref)
                 _raise_push_error(f"writing {desc.digest}", err)
         raise PushFailed(f"writing {desc.digest}: ingest {ref} stayed locked by another writer")
 
@@ -328,13 +340,19 @@ class ContainerdClient:
                 )
             )
             await call.done_writing()
-        except grpc.aio.AioRpcError:
-            pass  # the drain task carries the call's real status
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            # The server ended the call early (e.g. its disk filled up). A write then fails with
+            # InvalidStateError ("RPC already finished", which used to escape as a traceback) or
+            # AioRpcError; either way the drain task carries the call's real status.
+            pass
         except BaseException:
             call.cancel()
             drained.cancel()
             raise
-        await drained
+        try:
+            await drained
+        except grpc.aio.AioRpcError as err:
+            raise await _settled_error(call, err) from None
         return WriteResult(offset - resumed_from, resumed_from)
 
     # -- snapshots and unpacking ------------------------------------------
@@ -452,6 +470,27 @@ async def _drain(call: Any) -> None:
         resp = await call.read()
         if resp is grpc.aio.EOF:
             return
+
+
+async def _settled_error(call: Any, err: grpc.aio.AioRpcError, wait: float = 5.0) -> grpc.aio.AioRpcError:
+    """The server's error for ``call`` rather than grpc's placeholder for a failed write.
+
+    When a write races the server's final status, grpc.aio sets INTERNAL "Internal error
+    from Core" and overwrites it once the real status (e.g. "no space left on device")
+    arrives; wait for that, briefly.
+    """
+    deadline = asyncio.get_running_loop().time() + wait
+    while err.details() == _CORE_PLACEHOLDER and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+        if await call.details() != _CORE_PLACEHOLDER:
+            return grpc.aio.AioRpcError(
+                await call.code(),
+                await call.initial_metadata(),
+                await call.trailing_metadata(),
+                await call.details(),
+                await call.debug_error_string(),
+            )
+    return err
 
 
 def _to_pb(desc: Descriptor) -> types_pb.Descriptor:

@@ -90,7 +90,8 @@ class ContainerdTarget:
                 await self._unpack(plan, snapshotter, result)
             self._progress.message(self._node, "tagging")
             await self._client.put_image(options.name, plan.target)
-        if options.namespace == CRI_NAMESPACE and info.has_cri:
+        # CRI only indexes images it could run: the node's own platform.
+        if options.namespace == CRI_NAMESPACE and info.has_cri and graph.platform.matches(info.platform):
             result.cri_indexed = await self._wait_for_cri(options.name, plan.config_digest)
         result.status = "ok"
         result.seconds = round(time.monotonic() - started, 3)
@@ -166,7 +167,9 @@ class ContainerdTarget:
             ref, step.desc, open_at, step.labels, lambda n: self._progress.advance(handle, n)
         )
         self._progress.blob_done(handle)
-        if outcome.already_existed:  # another writer finished it meanwhile
+        # Committed by another writer meanwhile, or already stored for another namespace
+        # (containerd shares blobs between namespaces; nothing crossed the wire).
+        if outcome.already_existed or (outcome.bytes_sent == 0 and already == 0 and step.desc.size):
             result.blobs_skipped += 1
             result.bytes_skipped += step.desc.size
             await self._client.set_labels(step.desc.digest, step.labels)

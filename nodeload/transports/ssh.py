@@ -181,12 +181,40 @@ class SSHTransport:
             if key is not None:
                 fingerprint = f"{key.get_algorithm()} {key.get_fingerprint('sha256')}"
         port = self._address.port or 22
+        if self._listed_host_keys():
+            # Like OpenSSH, a key that differs from the one on record is not "new": it may be an
+            # impostor, so never suggest appending it (that would trust both keys from then on).
+            entry = self._address.host if port == 22 else f"[{self._address.host}]:{port}"
+            return (
+                f"{self._node}: HOST KEY CHANGED: known_hosts lists a different key for this host, and "
+                f"it now offers {fingerprint}. Nothing was sent. Someone may be impersonating the node, "
+                "or it was reinstalled: check the fingerprint on the node (ssh-keygen -lf "
+                f"/etc/ssh/ssh_host_*.pub), then replace the old entry (ssh-keygen -R '{entry}')."
+            )
         return (
             f"{self._node}: host key not trusted ({reason}); it offered {fingerprint}. Nothing was sent. "
             f"If you trust it, add it with `ssh-keyscan -p {port} {self._address.host} "
             ">> ~/.ssh/known_hosts` (or use --known-hosts FILE); --insecure-skip-host-key-check "
             "disables the check."
         )
+
+    def _listed_host_keys(self) -> list[asyncssh.SSHKey]:
+        """The keys known_hosts already holds for this node (none: the host is simply unknown).
+
+        Resolves the files and host name the way asyncssh.connect does: --known-hosts, else
+        the ssh config's UserKnownHostsFile, else ~/.ssh/known_hosts; HostName/HostKeyAlias.
+        """
+        wanted = ("config", "port", "username", "known_hosts")
+        kwargs = {k: v for k, v in self._connect_kwargs().items() if k in wanted}
+        try:
+            options = asyncssh.SSHClientConnectionOptions(host=self._address.host, **kwargs)
+            files = options.known_hosts or str(Path("~", ".ssh", "known_hosts").expanduser())
+            host = options.host_key_alias or options.host
+            port = options.port if options.port != 22 else None
+            keys = asyncssh.match_known_hosts(files, host, host if _is_ip(host) else "", port)[0]
+        except (OSError, ValueError, asyncssh.Error):
+            return []  # unreadable or unparsable: report the key as untrusted, as before
+        return list(keys)
 
     async def can_open(self, path: str) -> bool:
         """Open and close a stream to ``path`` on the node."""
@@ -199,8 +227,15 @@ class SSHTransport:
 
     async def why_unusable(self, path: str) -> str | None:
         """Ask the node, through a short command, whether ``path`` exists and who we are."""
-        quoted = shlex.quote(path)
-        cmd = f"if [ -S {quoted} ]; then echo present; else echo missing; fi; id -un"
+        quoted, parent = shlex.quote(path), shlex.quote(os.path.dirname(path) or "/")
+        # "hidden": the directory is there but the user may not enter it, so [ -S ] cannot see the
+        # socket (it used to be reported as missing); "refused": the user may read and write the
+        # socket, so opening it failed for another reason (it used to be blamed on permissions).
+        cmd = (
+            f"if [ -S {quoted} ]; then if [ -r {quoted} ] && [ -w {quoted} ]; then echo refused; "
+            f"else echo denied; fi; elif [ -d {parent} ] && ! [ -x {parent} ]; then echo hidden; "
+            "else echo missing; fi; id -un"
+        )
         try:
             result = await asyncio.wait_for(self._require_conn().run(cmd, check=False), 10)
         except (TimeoutError, asyncssh.Error, OSError):
@@ -211,6 +246,16 @@ class SSHTransport:
         state, user = lines[0], lines[1]
         if state == "missing":
             return f"{path} does not exist on the node"
+        if state == "refused":
+            return (
+                f"{path} exists and user {user!r} may read and write it, but it cannot be opened: is "
+                "containerd running, and does the node's sshd allow AllowStreamLocalForwarding?"
+            )
+        if state == "hidden":
+            return (
+                f"{path} is out of reach: user {user!r} may not enter {os.path.dirname(path)}, and "
+                "containerd's socket needs read and write access (log in as root, or give the user access)"
+            )
         return (
             f"{path} exists but user {user!r} may not open it: containerd's socket needs read and write "
             "access (log in as root, or give the user the socket's group)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,26 @@ def fresh_containerd() -> Iterator[Containerd]:
     node = start_containerd(root)
     yield node
     node.stop()
+
+
+@pytest.fixture()
+def small_containerd() -> Iterator[Containerd]:
+    """A containerd whose root is on a 16 MiB tmpfs: its disk fills up after a few blobs."""
+    _need("containerd", "ctr")
+    mount = Path(tempfile.mkdtemp(prefix="nodeload-tmpfs-", dir="/var/tmp"))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True
+    )
+    if mounted.returncode:
+        mount.rmdir()
+        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        node = start_containerd(mount / "containerd")
+        yield node
+        node.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        mount.rmdir()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,496 @@
+"""``nodeload push`` as a user runs it: the real CLI in a subprocess, against a real containerd
+and a real OpenSSH sshd on 127.0.0.1, with OCI layout sources (no Docker needed).
+
+What a push claims to have done on the node is checked with ``ctr`` against that containerd.
+Each test writes layouts from its own seed, so no other test's blobs are on the shared
+containerd.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import pwd
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.oci import ImageSpec, LayoutInfo, WrittenImage, write_layout
+from tests.integration.nodes import Containerd, Sshd, free_port
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+USER = "nodeload-it"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished ``nodeload`` process."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def nodes(self) -> list[dict[str, Any]]:
+        """The per-node results of ``--json``."""
+        nodes: list[dict[str, Any]] = json.loads(self.out)["nodes"]
+        return nodes
+
+
+@dataclass(frozen=True)
+class Cli:
+    """Runs ``nodeload`` for a user whose own SSH setup (agent, ~/.ssh) cannot help."""
+
+    sshd: Sshd
+    env: Mapping[str, str]
+
+    def run(self, *args: str) -> Run:
+        """``nodeload ARGS``."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "nodeload", *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    def push(
+        self,
+        source: LayoutInfo | str,
+        containerd: Containerd | None,
+        *args: str,
+        nodes: Sequence[str] = (),
+        login: bool = True,
+        json: bool = True,
+    ) -> Run:
+        """Push ``source`` to ``nodes`` (default: the test sshd) and ``containerd``'s socket.
+
+        ``login`` adds the test's client key and known_hosts; ``json`` adds ``--json``.
+        """
+        argv = ["push", source if isinstance(source, str) else f"oci:{source.path}", *args]
+        for node in nodes or [self.sshd.node]:
+            argv += ["--node", node]
+        if containerd is not None:
+            argv += ["--containerd-socket", str(containerd.socket)]
+        if login:
+            argv += ["-i", str(self.sshd.client_key), "--known-hosts", str(self.sshd.known_hosts)]
+        return self.run(*argv, *(["--json"] if json else []))
+
+    def push_ok(
+        self, source: LayoutInfo | str, containerd: Containerd, *args: str, **kw: Any
+    ) -> dict[str, Any]:
+        """Push to one node, expect success, and return its JSON result."""
+        run = self.push(source, containerd, *args, **kw)
+        assert run.code == 0, run.err
+        (result,) = run.nodes
+        assert (result["status"], result["error"]) == ("ok", None)
+        return result
+
+
+# -- the node's real state ---------------------------------------------------
+
+
+def content(node: Containerd, namespace: str = "k8s.io") -> set[str]:
+    """Digests in the node's content store."""
+    return set(node.ctr("content", "ls", "--quiet", namespace=namespace).split())
+
+
+def images(node: Containerd, namespace: str = "k8s.io") -> set[str]:
+    """Image record names on the node."""
+    return set(node.ctr("images", "ls", "--quiet", namespace=namespace).split())
+
+
+def snapshots(node: Containerd, namespace: str) -> set[str]:
+    """Snapshot keys (committed snapshots are named by chain ID)."""
+    lines = node.ctr("snapshots", "ls", namespace=namespace).splitlines()[1:]
+    return {line.split()[0] for line in lines if line.strip()}
+
+
+def stored_size(node: Containerd, digest: str) -> int:
+    """A blob's size as containerd stored it on disk."""
+    blobs = node.root / "root" / "io.containerd.content.v1.content" / "blobs"
+    algorithm, hexpart = digest.split(":")
+    return (blobs / algorithm / hexpart).stat().st_size
+
+
+# -- sources -----------------------------------------------------------------
+
+
+def layout(tmp_path: Path, seed: int, **kwargs: Any) -> LayoutInfo:
+    """A random OCI layout of this test's own (``seed``)."""
+    return write_layout(tmp_path / f"oci-{seed}", seed=seed, **kwargs)
+
+
+def blobs_of(image: WrittenImage) -> set[str]:
+    """A platform's manifest, config and layers."""
+    return {image.manifest.digest, image.config.digest, *(layer.digest for layer in image.layers)}
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """OCI chain IDs: the snapshot names of an unpacked image."""
+    chain = [diff_ids[0]]
+    for diff_id in diff_ids[1:]:
+        chain.append("sha256:" + hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest())
+    return chain
+
+
+def keygen(path: Path) -> Path:
+    """A new ed25519 key pair; returns the private key."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+# -- fixtures ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cli(sshd: Sshd, tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    """The CLI with an empty HOME (no ~/.ssh keys or config) and no ssh-agent."""
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    env["HOME"] = str(tmp_path_factory.mktemp("home"))
+    env["COLUMNS"] = "1000"  # rich would wrap messages (and paths inside them) at 80 columns
+    return Cli(sshd, env)
+
+
+@pytest.fixture(scope="session")
+def host_fingerprint(sshd: Sshd) -> str:
+    """SHA256 fingerprint of the sshd's real host key, as ssh-keygen prints it."""
+    out = subprocess.run(
+        ["ssh-keygen", "-lf", str(sshd.root / "host_ed25519.pub")], check=True, capture_output=True, text=True
+    ).stdout
+    return out.split()[1]  # "256 SHA256:... comment (ED25519)"
+
+
+@pytest.fixture(scope="session")
+def login_user(sshd: Sshd) -> str:
+    """A non-root account that logs in to the test sshd with the same client key.
+
+    Created when missing and left in place (concurrent sessions may share it); it has no
+    password and no keys of its own, so the system's sshd lets nobody in as it.
+    """
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        added = subprocess.run(["useradd", "-m", USER], capture_output=True, text=True)
+        if added.returncode and "already exists" not in added.stderr:
+            pytest.skip(f"cannot add user {USER}: {added.stderr.strip()}")
+    # useradd leaves the password locked ("!"), and sshd without PAM refuses a locked account
+    # even with a valid key; "*" unlocks it and still matches no password.
+    subprocess.run(["usermod", "-p", "*", USER], check=True)
+    # sshd reads the (global) AuthorizedKeysFile as the user: open the 0700 directory holding it.
+    sshd.root.chmod(0o711)
+    return USER
+
+
+# -- 1. happy path ---------------------------------------------------------------
+
+
+def test_push_sends_each_blob_once_and_cri_sees_the_image(
+    cli: Cli, fresh_containerd: Containerd, tmp_path: Path
+) -> None:
+    node = fresh_containerd
+    info = layout(tmp_path, 1, ref="v1", name="example.com/happy:v1")
+
+    first = cli.push_ok(f"oci:{info.path}:v1", node)
+    on_node = content(node)
+    assert on_node == set(info.blobs)
+    assert first["bytes_sent"] == sum(stored_size(node, d) for d in on_node)
+    assert first["blobs_sent"] == first["blobs_total"] == len(info.blobs)
+    assert (first["name"], first["digest"], first["platform"]) == (
+        "example.com/happy:v1",
+        info.root.digest,
+        "linux/amd64",
+    )
+    assert first["layers_unpacked"] == 2
+    assert first["cri_indexed"] is True
+    # CRI keeps a record of its own under the image ID (the config digest).
+    assert images(node) == {"example.com/happy:v1", info.images[0].config.digest}
+
+    again = cli.push_ok(f"oci:{info.path}:v1", node)
+    assert (again["bytes_sent"], again["blobs_sent"], again["layers_unpacked"]) == (0, 0, 0)
+    assert again["bytes_skipped"] == first["bytes_sent"]
+
+
+# -- 2. multi-platform index -----------------------------------------------------
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "amd64"), reason="expects an amd64 host")
+def test_index_sends_only_the_chosen_platform(cli: Cli, fresh_containerd: Containerd, tmp_path: Path) -> None:
+    node = fresh_containerd
+    info = layout(tmp_path, 2, platforms=["linux/amd64", "linux/arm64"])
+    assert info.index is not None
+    amd64, arm64 = (blobs_of(image) for image in info.images)
+
+    native = cli.push_ok(info, node, "--name", "example.com/multi:v1")
+    assert native["platform"] == "linux/amd64"
+    assert content(node) == amd64 | {info.index.digest}  # no arm64 blob at all
+    assert native["bytes_sent"] == sum(len(info.blobs[d]) for d in amd64 | {info.index.digest})
+
+    arm = cli.push_ok(
+        info, node, "--name", "example.com/multi-arm:v1", "--platform", "linux/arm64", "--no-unpack"
+    )
+    assert arm["platform"] == "linux/arm64/v8"
+    assert content(node) == amd64 | arm64 | {info.index.digest}
+    assert (arm["blobs_sent"], arm["blobs_skipped"], arm["layers_unpacked"]) == (4, 1, 0)  # index skipped
+    assert arm["bytes_sent"] == sum(len(info.blobs[d]) for d in arm64)
+    # CRI resolves an index to the host's platform, so it never reports the arm64 config
+    # (nodeload waits 10 s for it, then says False).
+    assert arm["cri_indexed"] is not True
+
+    # Unpacking foreign layers works: they are plain tars. (In "default", so CRI is not awaited.)
+    unpacked = cli.push_ok(
+        info,
+        node,
+        "--name",
+        "example.com/multi-arm:v1",
+        "--platform",
+        "linux/arm64",
+        "--namespace",
+        "default",
+    )
+    assert (unpacked["layers_unpacked"], unpacked["bytes_sent"]) == (2, 0)
+    assert set(chain_ids(info.images[1].diff_ids)) <= snapshots(node, "default")
+
+    before = content(node)
+    absent = cli.push(
+        info, node, "--name", "example.com/multi-s390x:v1", "--platform", "linux/s390x", json=False
+    )
+    assert absent.code == 1
+    assert "no linux/s390x variant" in absent.err
+    assert "linux/amd64" in absent.err and "linux/arm64" in absent.err  # what it offers
+    assert "example.com/multi-s390x:v1" not in images(node)
+    assert content(node) == before
+
+
+# -- 3. host keys ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["unknown", "changed"])
+def test_untrusted_host_key_sends_nothing(
+    cli: Cli, sshd: Sshd, fresh_containerd: Containerd, host_fingerprint: str, tmp_path: Path, case: str
+) -> None:
+    node = fresh_containerd
+    known_hosts = tmp_path / "known_hosts"
+    if case == "unknown":
+        known_hosts.write_text("")
+    else:
+        impostor = keygen(tmp_path / "impostor").with_suffix(".pub").read_text()
+        known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {impostor}")
+    info = layout(tmp_path, 3)
+    login = ("-i", str(sshd.client_key), "--known-hosts", str(known_hosts))
+
+    refused = cli.push(info, node, "--name", "example.com/hostkey:v1", *login, login=False, json=False)
+    assert refused.code == 1
+    assert host_fingerprint in refused.err
+    assert "Nothing was sent" in refused.err
+    # A changed key is flagged, and the "append it to known_hosts" advice is for unknown hosts only.
+    assert ("HOST KEY CHANGED" in refused.err) == (case == "changed")
+    assert ("ssh-keyscan" in refused.err) == (case == "unknown")
+    assert content(node) == set() and images(node) == set()
+
+    cli.push_ok(
+        info, node, "--name", "example.com/hostkey:v1", *login, "--insecure-skip-host-key-check", login=False
+    )
+    assert "example.com/hostkey:v1" in images(node)
+
+
+# -- 4. authentication -------------------------------------------------------------------
+
+
+def test_key_not_authorized_fails_authentication(
+    cli: Cli, sshd: Sshd, containerd: Containerd, tmp_path: Path
+) -> None:
+    stranger = keygen(tmp_path / "stranger")
+    login = ("-i", str(stranger), "--known-hosts", str(sshd.known_hosts))
+    run = cli.push(
+        layout(tmp_path, 4), containerd, "--name", "example.com/auth:v1", *login, login=False, json=False
+    )
+    assert run.code == 1
+    assert f"{sshd.node}: FAILED: SSH authentication failed" in run.err
+    assert "example.com/auth:v1" not in images(containerd)
+
+
+# -- 5. unreachable nodes -------------------------------------------------------------------
+
+
+def test_unreachable_node_fails_alone(cli: Cli, sshd: Sshd, containerd: Containerd, tmp_path: Path) -> None:
+    closed = f"root@127.0.0.1:{free_port()}"
+    info = layout(tmp_path, 5)
+
+    alone = cli.push(info, containerd, "--name", "example.com/reach:v1", nodes=[closed], json=False)
+    assert alone.code == 1
+    assert f"{closed}: cannot connect over SSH" in alone.err
+
+    both = cli.push(info, containerd, "--name", "example.com/reach:v1", nodes=[closed, sshd.node])
+    assert both.code == 1
+    bad, good = both.nodes
+    assert (bad["node"], bad["status"]) == (closed, "failed")
+    assert "cannot connect over SSH" in bad["error"]
+    assert (good["node"], good["status"]) == (sshd.node, "ok")
+    assert "example.com/reach:v1" in images(containerd)
+
+
+# -- 6. the containerd socket ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("socket_dir_mode", "says"),
+    [
+        pytest.param(0o711, f"exists but user '{USER}' may not open it", id="dir-0711"),  # /run/containerd
+        pytest.param(0o700, f"is out of reach: user '{USER}' may not enter", id="dir-0700"),  # hidden
+    ],
+)
+def test_socket_the_login_user_may_not_use(
+    cli: Cli,
+    sshd: Sshd,
+    login_user: str,
+    fresh_containerd: Containerd,
+    tmp_path: Path,
+    socket_dir_mode: int,
+    says: str,
+) -> None:
+    node = fresh_containerd
+    node.root.chmod(socket_dir_mode)  # the socket itself is root's, mode 0660
+    as_user = f"{login_user}@127.0.0.1:{sshd.port}"
+    run = cli.push(layout(tmp_path, 6), node, "--name", "example.com/perm:v1", nodes=[as_user], json=False)
+    assert run.code == 1
+    assert f"{node.socket} {says}" in run.err
+    assert "needs read and write access" in run.err
+
+
+def test_socket_missing_or_dead(cli: Cli, fresh_containerd: Containerd, tmp_path: Path) -> None:
+    info = layout(tmp_path, 12)
+    missing = cli.push(
+        info, None, "--name", "example.com/sock:v1", "--containerd-socket", "/nonexistent.sock", json=False
+    )
+    assert missing.code == 1
+    assert "/nonexistent.sock does not exist on the node" in missing.err
+
+    fresh_containerd.process.kill()  # leaves its socket file behind
+    fresh_containerd.process.wait()
+    dead = cli.push(info, fresh_containerd, "--name", "example.com/sock:v1", json=False)
+    assert dead.code == 1
+    assert f"{fresh_containerd.socket} exists" in dead.err and "is containerd running" in dead.err
+
+
+# -- 7. disk full --------------------------------------------------------------------------------
+
+
+def test_full_disk_fails_and_gives_the_space_back(
+    cli: Cli, small_containerd: Containerd, tmp_path: Path
+) -> None:
+    node = small_containerd
+    big = write_layout(tmp_path / "big", [ImageSpec((70,), layer_size=24 << 20)])  # 24 MiB > 16 MiB
+    run = cli.push(big, node, "--name", "example.com/big:v1", json=False)
+    assert run.code == 1
+    assert "node disk is full" in run.err and "no space left on device" in run.err
+    assert images(node) == set()
+    # The partial upload was discarded: the node has its space back and takes a small image.
+    cli.push_ok(layout(tmp_path, 7), node, "--name", "example.com/small:v1")
+    assert "example.com/small:v1" in images(node)
+
+
+# -- 8. bad input -----------------------------------------------------------------------------------
+
+
+def _missing_dir(info: LayoutInfo) -> tuple[str, Path]:
+    return f"oci:{info.path}-missing", Path(f"{info.path}-missing")
+
+
+def _malformed_index(info: LayoutInfo) -> tuple[str, Path]:
+    (info.path / "index.json").write_text("{not json")
+    return f"oci:{info.path}", info.path / "index.json"
+
+
+def _missing_blob(info: LayoutInfo) -> tuple[str, Path]:
+    blob = info.blob_path(info.images[0].layers[-1].digest)
+    blob.unlink()
+    return f"oci:{info.path}", blob
+
+
+@pytest.mark.parametrize("breakage", [_missing_dir, _malformed_index, _missing_blob])
+def test_unreadable_source_names_the_path(
+    cli: Cli, containerd: Containerd, tmp_path: Path, breakage: Callable[[LayoutInfo], tuple[str, Path]]
+) -> None:
+    source, path = breakage(layout(tmp_path, 8))
+    run = cli.push(source, containerd, "--name", "example.com/broken:v1", json=False)
+    assert run.code == 1
+    assert str(path) in run.err
+    assert "example.com/broken:v1" not in images(containerd)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        pytest.param(("--node", "root@127.0.0.1:ssh"), "invalid node 'root@127.0.0.1:ssh'", id="node"),
+        pytest.param(
+            ("--node", "root@127.0.0.1", "--platform", "linux"), "invalid platform 'linux'", id="platform"
+        ),
+        pytest.param((), "no target node", id="no-node"),
+    ],
+)
+def test_usage_errors_exit_2(cli: Cli, tmp_path: Path, args: tuple[str, ...], says: str) -> None:
+    run = cli.run("push", f"oci:{tmp_path}", *args)
+    assert run.code == 2
+    assert says in run.err
+
+
+# -- 9. ssh config ------------------------------------------------------------------------------------
+
+
+def test_ssh_config_alias(cli: Cli, sshd: Sshd, containerd: Containerd, tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host mynode\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User root\n"
+        f"  IdentityFile {sshd.client_key}\n  UserKnownHostsFile {sshd.known_hosts}\n"
+    )
+    info = layout(tmp_path, 9)
+    result = cli.push_ok(
+        info, containerd, "--name", "example.com/alias:v1", "-F", str(config), nodes=["mynode"], login=False
+    )
+    assert result["node"] == "mynode"
+    assert "example.com/alias:v1" in images(containerd)
+
+
+# -- 10. floating tags -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "warns"),
+    [("example.com/tag:latest", True), ("example.com/tag", True), ("example.com/tag:v1", False)],
+)
+def test_floating_tag_warns_about_pull_policy(
+    cli: Cli, containerd: Containerd, tmp_path: Path, name: str, warns: bool
+) -> None:
+    run = cli.push(layout(tmp_path, 10), containerd, "--name", name, json=False)
+    assert run.code == 0, run.err
+    assert ("warning:" in run.err and "imagePullPolicy" in run.err) == warns
+
+
+# -- 11. namespaces -------------------------------------------------------------------------------------
+
+
+def test_namespace_default_is_not_cri(cli: Cli, containerd: Containerd, tmp_path: Path) -> None:
+    info = layout(tmp_path, 11)
+    default = cli.push_ok(info, containerd, "--name", "example.com/ns:v1", "--namespace", "default")
+    assert (default["namespace"], default["cri_indexed"]) == ("default", None)
+    assert default["bytes_sent"] == sum(len(blob) for blob in info.blobs.values())
+    assert "example.com/ns:v1" in images(containerd, "default")
+    assert "example.com/ns:v1" not in images(containerd, "k8s.io")
+
+    # containerd shares blobs across namespaces: k8s.io gets the image without resending them.
+    cri = cli.push_ok(info, containerd, "--name", "example.com/ns:v1")
+    assert (cri["namespace"], cri["cri_indexed"], cri["bytes_sent"]) == ("k8s.io", True, 0)
+    assert (cri["blobs_sent"], cri["bytes_resumed"]) == (0, 0)
+    assert cri["bytes_skipped"] == default["bytes_sent"]
