@@ -330,7 +330,7 @@ def test_unreachable_node_fails_alone(cli: Cli, sshd: Sshd, containerd: Containe
 
     alone = cli.push(info, containerd, "--name", "example.com/reach:v1", nodes=[closed], json=False)
     assert alone.code == 1
-    assert f"{closed}: cannot connect over SSH" in alone.err
+    assert f"{closed}: FAILED: cannot connect over SSH" in alone.err
 
     both = cli.push(info, containerd, "--name", "example.com/reach:v1", nodes=[closed, sshd.node])
     assert both.code == 1
