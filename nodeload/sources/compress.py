@@ -38,6 +38,8 @@ from nodeload.sources.streams import CHUNK, Prefixed, Reader, Writer, drain, rea
 GZIP_LEVEL = 4
 BLOCK_SIZE = 1 << 20
 _WINDOW = 32 * 1024  # deflate's history: priming a block with it keeps the ratio
+_SAMPLE = 16 * 1024
+_STORE_RATIO = 0.97  # a sample that does not shrink by 3 % marks the block incompressible
 _MAX_WORKERS = 8
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -61,12 +63,29 @@ def _gzip_header(level: int) -> bytes:
 
 
 def _deflate_block(block: bytes, history: bytes, level: int) -> bytes:
+    # Incompressible blocks (already-compressed files, random data) cost zlib as much
+    # time as text but gain nothing: store them. The choice depends on content only,
+    # so the output stays deterministic.
+    if _incompressible(block):
+        level = 0
     if history:
         deflater = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=history)
     else:
         deflater = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
     # A sync flush ends the block on a byte boundary, so blocks concatenate.
     return deflater.compress(block) + deflater.flush(zlib.Z_SYNC_FLUSH)
+
+
+def _incompressible(block: bytes) -> bool:
+    """Whether three samples of the block (start, middle, end) all fail to shrink."""
+    if len(block) < 4 * _SAMPLE:
+        return False
+    middle = len(block) // 2
+    for start in (0, middle, len(block) - _SAMPLE):
+        sample = block[start : start + _SAMPLE]
+        if len(zlib.compress(sample, 1)) < len(sample) * _STORE_RATIO:
+            return False
+    return True
 
 
 class _HashingWriter:
