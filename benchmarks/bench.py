@@ -1,12 +1,18 @@
 """nodeload vs `docker save | ssh node ctr -n k8s.io images import -`, side by side.
 
-Two fresh sandbox nodes, one per tool, so neither benefits from the other.
-Three pushes each: cold (empty node, empty nodeload layer cache), warm (the
-same image with one changed top layer), repeat (the same image again).
-Bytes on the wire are the node's eth0 rx counter; nodeload's peak memory is
-the child process's max RSS.
+Three fresh sandbox nodes, one per contender, so none benefits from another:
 
-    python benchmarks/bench.py [--size-mib 250] [--changed-mib 5] [--rate-mbit 100]
+- save|import: the usual pipeline, from the local Docker engine;
+- nodeload, from the Docker engine (`nodeload push IMG`), starting with an empty
+  layer cache;
+- nodeload, from an OCI layout (`nodeload push oci:DIR:TAG`), as written by
+  `docker buildx build --output type=oci` (here by skopeo, before the clock starts).
+
+Three pushes each: cold (empty node), warm (the same image with one changed top
+layer), repeat (the same image again). Bytes on the wire are the node's eth0 rx
+counter; nodeload's peak memory is the child process's max RSS (wait4).
+
+    python benchmarks/bench.py [--size-mib 250] [--changed-mib 5] [--rate-mbit 100] [--markdown]
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -28,6 +36,8 @@ from nodeload.sandbox import LayerSpec, Sandbox, build_image, docker_client, swe
 
 MiB = 1024 * 1024
 IMAGE = "nodeload-bench/app"
+SCENARIOS = (("cold", "v1"), ("warm", "v2"), ("repeat", "v2"))
+BASELINE, DAEMON, LAYOUT = "save|import", "nodeload docker-daemon:", "nodeload oci:"
 
 
 @dataclass
@@ -41,7 +51,7 @@ class Run:
 
 
 def _timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """Run a command; return wall seconds, peak RSS of the child (bytes), stdout."""
+    """Run a command; return wall seconds, the child's peak RSS (bytes) and its stdout."""
     start = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(argv, stdout=out, stderr=errors, env=env)
@@ -56,46 +66,63 @@ def _timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, i
     return seconds, usage.ru_maxrss * 1024, text
 
 
-def baseline(sandbox: Sandbox, alias: str, tag: str) -> Run:
-    """The tool users would otherwise use."""
-    node = sandbox.node(alias)
-    before = node.rx_bytes()
-    cmd = f"docker save {tag} | ssh -F {sandbox.ssh_config_path} {alias} ctr -n k8s.io images import -"
-    seconds, _, _ = _timed(["bash", "-o", "pipefail", "-c", cmd])
-    return Run(seconds, node.rx_bytes() - before)
+class Bench:
+    """The sandbox, the images and the three contenders."""
+
+    def __init__(self, sandbox: Sandbox, layouts: Path, cache: str) -> None:
+        """Contenders use node-1, node-2 and node-3 respectively."""
+        self.sandbox, self.layouts, self.cache = sandbox, layouts, cache
+
+    def _measured(self, alias: str, push: Callable[[], Run]) -> Run:
+        node = self.sandbox.node(alias)
+        before = node.rx_bytes()
+        run = push()
+        run.wire_bytes = node.rx_bytes() - before
+        return run
+
+    def baseline(self, tag: str) -> Run:
+        """The pipeline users would otherwise use."""
+        ssh = f"ssh -F {self.sandbox.ssh_config_path} node-1"
+        cmd = f"docker save {IMAGE}:{tag} | {ssh} ctr -n k8s.io images import -"
+        return self._measured("node-1", lambda: Run(_timed(["bash", "-o", "pipefail", "-c", cmd])[0], 0))
+
+    def nodeload(self, alias: str, image: str) -> Run:
+        """``nodeload push``, exactly as a user runs it."""
+        argv = [sys.executable, "-m", "nodeload", "push", image, "--node", alias]
+        argv += ["-F", str(self.sandbox.ssh_config_path), "--json", "--name", f"{IMAGE}:bench"]
+
+        def push() -> Run:
+            seconds, rss, out = _timed(argv, env={**os.environ, "XDG_CACHE_HOME": self.cache})
+            return Run(seconds, 0, rss, int(json.loads(out)["nodes"][0]["bytes_sent"]))
+
+        return self._measured(alias, push)
+
+    def run(self, tag: str) -> dict[str, Run]:
+        """One scenario for every contender."""
+        return {
+            BASELINE: self.baseline(tag),
+            DAEMON: self.nodeload("node-2", f"{IMAGE}:{tag}"),
+            LAYOUT: self.nodeload("node-3", f"oci:{self.layouts / tag}:{tag}"),
+        }
 
 
-def nodeload(sandbox: Sandbox, alias: str, tag: str, cache: str) -> Run:
-    """nodeload push, as a user runs it."""
-    node = sandbox.node(alias)
-    before = node.rx_bytes()
-    env = {**os.environ, "XDG_CACHE_HOME": cache}
-    argv = [
-        sys.executable,
-        "-m",
-        "nodeload",
-        "push",
-        tag,
-        "--node",
-        alias,
-        "-F",
-        str(sandbox.ssh_config_path),
-        "--json",
-    ]
-    seconds, rss, out = _timed(argv, env=env)
-    report = json.loads(out)["nodes"][0]
-    return Run(seconds, node.rx_bytes() - before, rss, int(report["bytes_sent"]))
+def _export_layouts(directory: Path) -> None:
+    """What `docker buildx build --output type=oci` would have written (not timed)."""
+    for _, tag in SCENARIOS[:2]:
+        dest = f"oci:{directory / tag}:{tag}"
+        subprocess.run(
+            ["skopeo", "copy", "--quiet", "--dest-compress", f"docker-daemon:{IMAGE}:{tag}", dest],
+            check=True,
+        )
 
 
 def main() -> int:
-    """Run the benchmark and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Build the images, run every scenario, print the table."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=250, help="image size (default 250)")
-    parser.add_argument(
-        "--changed-mib", type=int, default=5, help="size of the changed top layer (default 5)"
-    )
+    parser.add_argument("--changed-mib", type=int, default=5, help="changed top layer (default 5)")
     parser.add_argument("--rate-mbit", type=float, help="shape each node's link to this rate")
-    parser.add_argument("--json", action="store_true", help="print the raw numbers as JSON")
+    parser.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     args = parser.parse_args()
 
     console = Console(stderr=True)
@@ -103,65 +130,85 @@ def main() -> int:
     sweep_leftovers(client)
     base = args.size_mib - args.changed_mib - 1  # ~1 MiB of busybox
     parts = [LayerSpec(base * MiB // 4, f"base-{i}") for i in range(4)]
-    console.print(f"building {IMAGE}:v1/v2 (~{args.size_mib} MiB, top layer {args.changed_mib} MiB changes)")
-    build_image(client, f"{IMAGE}:v1", "v1", [*parts, LayerSpec(args.changed_mib * MiB, "top-v1")])
-    build_image(client, f"{IMAGE}:v2", "v2", [*parts, LayerSpec(args.changed_mib * MiB, "top-v2")])
+    console.print(
+        f"building {IMAGE}:v1/v2 (~{args.size_mib} MiB; the {args.changed_mib} MiB top layer changes)"
+    )
+    for tag in ("v1", "v2"):
+        build_image(client, f"{IMAGE}:{tag}", tag, [*parts, LayerSpec(args.changed_mib * MiB, f"top-{tag}")])
     results: dict[str, dict[str, Run]] = {}
-    with Sandbox(nodes=2, client=client) as sandbox, tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as tmp, Sandbox(nodes=3, client=client) as sandbox:
+        _export_layouts(Path(tmp))
         if args.rate_mbit:
             for node in sandbox.nodes:
                 node.shape(args.rate_mbit)
-        for scenario, tag in (("cold", "v1"), ("warm (1 layer changed)", "v2"), ("repeat", "v2")):
-            console.print(f"  {scenario}: save|import ...")
-            save_import = baseline(sandbox, "node-1", f"{IMAGE}:{tag}")
-            console.print(f"  {scenario}: nodeload ...")
-            ours = nodeload(sandbox, "node-2", f"{IMAGE}:{tag}", cache)
-            results[scenario] = {"save|import": save_import, "nodeload": ours}
-    link = f"{args.rate_mbit:g} Mbit/s" if args.rate_mbit else "loopback (unshaped)"
-    _print(results, args, link)
-    if args.json:
-        print(json.dumps({k: {t: vars(r) for t, r in v.items()} for k, v in results.items()}, indent=2))
+        bench = Bench(sandbox, Path(tmp), str(Path(tmp) / "cache"))
+        for scenario, tag in SCENARIOS:
+            console.print(f"  {scenario} push of {IMAGE}:{tag} ...")
+            results[scenario] = bench.run(tag)
+    link = f"{args.rate_mbit:g} Mbit/s" if args.rate_mbit else "loopback, unshaped"
+    title = f"{args.size_mib} MiB image, {args.changed_mib} MiB changed layer, link: {link}"
+    rows = _rows(results)
+    _print(title, rows, args.markdown)
+    _checks(results, args.changed_mib)
     return 0
 
 
-def _print(results: dict[str, dict[str, Run]], args: argparse.Namespace, link: str) -> None:
-    table = Table(title=f"{args.size_mib} MiB image, {args.changed_mib} MiB changed layer, link: {link}")
-    for col in (
-        "push",
-        "save|import time",
-        "nodeload time",
-        "speed-up",
-        "save|import wire",
-        "nodeload wire",
-        "nodeload bytes_sent",
-        "nodeload peak RSS",
-    ):
-        table.add_column(col, justify="right" if col != "push" else "left")
+HEADERS = ("push", "tool", "time", "vs save|import", "bytes on the wire", "bytes_sent", "peak RSS")
+
+
+def _rows(results: dict[str, dict[str, Run]]) -> list[tuple[str, ...]]:
+    rows = []
     for scenario, runs in results.items():
-        base, ours = runs["save|import"], runs["nodeload"]
-        table.add_row(
-            scenario,
-            f"{base.seconds:.2f}s",
-            f"{ours.seconds:.2f}s",
-            f"{base.seconds / ours.seconds:.1f}x",
-            human_bytes(base.wire_bytes),
-            human_bytes(ours.wire_bytes),
-            human_bytes(ours.reported_bytes or 0),
-            human_bytes(ours.peak_rss),
-        )
-    Console().print(table)
-    warm = results["warm (1 layer changed)"]
-    budget = 1.05 * args.changed_mib * MiB + 64 * 1024
+        base = runs[BASELINE]
+        for tool, run in runs.items():
+            speedup = "1.0x" if tool == BASELINE else f"{base.seconds / run.seconds:.1f}x faster"
+            rows.append(
+                (
+                    scenario,
+                    tool,
+                    f"{run.seconds:.2f} s",
+                    speedup,
+                    human_bytes(run.wire_bytes),
+                    "" if run.reported_bytes is None else human_bytes(run.reported_bytes),
+                    human_bytes(run.peak_rss) if run.peak_rss else "",
+                )
+            )
+    return rows
+
+
+def _print(title: str, rows: list[tuple[str, ...]], markdown: bool) -> None:
+    table = Table(title=title)
+    for header in HEADERS:
+        table.add_column(header, justify="left" if header in ("push", "tool") else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=140).print(table)
+    if markdown:
+        print(f"\n{title}\n")
+        print("| " + " | ".join(HEADERS) + " |")
+        print("|" + "---|" * len(HEADERS))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+
+
+def _checks(results: dict[str, dict[str, Run]], changed_mib: int) -> None:
+    warm = results["warm"]
+    budget = 1.05 * changed_mib * MiB + 64 * 1024
+    peak = max(r.peak_rss for runs in results.values() for r in runs.values())
     checks = [
         (
-            "warm push >= 10x faster than save|import",
-            warm["save|import"].seconds / warm["nodeload"].seconds >= 10,
-        ),
-        ("warm wire bytes <= 1.05 x changed layer + 64 KiB", warm["nodeload"].wire_bytes <= budget),
-        ("peak memory < 200 MB", max(r["nodeload"].peak_rss for r in results.values()) < 200e6),
+            f"{tool}: warm push >= 10x faster than save|import",
+            warm[BASELINE].seconds / warm[tool].seconds >= 10,
+        )
+        for tool in (DAEMON, LAYOUT)
     ]
+    checks += [
+        (f"{tool}: warm wire bytes <= 1.05 x changed layer + 64 KiB", warm[tool].wire_bytes <= budget)
+        for tool in (DAEMON, LAYOUT)
+    ]
+    checks.append(("nodeload peak memory < 200 MB", peak < 200e6))
     for text, ok in checks:
-        Console().print(f"{'PASS' if ok else 'MISS'}  {text}")
+        print(f"{'PASS' if ok else 'MISS'}  {text}")
 
 
 if __name__ == "__main__":

@@ -198,4 +198,4 @@ class ContainerdTarget:
                 return True
             if time.monotonic() > deadline:
                 return False
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.02)
