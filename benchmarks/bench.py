@@ -153,7 +153,7 @@ def main() -> int:
     return 0
 
 
-HEADERS = ("push", "tool", "time", "vs save|import", "bytes on the wire", "bytes_sent", "peak RSS")
+HEADERS = ("push", "tool", "time", "speed vs save|import", "bytes on the wire", "bytes_sent", "peak RSS")
 
 
 def _rows(results: dict[str, dict[str, Run]]) -> list[tuple[str, ...]]:
@@ -161,7 +161,7 @@ def _rows(results: dict[str, dict[str, Run]]) -> list[tuple[str, ...]]:
     for scenario, runs in results.items():
         base = runs[BASELINE]
         for tool, run in runs.items():
-            speedup = "1.0x" if tool == BASELINE else f"{base.seconds / run.seconds:.1f}x faster"
+            speedup = f"{base.seconds / run.seconds:.1f}x"
             rows.append(
                 (
                     scenario,

@@ -117,8 +117,7 @@ def _push(args: argparse.Namespace, err: Console) -> int:
     with contextlib.ExitStack() as stack:
         source = _open(args.image, stack)
         name = _target_name(args.name, source)
-        if not args.json:
-            _warn_floating(name, err)
+        _warn_floating(name, err)  # stderr: --json output on stdout stays clean
         options = PushOptions(
             target=TargetOptions(
                 namespace=args.namespace,

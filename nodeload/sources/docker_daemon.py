@@ -4,7 +4,7 @@ Everything goes through the Engine API (``docker`` SDK), never the CLI:
 
 1. inspect the image: its ID is its config's digest, ``RootFS.Layers`` its diffIDs;
 2. if the config and every layer are in the layer cache, that is all;
-3. else stream ``docker save`` once through ``tarfile`` (mode ``r|``) and
+3. else stream ``docker save`` once through a lean tar reader and
    compress what is missing into the cache, skipping cached layers cheaply:
    OCI-style members are named by diffID (skipped unread); legacy members
    (``<v1 id>/layer.tar``) whose size equals a cached layer's uncompressed
@@ -18,7 +18,6 @@ this way: ``docker save -o FILE`` and ``docker-archive:FILE`` read it.
 from __future__ import annotations
 
 import io
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,6 +34,7 @@ from nodeload.sources.layer_cache import CachedLayer, LayerCache
 from nodeload.sources.oci_layout import digest_of_blob_path
 from nodeload.sources.streams import CHUNK, IterReader, Prefixed, Reader, read_full
 from nodeload.sources.synthesized import LayerBlob, SynthesizedImage
+from nodeload.sources.tarstream import TarStreamError, iter_files
 
 _UNREACHABLE = (
     "Docker is not reachable ({0}). Start the Docker daemon, or point DOCKER_HOST at it "
@@ -149,14 +149,11 @@ class _Export:
         try:
             chunks = self.api.get_image(self.image_id, chunk_size=CHUNK)
             stream = io.BufferedReader(IterReader(iter(chunks)), CHUNK)
-            with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
-                for info in tar:
-                    member = tar.extractfile(info) if info.isreg() else None
-                    if member is not None:
-                        config_seen |= self._member(info.name.removeprefix("./"), info.size, member, guess)
+            for member in iter_files(stream):
+                config_seen |= self._member(member.name.removeprefix("./"), member.size, member, guess)
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise SourceError(f"docker save of {self.image_id} failed: {exc}") from exc
-        except tarfile.TarError as exc:
+        except TarStreamError as exc:
             raise SourceError(f"docker save of {self.image_id} is not a readable tar: {exc}") from exc
         if not config_seen:
             raise SourceError(
