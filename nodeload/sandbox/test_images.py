@@ -12,7 +12,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -41,17 +41,23 @@ def build_image(
     tag: str,
     message: str,
     layers: Sequence[LayerSpec] = (),
+    *,
+    base: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> str:
     """Build a busybox image whose command prints ``message``, plus payload layers.
 
-    Layer order is busybox, then ``layers`` in the given order (one COPY each, the file
-    ``/payload-NNN.bin``); the message lives only in the config, so it changes no layer.
+    Layer order is busybox (or ``base``'s layers), then ``layers`` in the given order (one
+    COPY each, the file ``/payload-NNN.bin``); the message lives only in the config, so it
+    changes no layer.
 
     Args:
         client: Docker client of the engine to build in.
         tag: Tag to give the image, e.g. ``nodeload-test/demo:v1``.
         message: What ``docker run IMAGE`` prints.
         layers: Payload layers, bottom to top.
+        base: An image to build on instead of busybox on ``scratch``.
+        labels: Image labels (e.g. to find test images again for clean-up).
 
     Returns:
         The image id (``sha256:...``).
@@ -61,8 +67,11 @@ def build_image(
     """
     with tempfile.TemporaryDirectory(prefix="nodeload-test-image-") as tmp:
         ctx = Path(tmp)
-        _write_busybox_rootfs(ctx / "rootfs")
-        lines = ["FROM scratch", "COPY rootfs/ /"]
+        if base:
+            lines = [f"FROM {base}"]
+        else:
+            _write_busybox_rootfs(ctx / "rootfs")
+            lines = ["FROM scratch", "COPY rootfs/ /"]
         for index, spec in enumerate(layers):
             name = f"payload-{index:03d}.bin"
             _write_payload(ctx / name, spec)
@@ -70,7 +79,9 @@ def build_image(
         lines.append(f"CMD {json.dumps(['/bin/busybox', 'echo', message])}")
         (ctx / "Dockerfile").write_text("\n".join(lines) + "\n")
         try:
-            image, _ = client.images.build(path=tmp, tag=tag, rm=True, forcerm=True)
+            image, _ = client.images.build(
+                path=tmp, tag=tag, rm=True, forcerm=True, labels=dict(labels or {})
+            )
         except docker.errors.BuildError as exc:
             raise SandboxError(f"building test image {tag}: {exc.msg}") from exc
     return str(image.id)

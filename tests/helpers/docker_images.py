@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
-import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import docker
 import docker.errors
 
-BUSYBOX = Path("/bin/busybox")
+from nodeload.sandbox import LayerSpec
+from nodeload.sandbox import build_image as sandbox_build_image
+from nodeload.sandbox import docker_client as sandbox_docker_client
+
 TEST_LABEL = "nodeload.test"
 OWNER_LABEL = "nodeload.test.pid"
 
 
 def docker_client() -> docker.DockerClient:
     """A client of the local engine; raises when there is none."""
-    client = docker.from_env(version="auto")  # the SDK's default API version is too new for Docker 20.10
+    client = sandbox_docker_client()
     client.ping()
     return client
 
@@ -33,31 +32,14 @@ def build_image(
     base: str | None = None,
     label: str = "sources",
 ) -> str:
-    """Build ``tag``: busybox (unless ``base``) plus one COPY layer per ``(seed, size)`` payload.
+    """Build ``tag``: busybox (unless ``base``) plus one layer per ``(seed, size)`` payload.
 
-    Payload files have fixed contents and mtimes, so a layer's diffID depends
-    only on its seed and size. Returns the image ID.
+    A layer's diffID depends only on its seed and size. Images are labelled with
+    the owning process, for :func:`remove_images`. Returns the image ID.
     """
-    context = Path(tempfile.mkdtemp(prefix="nodeload-build-"))
-    try:
-        lines = [f"FROM {base}" if base else "FROM scratch"]
-        if not base:
-            shutil.copy(BUSYBOX, context / "busybox")
-            os.utime(context / "busybox", (0, 0))
-            lines.append("COPY busybox /bin/busybox")
-        for seed, size in payloads:
-            name = f"payload-{seed}-{size}"
-            (context / name).write_bytes(random.Random(seed).randbytes(size))
-            os.utime(context / name, (0, 0))
-            lines.append(f"COPY {name} /data/{name}")
-        lines.append('CMD ["/bin/busybox", "true"]')
-        (context / "Dockerfile").write_text("\n".join(lines) + "\n")
-        image, _ = client.images.build(
-            path=str(context), tag=tag, rm=True, labels={TEST_LABEL: label, OWNER_LABEL: str(os.getpid())}
-        )
-        return str(image.id)
-    finally:
-        shutil.rmtree(context, ignore_errors=True)
+    layers = [LayerSpec(size, seed) for seed, size in payloads]
+    labels = {TEST_LABEL: label, OWNER_LABEL: str(os.getpid())}
+    return sandbox_build_image(client, tag, tag, layers, base=base, labels=labels)
 
 
 def remove_images(client: docker.DockerClient, label: str = "sources", *, mine: bool = False) -> None:
