@@ -16,8 +16,8 @@ from rich.console import Console
 from nodeload.errors import NodeloadError, UsageError
 from nodeload.image import ImageSource
 from nodeload.platforms import Platform
-from nodeload.progress import NullProgress, ProgressSink, RichProgress
-from nodeload.push import PushOptions, push_all
+from nodeload.progress import NullProgress, RichProgress
+from nodeload.push import Prepared, push_all
 from nodeload.reference import parse_reference
 from nodeload.report import summary_line
 from nodeload.sources import open_source
@@ -114,27 +114,29 @@ def _push(args: argparse.Namespace, err: Console) -> int:
         verify_host_keys=not args.insecure_skip_host_key_check,
     )
     transports = [SSHTransport(node, ssh) for node in args.node]  # validates node syntax early
+
     with contextlib.ExitStack() as stack:
-        source = _open(args.image, stack)
-        name = _target_name(args.name, source)
-        _warn_floating(name, err)  # stderr: --json output on stdout stays clean
-        options = PushOptions(
-            target=TargetOptions(
+
+        def prepare() -> Prepared:
+            source = _open(args.image, stack)
+            name = _target_name(args.name, source)
+            _warn_floating(name, err)  # stderr: --json output on stdout stays clean
+            target = TargetOptions(
                 namespace=args.namespace,
                 name=name,
                 platform=platform,
                 snapshotter=args.snapshotter,
                 unpack=not args.no_unpack,
-            ),
-            socket=args.containerd_socket,
-        )
-        progress: ProgressSink
+            )
+            return Prepared(source, target)
+
         if err.is_terminal and not args.json:
             with RichProgress(err) as bars:
-                results = asyncio.run(push_all(source, transports, options, bars))
+                results = asyncio.run(push_all(prepare, transports, bars, socket=args.containerd_socket))
         else:
-            progress = NullProgress()
-            results = asyncio.run(push_all(source, transports, options, progress))
+            results = asyncio.run(
+                push_all(prepare, transports, NullProgress(), socket=args.containerd_socket)
+            )
     if args.json:
         report: dict[str, Any] = {"image": args.image, "nodes": [r.to_json() for r in results]}
         print(json.dumps(report, indent=2))

@@ -30,60 +30,85 @@ DEFAULT_SOCKETS = (
 
 
 @dataclass(frozen=True)
-class PushOptions:
-    """Per-push settings shared by all nodes."""
+class Prepared:
+    """The opened source and the per-push settings that depend on it (e.g. its name)."""
 
+    source: ImageSource
     target: TargetOptions
-    socket: str | None = None
+
+
+Preparer = Callable[[], Prepared]
 
 
 class GraphCache:
     """Resolve each platform of the source once, whatever the number of nodes."""
 
-    def __init__(self, source: ImageSource) -> None:
-        """Cache graphs of ``source``."""
-        self._source = source
+    def __init__(self) -> None:
+        """An empty cache."""
         self._graphs: dict[Platform, ImageGraph] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, platform: Platform) -> ImageGraph:
-        """The graph for ``platform`` (called from worker threads)."""
-        key = platform.normalized()
-        with self._lock:
-            if key not in self._graphs:
-                self._graphs[key] = resolve(self._source, key)
-            return self._graphs[key]
+    def resolver(self, source: ImageSource) -> Callable[[Platform], ImageGraph]:
+        """A function giving the graph of ``source`` for a platform (called from worker threads)."""
+
+        def resolve_once(platform: Platform) -> ImageGraph:
+            key = platform.normalized()
+            with self._lock:
+                if key not in self._graphs:
+                    self._graphs[key] = resolve(source, key)
+                return self._graphs[key]
+
+        return resolve_once
 
 
 async def push_all(
-    source: ImageSource,
+    prepare: Preparer,
     transports: Sequence[Transport],
-    options: PushOptions,
     progress: ProgressSink,
+    *,
+    socket: str | None = None,
 ) -> list[NodeResult]:
-    """Push ``source`` to every node concurrently; one result per node, in order."""
-    graphs = GraphCache(source)
-    return list(await asyncio.gather(*(push_node(source, t, options, progress, graphs) for t in transports)))
+    """Push to every node concurrently; one result per node, in order.
+
+    ``prepare`` (opening the source: a ``docker save`` and compression, maybe)
+    runs in a thread while the nodes are being connected to, so neither waits
+    for the other. If it fails, the whole push fails with its error.
+    """
+    ready = asyncio.ensure_future(asyncio.to_thread(prepare))
+    graphs = GraphCache()
+    nodes = [asyncio.ensure_future(push_node(ready, t, progress, graphs, socket)) for t in transports]
+    try:
+        await ready
+    except BaseException:
+        for node in nodes:
+            node.cancel()
+        await asyncio.gather(*nodes, return_exceptions=True)
+        raise
+    return list(await asyncio.gather(*nodes))
 
 
 async def push_node(
-    source: ImageSource,
+    ready: asyncio.Future[Prepared],
     transport: Transport,
-    options: PushOptions,
     progress: ProgressSink,
-    graphs: Callable[[Platform], ImageGraph],
+    graphs: GraphCache,
+    socket: str | None = None,
 ) -> NodeResult:
     """Push to one node; failures become a failed result with the error text."""
-    result = NodeResult(node=transport.node, namespace=options.target.namespace, name=options.target.name)
+    result = NodeResult(node=transport.node)
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
         async with transport:
             progress.message(transport.node, "connecting")
-            client = await connect_containerd(transport, options, result)
+            client = await connect_containerd(transport, socket, result)
             try:
+                progress.message(transport.node, "waiting for the image")
+                prepared = await asyncio.shield(ready)
+                result.namespace, result.name = prepared.target.namespace, prepared.target.name
+                client.namespace = prepared.target.namespace
                 await ContainerdTarget(client, transport.node, progress).push(
-                    source, graphs, options.target, result
+                    prepared.source, graphs.resolver(prepared.source), prepared.target, result
                 )
             finally:
                 await client.close()
@@ -95,20 +120,20 @@ async def push_node(
 
 
 async def connect_containerd(
-    transport: Transport, options: PushOptions, result: NodeResult
+    transport: Transport, socket: str | None, result: NodeResult
 ) -> ContainerdClient:
     """Find the first containerd socket that exists and answers, and connect to it.
 
     Raises:
         ContainerdUnavailable: with the reason for each socket tried.
     """
-    candidates = [options.socket] if options.socket else list(DEFAULT_SOCKETS)
+    candidates = [socket] if socket else list(DEFAULT_SOCKETS)
     reasons: list[str] = []
     for path in candidates:
         if not await transport.can_open(path):
             reasons.append(await transport.why_unusable(path) or f"{path} cannot be opened")
             continue
-        client = ContainerdClient(await transport.forward(path), options.target.namespace)
+        client = ContainerdClient(await transport.forward(path))
         try:
             await client.version(timeout=10)
         except Exception as err:
@@ -117,5 +142,5 @@ async def connect_containerd(
             continue
         result.socket = path
         return client
-    hint = "" if options.socket else "; name it with --containerd-socket"
+    hint = "" if socket else "; name it with --containerd-socket"
     raise ContainerdUnavailable(f"{transport.node}: no usable containerd socket: {'; '.join(reasons)}{hint}")

@@ -91,7 +91,7 @@ def _raise_push_error(what: str, err: grpc.aio.AioRpcError) -> None:
 class ContainerdClient:
     """Async client bound to one containerd socket and one namespace."""
 
-    def __init__(self, target: str, namespace: str) -> None:
+    def __init__(self, target: str, namespace: str = "k8s.io") -> None:
         """Connect lazily to ``target`` (a gRPC target like ``unix:/path``)."""
         self.namespace = namespace
         self._channel = grpc.aio.insecure_channel(
