@@ -103,12 +103,13 @@ async def push_node(
             progress.message(transport.node, "connecting")
             client = await connect_containerd(transport, socket, result)
             try:
+                info = await client.node_info()
                 progress.message(transport.node, "waiting for the image")
                 prepared = await asyncio.shield(ready)
                 result.namespace, result.name = prepared.target.namespace, prepared.target.name
                 client.namespace = prepared.target.namespace
                 await ContainerdTarget(client, transport.node, progress).push(
-                    prepared.source, graphs.resolver(prepared.source), prepared.target, result
+                    prepared.source, graphs.resolver(prepared.source), prepared.target, result, info
                 )
             finally:
                 await client.close()

@@ -62,15 +62,21 @@ class ContainerdTarget:
         self._progress = progress
 
     async def push(
-        self, source: ImageSource, resolve: GraphResolver, options: TargetOptions, result: NodeResult
+        self,
+        source: ImageSource,
+        resolve: GraphResolver,
+        options: TargetOptions,
+        result: NodeResult,
+        info: NodeInfo | None = None,
     ) -> None:
         """Push ``source`` and fill ``result`` as it goes.
+
+        ``info`` is the node's :meth:`ContainerdClient.node_info`, when already asked.
 
         Raises:
             NodeloadError: on anything the user must act on.
         """
-        started = time.monotonic()
-        info = await self._client.node_info()
+        info = info or await self._client.node_info()
         result.containerd_version = info.version
         platform = options.platform or info.platform
         graph = await asyncio.to_thread(resolve, platform)
@@ -94,7 +100,6 @@ class ContainerdTarget:
         if options.namespace == CRI_NAMESPACE and info.has_cri and graph.platform.matches(info.platform):
             result.cri_indexed = await self._wait_for_cri(options.name, plan.config_digest)
         result.status = "ok"
-        result.seconds = round(time.monotonic() - started, 3)
 
     def _snapshotter(self, info: NodeInfo, options: TargetOptions) -> str:
         if options.snapshotter:
