@@ -15,6 +15,8 @@ import platform
 import pwd
 import subprocess
 import sys
+import tarfile
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from nodeload.image import MEDIA_OCI_CONFIG, MEDIA_OCI_MANIFEST, canonical_json, descriptor_for
 from tests.helpers.oci import ImageSpec, LayoutInfo, WrittenImage, write_layout
 from tests.integration.nodes import Containerd, Sshd, free_port
 
@@ -495,3 +498,94 @@ def test_namespace_default_is_not_cri(cli: Cli, containerd: Containerd, tmp_path
     assert (cri["namespace"], cri["cri_indexed"], cri["bytes_sent"]) == ("k8s.io", True, 0)
     assert (cri["blobs_sent"], cri["bytes_resumed"]) == (0, 0)
     assert cri["bytes_skipped"] == default["bytes_sent"]
+
+
+# -- 12. memory --------------------------------------------------------------------------------
+
+
+class _Noise:
+    """``size`` random bytes, produced as they are read."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        self.left -= n
+        return os.urandom(n)
+
+
+class _HashingFile:
+    def __init__(self, path: Path) -> None:
+        self.file, self.hash, self.size = open(path, "wb"), hashlib.sha256(), 0  # noqa: SIM115
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.file.write(data)
+
+
+def _big_layout(directory: Path, size: int) -> None:
+    """An OCI layout with one uncompressed layer of ``size`` random bytes, written streaming."""
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    out = _HashingFile(directory / "layer.tmp")
+    with tarfile.open(fileobj=out, mode="w|") as tar:  # type: ignore[call-overload]
+        info = tarfile.TarInfo("big.bin")
+        info.size = size
+        tar.addfile(info, _Noise(size))
+    out.file.close()
+    layer = {
+        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+        "digest": "sha256:" + out.hash.hexdigest(),
+    }
+    layer["size"] = out.size
+    (directory / "layer.tmp").rename(blobs / out.hash.hexdigest())
+    config = canonical_json(
+        {"os": "linux", "architecture": "amd64", "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}}
+    )
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_OCI_MANIFEST,
+            "config": descriptor_for(MEDIA_OCI_CONFIG, config).to_json(),
+            "layers": [layer],
+        }
+    )
+    for data in (config, manifest):
+        (blobs / hashlib.sha256(data).hexdigest()).write_bytes(data)
+    entry = descriptor_for(MEDIA_OCI_MANIFEST, manifest).to_json()
+    entry["annotations"] = {"org.opencontainers.image.ref.name": "big"}
+    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    (directory / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+
+
+def test_memory_does_not_grow_with_the_blob(cli: Cli, fresh_containerd: Containerd, tmp_path: Path) -> None:
+    size = 256 * 1024 * 1024
+    _big_layout(tmp_path / "big", size)
+    argv = [
+        sys.executable,
+        "-m",
+        "nodeload",
+        "push",
+        f"oci:{tmp_path / 'big'}:big",
+        "--name",
+        "example.com/big:v1",
+    ]
+    argv += [
+        "--node",
+        cli.sshd.node,
+        "-i",
+        str(cli.sshd.client_key),
+        "--known-hosts",
+        str(cli.sshd.known_hosts),
+    ]
+    argv += ["--containerd-socket", str(fresh_containerd.socket), "--json", "--no-unpack"]
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(argv, cwd=REPO, env=dict(cli.env), stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        out.seek(0)
+        report = json.loads(out.read())
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert report["nodes"][0]["bytes_sent"] > size
+    assert usage.ru_maxrss * 1024 < size / 2  # streamed, never held whole (about 60 MiB in practice)
