@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
+from nodeload import __version__
 from nodeload.errors import NodeloadError, UsageError
 from nodeload.image import ImageSource
 from nodeload.platforms import Platform
@@ -34,12 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Push container images straight into nodes' containerd over SSH, "
         "sending only the blobs each node lacks.",
     )
+    parser.add_argument("--version", action="version", version=f"nodeload {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     push = commands.add_parser(
         "push",
         help="push an image to nodes",
-        description="Push IMAGE to each --node. IMAGE is docker-daemon:REF, oci:DIR[:REF], "
-        "oci-archive:FILE[:REF], docker-archive:FILE[:REF], or a bare REF from the local Docker daemon.",
+        description="Push IMAGE to each --node, sending only the blobs the node lacks.\n\nIMAGE is docker-daemon:REF, oci:DIR[:REF], "
+        "oci-archive:FILE[:REF], docker-archive:FILE[:REF],\nor a bare REF from the local Docker daemon.",
+        epilog="examples:\n"
+        "  nodeload push myapp:dev --node root@10.0.0.11 --node root@10.0.0.12\n"
+        "  nodeload push oci:./out:dev --node worker-1 --json\n\n"
+        "exit status: 0 every node has the image, 1 a node or the source failed, 2 usage error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     push.add_argument("image", metavar="IMAGE")
     push.add_argument(

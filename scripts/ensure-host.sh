@@ -11,6 +11,7 @@ command -v ctr >/dev/null || need+=(containerd)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v tc >/dev/null || need+=(iproute2)
+command -v zstd >/dev/null || need+=(zstd)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing packages: ${need[*]} (run as root, or install them yourself)" >&2
