@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     push = commands.add_parser(
         "push",
         help="push an image to nodes",
-        description="Push IMAGE to each --node, sending only the blobs the node lacks.\n\nIMAGE is docker-daemon:REF, oci:DIR[:REF], "
-        "oci-archive:FILE[:REF], docker-archive:FILE[:REF],\nor a bare REF from the local Docker daemon.",
+        description="Push IMAGE to each --node, sending only the blobs the node lacks.\n\n"
+        "IMAGE is docker-daemon:REF, oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],\n"
+        "or a bare REF from the local Docker daemon.",
         epilog="examples:\n"
         "  nodeload push myapp:dev --node root@10.0.0.11 --node root@10.0.0.12\n"
         "  nodeload push oci:./out:dev --node worker-1 --json\n\n"
