@@ -100,24 +100,33 @@ async def push_node(
     started = loop.time()
     try:
         async with transport:
-            progress.message(transport.node, "connecting")
-            client = await connect_containerd(transport, socket, result)
             try:
-                info = await client.node_info()
-                progress.message(transport.node, "waiting for the image")
-                prepared = await asyncio.shield(ready)
-                result.namespace, result.name = prepared.target.namespace, prepared.target.name
-                client.namespace = prepared.target.namespace
-                await ContainerdTarget(client, transport.node, progress).push(
-                    prepared.source, graphs.resolver(prepared.source), prepared.target, result, info
-                )
+                progress.message(transport.node, "connecting")
+                client = await connect_containerd(transport, socket, result)
+                try:
+                    info = await client.node_info()
+                    progress.message(transport.node, "waiting for the image")
+                    prepared = await asyncio.shield(ready)
+                    result.namespace, result.name = prepared.target.namespace, prepared.target.name
+                    client.namespace = prepared.target.namespace
+                    await ContainerdTarget(client, transport.node, progress).push(
+                        prepared.source, graphs.resolver(prepared.source), prepared.target, result, info
+                    )
+                finally:
+                    await client.close()
             finally:
-                await client.close()
+                _record_traffic(transport, result)
     except NodeloadError as err:
         result.status, result.error = "failed", str(err)
     finally:
         result.seconds = round(loop.time() - started, 3)
     return result
+
+
+def _record_traffic(transport: Transport, result: NodeResult) -> None:
+    traffic = transport.traffic()
+    if traffic is not None:
+        result.wire_bytes_sent, result.wire_bytes_received = traffic.sent, traffic.received
 
 
 async def connect_containerd(

@@ -26,6 +26,10 @@ class NodeResult:
     layers_unpacked: int = 0
     seconds: float = 0.0
     cri_indexed: bool | None = None
+    # TCP payload of the SSH connection as the kernel counted it (SSH, gRPC and handshake
+    # included; TCP/IP headers not): what a network counter sees, within a few percent.
+    wire_bytes_sent: int | None = None
+    wire_bytes_received: int | None = None
     socket: str = ""
     containerd_version: str = ""
 

@@ -67,7 +67,8 @@ def table(steps: list[Step]) -> Table:
         "blobs sent",
         "bytes sent",
         "bytes skipped",
-        "node rx (wire)",
+        "wire (nodeload)",
+        "node rx",
         "time",
         "CRI",
     ):
@@ -81,6 +82,7 @@ def table(steps: list[Step]) -> Table:
                 f"{node['blobs_sent']}/{node['blobs_total']}",
                 human_bytes(node["bytes_sent"]),
                 human_bytes(node["bytes_skipped"]),
+                human_bytes(node["wire_bytes_sent"] or 0),
                 human_bytes(step.wire[alias]),
                 f"{node['seconds']:.2f}s",
                 "yes" if node["cri_indexed"] else "no",
@@ -108,8 +110,9 @@ def main() -> int:
             said = run_on_node(sandbox.node(alias), f"docker.io/{IMAGE}:v2")
             console.print(f"{alias}: ctr run docker.io/{IMAGE}:v2 -> {said!r}")
         console.print(
-            "bytes sent = blob bytes nodeload wrote; node rx = what the node's network interface "
-            "received (SSH, gRPC and TCP overhead included)."
+            "bytes sent = blob bytes nodeload wrote; wire (nodeload) = what nodeload's SSH connection "
+            "carried (kernel TCP counter); node rx = what the node's network interface received "
+            "(TCP/IP headers included)."
         )
     return 0
 

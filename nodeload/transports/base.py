@@ -2,8 +2,39 @@
 
 from __future__ import annotations
 
+import socket
+import struct
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
+
+# struct tcp_info (Linux >= 4.2): tcpi_bytes_acked and tcpi_bytes_received, both u64.
+_TCP_INFO_BYTES = struct.Struct("=QQ")
+_TCP_INFO_BYTES_OFFSET = 120
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Payload bytes a TCP connection carried each way, as the kernel counted them."""
+
+    sent: int
+    received: int
+
+
+def tcp_traffic(sock: Any) -> Traffic | None:
+    """The kernel's byte counters of a connected TCP socket (None where unavailable).
+
+    These are the bytes a network counter sees, less TCP/IP headers: SSH
+    framing, encryption, gRPC and protocol chatter included.
+    """
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except (AttributeError, OSError):
+        return None
+    if len(info) < _TCP_INFO_BYTES_OFFSET + _TCP_INFO_BYTES.size:
+        return None
+    acked, received = _TCP_INFO_BYTES.unpack_from(info, _TCP_INFO_BYTES_OFFSET)
+    return Traffic(sent=max(acked - 1, 0), received=received)  # acked counts the SYN too
 
 
 class Transport(Protocol):
@@ -35,4 +66,8 @@ class Transport(Protocol):
 
     async def why_unusable(self, path: str) -> str | None:
         """Explain why ``path`` cannot be opened (missing, permission), if known."""
+        ...
+
+    def traffic(self) -> Traffic | None:
+        """Bytes this connection moved so far, if it crosses a network."""
         ...

@@ -7,6 +7,8 @@ import os
 from types import TracebackType
 from typing import Self
 
+from nodeload.transports.base import Traffic
+
 
 class LocalTransport:
     """Reach a containerd socket on the local machine directly."""
@@ -40,6 +42,10 @@ class LocalTransport:
     async def forward(self, path: str) -> str:
         """The socket itself is the endpoint."""
         return f"unix:{path}"
+
+    def traffic(self) -> Traffic | None:
+        """Nothing crosses a network."""
+        return None
 
     async def why_unusable(self, path: str) -> str | None:
         """Missing socket or missing permission."""

@@ -28,6 +28,7 @@ from nodeload.errors import (
     NodeUnreachable,
     UsageError,
 )
+from nodeload.transports.base import Traffic, tcp_traffic
 
 # Layers are already compressed; SSH compression would only burn CPU.
 _NO_COMPRESSION = ["none"]
@@ -215,6 +216,10 @@ class SSHTransport:
         except (OSError, ValueError, asyncssh.Error):
             return []  # unreadable or unparsable: report the key as untrusted, as before
         return list(keys)
+
+    def traffic(self) -> Traffic | None:
+        """What the SSH connection's TCP socket carried (kernel counters)."""
+        return tcp_traffic(self._conn.get_extra_info("socket")) if self._conn else None
 
     async def can_open(self, path: str) -> bool:
         """Open and close a stream to ``path`` on the node."""

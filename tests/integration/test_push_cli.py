@@ -588,4 +588,6 @@ def test_memory_does_not_grow_with_the_blob(cli: Cli, fresh_containerd: Containe
         report = json.loads(out.read())
     assert os.waitstatus_to_exitcode(status) == 0
     assert report["nodes"][0]["bytes_sent"] > size
-    assert usage.ru_maxrss * 1024 < size / 2  # streamed, never held whole (about 60 MiB in practice)
+    # The project's bound: 200 MB whatever the image size (about 70 MiB in practice; more when
+    # the machine is loaded and more chunks are in flight). Holding this blob whole would exceed it.
+    assert usage.ru_maxrss * 1024 < 200 * 1000 * 1000 < size + 60 * 1024 * 1024
