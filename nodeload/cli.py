@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,8 @@ from nodeload.targets.containerd import CRI_NAMESPACE, TargetOptions
 from nodeload.transports.ssh import SSHOptions, SSHTransport
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# containerd's own rule for namespace names.
+NAMESPACE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _push(args: argparse.Namespace, err: Console) -> int:
     if not args.node:
         raise UsageError("no target node: pass --node [USER@]HOST[:PORT] (repeatable)")
+    if not NAMESPACE.fullmatch(args.namespace):
+        raise UsageError(
+            f"invalid namespace {args.namespace!r}: containerd namespaces are letters and digits "
+            "separated by . _ or - (k8s.io, default, moby)"
+        )
     platform = Platform.parse(args.platform) if args.platform else None
     ssh = SSHOptions(
         identity=args.identity,

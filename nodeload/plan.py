@@ -103,8 +103,8 @@ def make_plan(graph: ImageGraph, state: NodeState, snapshotter: str, rewritable:
             manifest = _rewrite_manifest(manifest, layers)
     chains = chain_ids(graph.diff_ids)
     steps: list[BlobStep] = []
-    for layer, diff_id in zip(layers, graph.diff_ids, strict=True):
-        steps.append(_step(layer, state, {LABEL_UNCOMPRESSED: diff_id}))
+    # Layers get their containerd.io/uncompressed label once unpacking has verified it.
+    steps.extend(_step(layer, state, {}) for layer in layers)
     steps.append(_step(graph.config.desc, state, {}, graph.config.data))
     steps.append(_step(manifest.desc, state, manifest_labels(graph.config.desc, layers), manifest.data))
     child = manifest.desc

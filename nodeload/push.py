@@ -11,7 +11,10 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from nodeload.containerd.client import ContainerdClient
+import asyncssh
+import grpc
+
+from nodeload.containerd.client import ContainerdClient, rpc_error
 from nodeload.errors import ContainerdUnavailable, NodeloadError
 from nodeload.graph import ImageGraph, resolve
 from nodeload.image import ImageSource
@@ -118,6 +121,10 @@ async def push_node(
                 _record_traffic(transport, result)
     except NodeloadError as err:
         result.status, result.error = "failed", str(err)
+    except grpc.aio.AioRpcError as err:  # containerd said no, or the tunnel broke mid-call
+        result.status, result.error = "failed", str(rpc_error("a request", err))
+    except (asyncssh.Error, OSError) as err:  # the SSH connection died
+        result.status, result.error = "failed", f"connection to the node lost: {err}"
     finally:
         result.seconds = round(loop.time() - started, 3)
     return result

@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,14 +40,14 @@ from nodeload.containerd.api import (
     snapshots_pb2_grpc,
     version_pb2_grpc,
 )
-from nodeload.errors import NodeDiskFull, PushFailed
+from nodeload.errors import NodeDiskFull, NodeError, PushFailed
 from nodeload.image import Descriptor
 from nodeload.platforms import Platform
 
 # containerd refuses messages above 16 MiB; stay far below with room for headers.
 WRITE_CHUNK = 1 << 20
-LEASE_EXPIRY = timedelta(hours=1)
-_LOCKED_RETRIES = 8
+# Long enough for a slow link to carry a big image; a clean exit deletes the lease at once.
+LEASE_EXPIRY = timedelta(hours=24)
 
 ProgressCallback = Callable[[int], None]
 
@@ -81,11 +82,16 @@ _DISK_FULL = "no space left on device"
 _CORE_PLACEHOLDER = "Internal error from Core"
 
 
-def _raise_push_error(what: str, err: grpc.aio.AioRpcError) -> None:
+def rpc_error(what: str, err: grpc.aio.AioRpcError) -> NodeError:
+    """The user-facing error for a failed containerd call."""
     detail = err.details() or str(err.code())
     if _DISK_FULL in detail:
-        raise NodeDiskFull(f"node disk is full while {what}: {detail}") from err
-    raise PushFailed(f"containerd refused {what}: {detail}") from err
+        return NodeDiskFull(f"node disk is full while {what}: {detail}")
+    return PushFailed(f"containerd refused {what}: {err.code().name}: {detail}")
+
+
+def _raise_push_error(what: str, err: grpc.aio.AioRpcError) -> None:
+    raise rpc_error(what, err) from err
 
 
 class ContainerdClient:
@@ -193,6 +199,21 @@ class ContainerdClient:
                     leases_pb2.DeleteRequest(id=lease_id), metadata=self._md(lease=False)
                 )
 
+    async def protect(self, digests: Iterable[str], snapshots: Iterable[tuple[str, str]] = ()) -> None:
+        """Add blobs and (snapshotter, key) snapshots the node already has to our lease.
+
+        Until the image record exists, only the lease keeps them: without this, a
+        deletion elsewhere on the node (kubelet's image GC, say) could collect them
+        mid-push and leave the new image incomplete.
+        """
+        if not self.lease:
+            raise RuntimeError("protect() needs a lease")
+        resources = [leases_pb2.Resource(id=d, type="content") for d in digests]
+        resources += [leases_pb2.Resource(id=key, type=f"snapshots/{name}") for name, key in snapshots]
+        for resource in resources:
+            req = leases_pb2.AddResourceRequest(id=self.lease, resource=resource)
+            await self._leases.AddResource(req, metadata=self._md(lease=False))
+
     # -- content ----------------------------------------------------------
 
     async def content_info(self, digest: str) -> content_pb2.Info | None:
@@ -266,34 +287,44 @@ class ContainerdClient:
         """Write one blob through the content Write stream, resuming an ingest.
 
         containerd verifies size and digest at commit. A ref locked by another
-        writer is retried with backoff; a stale ingest that does not fit this
-        blob is aborted and restarted.
+        writer is waited for as long as that writer makes progress; a partial
+        ingest that fails verification is aborted and written again once.
+        ``bytes_sent`` counts every byte written, across attempts.
         """
-        delay = 0.1
-        for attempt in range(_LOCKED_RETRIES):
+        sent = _Counter()
+        delay, restarted = 0.1, False
+        watch = _LockWatch()
+        while True:
             try:
-                return await self._write_once(ref, desc, open_at, labels, progress)
+                result = await self._write_once(ref, desc, open_at, labels, progress, sent)
+                return WriteResult(sent.value, result.resumed_from)
             except grpc.aio.AioRpcError as err:
-                if _code(err) == grpc.StatusCode.ALREADY_EXISTS:
-                    return WriteResult(0, 0, already_existed=True)
-                if _code(err) == grpc.StatusCode.UNAVAILABLE and "locked" in (err.details() or ""):
+                code, detail = _code(err), err.details() or ""
+                if code == grpc.StatusCode.ALREADY_EXISTS:
+                    return WriteResult(sent.value, 0, already_existed=True)
+                if code == grpc.StatusCode.UNAVAILABLE and "locked" in detail:
+                    if not watch.still_moving(await self.ingest_offset(ref)):
+                        raise PushFailed(
+                            f"writing {desc.digest}: ingest {ref} is locked by another writer "
+                            "that made no progress for a minute"
+                        ) from err
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
                 if (
-                    _code(err) in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE)
-                    and attempt == 0
+                    code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE)
+                    and not restarted
                 ):
-                    await self.abort(ref)  # stale or corrupt partial ingest: start over once
+                    restarted = True
+                    await self.abort(ref)  # a partial ingest that does not verify: start over once
                     continue
-                if _DISK_FULL in (err.details() or ""):
+                if _DISK_FULL in detail:
                     # A partial ingest cannot resume until space is freed, and it holds the very
                     # space that ran out (invisible to `ctr content active` once the stream died):
                     # leaving it would keep the node's disk full. Discard it, best effort.
                     with contextlib.suppress(grpc.aio.AioRpcError):
                         await self.abort(ref)
                 _raise_push_error(f"writing {desc.digest}", err)
-        raise PushFailed(f"writing {desc.digest}: ingest {ref} stayed locked by another writer")
 
     async def _write_once(
         self,
@@ -302,21 +333,23 @@ class ContainerdClient:
         open_at: Callable[[int], AbstractContextManager[IO[bytes]]],
         labels: Mapping[str, str],
         progress: ProgressCallback | None,
+        sent: _Counter,
     ) -> WriteResult:
         call = self._content.Write(metadata=self._md())
         req = content_pb2.WriteContentRequest
+        # STAT with the expected digest also adds an existing blob to our lease, then
+        # answers ALREADY_EXISTS; otherwise it reports how much a partial ingest holds.
         await call.write(req(action=content_pb2.STAT, ref=ref, total=desc.size, expected=desc.digest))
         status = await call.read()
         if status is grpc.aio.EOF:
+            await call  # raises the call's error, if it ended with one
             raise PushFailed(f"containerd closed the write of {desc.digest} unexpectedly")
         offset = int(status.offset)
-        if offset > desc.size or (status.total and status.total != desc.size):
-            await call.done_writing()
+        if offset > desc.size:  # cannot be this blob: the commit would fail; start over
+            call.cancel()
             await self.abort(ref)
-            offset = 0
-            call = self._content.Write(metadata=self._md())
-            await call.write(req(action=content_pb2.STAT, ref=ref, total=desc.size, expected=desc.digest))
-            await call.read()
+            meta = grpc.aio.Metadata()
+            raise grpc.aio.AioRpcError(grpc.StatusCode.FAILED_PRECONDITION, meta, meta, "stale ingest")
         resumed_from = offset
         drained = asyncio.ensure_future(_drain(call))
         try:
@@ -327,6 +360,7 @@ class ContainerdClient:
                         raise PushFailed(f"source ended early while sending {desc.digest}")
                     await call.write(req(action=content_pb2.WRITE, ref=ref, offset=offset, data=data))
                     offset += len(data)
+                    sent.value += len(data)
                     if progress:
                         progress(len(data))
             await call.write(
@@ -387,6 +421,12 @@ class ContainerdClient:
                 metadata=md,
             )
         except grpc.aio.AioRpcError as err:
+            # The snapshot.ref label makes Prepare fail this way once someone else (kubelet,
+            # a concurrent push) committed the same chain: then the layer is done.
+            if _code(err) == grpc.StatusCode.ALREADY_EXISTS and await self.snapshot_exists(
+                snapshotter, chain_id
+            ):
+                return False
             _raise_push_error(f"preparing snapshot for {layer.digest}", err)
         try:
             applied = await self._diff.Apply(
@@ -459,6 +499,30 @@ class ContainerdClient:
         except grpc.aio.AioRpcError:
             return None
         return str(resp.image.id) if resp.HasField("image") and resp.image.id else None
+
+
+class _Counter:
+    """A mutable count shared across retries."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+class _LockWatch:
+    """Tells whether another writer holding an ingest lock still makes progress."""
+
+    PATIENCE = 60.0
+
+    def __init__(self) -> None:
+        self._offset: int | None = None
+        self._since = time.monotonic()
+
+    def still_moving(self, offset: int | None) -> bool:
+        """Record the ingest's offset; False once it stood still for PATIENCE seconds."""
+        now = time.monotonic()
+        if offset != self._offset:
+            self._offset, self._since = offset, now
+        return now - self._since < self.PATIENCE
 
 
 async def _drain(call: Any) -> None:

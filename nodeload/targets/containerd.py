@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from nodeload.containerd.client import ContainerdClient, NodeInfo
-from nodeload.errors import ContainerdUnavailable
+from nodeload.errors import ContainerdUnavailable, PlatformNotFound
 from nodeload.graph import ImageGraph
 from nodeload.image import (
     MEDIA_DOCKER_LAYER_GZIP,
@@ -28,7 +28,7 @@ from nodeload.image import (
     ImageSource,
 )
 from nodeload.plan import LABEL_UNCOMPRESSED, BlobStep, NodeState, Plan, chain_ids, make_plan
-from nodeload.platforms import Platform
+from nodeload.platforms import Platform, choose_platform
 from nodeload.progress import ProgressSink
 from nodeload.report import NodeResult
 from nodeload.sources.compress import sniff
@@ -50,6 +50,16 @@ class TargetOptions:
 
 
 GraphResolver = Callable[[Platform], ImageGraph]
+
+
+def _check_platform(graph: ImageGraph, info: NodeInfo, options: TargetOptions) -> None:
+    """A single-platform image for another platform is almost surely a mistake: say so."""
+    declared = graph.platform
+    if options.platform is None and declared.os and choose_platform(info.platform, [declared]) is None:
+        raise PlatformNotFound(
+            f"the image is for {declared} but the node runs {info.platform}; "
+            f"pass --platform {declared} to push it anyway"
+        )
 
 
 class ContainerdTarget:
@@ -78,18 +88,17 @@ class ContainerdTarget:
         """
         info = info or await self._client.node_info()
         result.containerd_version = info.version
-        platform = options.platform or info.platform
-        graph = await asyncio.to_thread(resolve, platform)
+        graph = await asyncio.to_thread(resolve, options.platform or info.platform)
+        _check_platform(graph, info, options)
         snapshotter = self._snapshotter(info, options)
-        state = await self._node_state(graph, snapshotter, source.rewritable)
-        plan = make_plan(graph, state, snapshotter, source.rewritable)
-        result.platform = str(graph.platform)
-        result.digest = plan.target.digest
-        result.blobs_total = len(plan.blobs)
-        result.blobs_skipped = sum(1 for b in plan.blobs if b.present)
-        result.bytes_skipped = plan.bytes_skipped
-        self._progress.message(self._node, f"sending {len(plan.to_send)} of {len(plan.blobs)} blobs")
         async with self._client.leased():
+            plan = await self._plan(graph, snapshotter, source.rewritable, options.unpack)
+            result.platform = str(graph.platform)
+            result.digest = plan.target.digest
+            result.blobs_total = len(plan.blobs)
+            result.blobs_skipped = sum(1 for b in plan.blobs if b.present)
+            result.bytes_skipped = plan.bytes_skipped
+            self._progress.message(self._node, f"sending {len(plan.to_send)} of {len(plan.blobs)} blobs")
             for step in plan.blobs:
                 await self._put_blob(source, step, result)
             if options.unpack:
@@ -100,6 +109,21 @@ class ContainerdTarget:
         if options.namespace == CRI_NAMESPACE and info.has_cri and graph.platform.matches(info.platform):
             result.cri_indexed = await self._wait_for_cri(options.name, plan.config_digest)
         result.status = "ok"
+
+    async def _plan(self, graph: ImageGraph, snapshotter: str, rewritable: bool, unpack: bool) -> Plan:
+        """Plan against what the node holds, with all of that pinned by our lease.
+
+        What we rely on is added to the lease first and looked at again after:
+        if something vanished in between (a concurrent deletion), plan again.
+        """
+        state = await self._node_state(graph, snapshotter, rewritable, unpack)
+        for _ in range(3):
+            await self._client.protect(state.present, [(snapshotter, s) for s in state.snapshots])
+            again = await self._node_state(graph, snapshotter, rewritable, unpack)
+            if again == state:
+                break
+            state = again
+        return make_plan(graph, state, snapshotter, rewritable)
 
     def _snapshotter(self, info: NodeInfo, options: TargetOptions) -> str:
         if options.snapshotter:
@@ -116,12 +140,14 @@ class ContainerdTarget:
             )
         return wanted
 
-    async def _node_state(self, graph: ImageGraph, snapshotter: str, rewritable: bool) -> NodeState:
-        """Ask the node which of the image's blobs and snapshots it already holds."""
+    async def _node_state(
+        self, graph: ImageGraph, snapshotter: str, rewritable: bool, unpack: bool
+    ) -> NodeState:
+        """Ask the node which of the image's blobs (or their twins) and snapshots it holds."""
         digests = [d.digest for d in graph.layers] + [graph.config.desc.digest, graph.manifest.desc.digest]
         digests += [doc.desc.digest for doc, _ in graph.indexes]
         infos = await asyncio.gather(*(self._client.content_info(d) for d in digests))
-        present = frozenset(d for d, i in zip(digests, infos, strict=True) if i is not None)
+        present = {d for d, i in zip(digests, infos, strict=True) if i is not None}
         equivalents: dict[str, Descriptor] = {}
         if rewritable:
             for layer, diff_id in zip(graph.layers, graph.diff_ids, strict=True):
@@ -129,12 +155,13 @@ class ContainerdTarget:
                     twin = await self._equivalent_blob(diff_id)
                     if twin is not None:
                         equivalents[diff_id] = twin
+        present |= {twin.digest for twin in equivalents.values()}
         snapshots = set()
-        for chain_id in reversed(chain_ids(graph.diff_ids)):
+        for chain_id in reversed(chain_ids(graph.diff_ids) if unpack else []):
             if await self._client.snapshot_exists(snapshotter, chain_id):
                 snapshots.add(chain_id)
                 break  # a committed chain implies its parents
-        return NodeState(present, equivalents, frozenset(snapshots))
+        return NodeState(frozenset(present), equivalents, frozenset(snapshots))
 
     async def _equivalent_blob(self, diff_id: str) -> Descriptor | None:
         """A blob on the node with the same uncompressed content, if any.
@@ -190,6 +217,9 @@ class ContainerdTarget:
                 snapshotter, step.layer, step.parent, step.chain_id, step.diff_id
             ):
                 result.layers_unpacked += 1
+                # Only now is the uncompressed digest verified (Apply checked it), as in
+                # containerd's own unpacker; later pushes trust this label to find twins.
+                await self._client.set_labels(step.layer.digest, {LABEL_UNCOMPRESSED: step.diff_id})
         key, value = plan.snapshot_label
         if value:
             await self._client.set_labels(plan.config_digest, {key: value})

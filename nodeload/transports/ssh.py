@@ -133,6 +133,9 @@ class SSHTransport:
             "encryption_algs": _CIPHERS,
             "connect_timeout": opts.connect_timeout,
             "window": 8 * 1024 * 1024,
+            # A node that vanishes must fail its push, not hang every other node's report.
+            "keepalive_interval": 15,
+            "keepalive_count_max": 3,
         }
         if opts.ssh_config is not None:
             kwargs["config"] = [str(opts.ssh_config)]

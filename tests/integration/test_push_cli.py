@@ -8,6 +8,7 @@ containerd.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from nodeload.containerd.client import ContainerdClient
 from nodeload.image import MEDIA_OCI_CONFIG, MEDIA_OCI_MANIFEST, canonical_json, descriptor_for
 from tests.helpers.oci import ImageSpec, LayoutInfo, WrittenImage, write_layout
 from tests.integration.nodes import Containerd, Sshd, free_port
@@ -397,7 +399,7 @@ def test_full_disk_fails_and_gives_the_space_back(
     big = write_layout(tmp_path / "big", [ImageSpec((70,), layer_size=24 << 20)])  # 24 MiB > 16 MiB
     run = cli.push(big, node, "--name", "example.com/big:v1", json=False)
     assert run.code == 1
-    assert "node disk is full" in run.err and "no space left on device" in run.err
+    assert "node disk is full" in run.err and "no space left on device" in run.err, run.err
     assert images(node) == set()
     # The partial upload was discarded: the node has its space back and takes a small image.
     cli.push_ok(layout(tmp_path, 7), node, "--name", "example.com/small:v1")
@@ -441,6 +443,7 @@ def test_unreadable_source_names_the_path(
             ("--node", "root@127.0.0.1", "--platform", "linux"), "invalid platform 'linux'", id="platform"
         ),
         pytest.param((), "no target node", id="no-node"),
+        pytest.param(("--node", "root@127.0.0.1", "--namespace", "bad ns"), "invalid namespace", id="ns"),
     ],
 )
 def test_usage_errors_exit_2(cli: Cli, tmp_path: Path, args: tuple[str, ...], says: str) -> None:
@@ -591,3 +594,57 @@ def test_memory_does_not_grow_with_the_blob(cli: Cli, fresh_containerd: Containe
     # The project's bound: 200 MB whatever the image size (about 70 MiB in practice; more when
     # the machine is loaded and more chunks are in flight). Holding this blob whole would exceed it.
     assert usage.ru_maxrss * 1024 < 200 * 1000 * 1000 < size + 60 * 1024 * 1024
+
+
+# -- 13. safety against what else happens on the node ------------------------------------------
+
+
+@pytest.mark.parametrize("protected", [True, False])
+def test_lease_protects_what_the_node_already_had(
+    cli: Cli, fresh_containerd: Containerd, tmp_path: Path, protected: bool
+) -> None:
+    """Blobs a push relies on survive a concurrent deletion of the image that held them."""
+    info = layout(tmp_path, 13)
+    # Namespace "default": in k8s.io, CRI's own record of the image would keep it alive.
+    cli.push_ok(info, fresh_containerd, "--name", "example.com/old:v1", "--namespace", "default")
+    layer = info.images[0].layers[0].digest
+
+    async def hold_and_delete() -> bool:
+        client = ContainerdClient(f"unix:{fresh_containerd.socket}", "default")
+        try:
+            async with client.leased():
+                if protected:
+                    await client.protect([layer])
+                # kubelet's image GC, say: the image goes and a synchronous GC runs.
+                fresh_containerd.ctr("images", "rm", "--sync", "example.com/old:v1", namespace="default")
+                return await client.content_info(layer) is not None
+        finally:
+            await client.close()
+
+    assert asyncio.run(hold_and_delete()) is protected
+
+
+def test_no_unpack_needs_no_snapshotter(cli: Cli, fresh_containerd: Containerd, tmp_path: Path) -> None:
+    result = cli.push_ok(
+        layout(tmp_path, 14),
+        fresh_containerd,
+        "--name",
+        "example.com/raw:v1",
+        "--no-unpack",
+        "--snapshotter",
+        "nosuch",
+    )
+    assert result["layers_unpacked"] == 0
+
+
+def test_single_platform_image_for_another_platform(
+    cli: Cli, fresh_containerd: Containerd, tmp_path: Path
+) -> None:
+    info = write_layout(tmp_path / "arm", [ImageSpec((15,), "linux/arm64")])
+    run = cli.push(info, fresh_containerd, "--name", "example.com/arm:v1")
+    assert run.code == 1
+    error = run.nodes[0]["error"]
+    assert "the image is for linux/arm64" in error and "--platform linux/arm64" in error
+    assert content(fresh_containerd) == set()  # refused before anything was sent
+    forced = cli.push_ok(info, fresh_containerd, "--name", "example.com/arm:v1", "--platform", "linux/arm64")
+    assert forced["platform"].startswith("linux/arm64")

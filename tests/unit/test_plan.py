@@ -63,8 +63,11 @@ def test_labels_match_containerd_import() -> None:
     graph = _graph(2)
     plan = make_plan(graph, NodeState(frozenset()), "overlayfs", rewritable=False)
     by_digest = {b.desc.digest: b.labels for b in plan.blobs}
-    for layer, diff_id in zip(graph.layers, graph.diff_ids, strict=True):
-        assert by_digest[layer.digest] == {"containerd.io/uncompressed": diff_id}
+    for layer in graph.layers:
+        assert by_digest[layer.digest] == {}  # uncompressed label: only once unpacking verified it
+    assert [(u.layer.digest, u.diff_id) for u in plan.unpack] == list(
+        zip((x.digest for x in graph.layers), graph.diff_ids, strict=True)
+    )
     assert by_digest[graph.manifest.desc.digest] == {
         "containerd.io/gc.ref.content.config": graph.config.desc.digest,
         "containerd.io/gc.ref.content.l.0": graph.layers[0].digest,

@@ -26,7 +26,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$nodeload/containerd/api/leases.proto\x12\x1d\x63ontainerd.services.leases.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x05Lease\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12@\n\x06labels\x18\x03 \x03(\x0b\x32\x30.containerd.services.leases.v1.Lease.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x94\x01\n\rCreateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12H\n\x06labels\x18\x03 \x03(\x0b\x32\x38.containerd.services.leases.v1.CreateRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x0e\x43reateResponse\x12\x33\n\x05lease\x18\x01 \x01(\x0b\x32$.containerd.services.leases.v1.Lease\")\n\rDeleteRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04sync\x18\x02 \x01(\x08\"\x1e\n\x0bListRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"D\n\x0cListResponse\x12\x34\n\x06leases\x18\x01 \x03(\x0b\x32$.containerd.services.leases.v1.Lease2\xa0\x02\n\x06Leases\x12\x65\n\x06\x43reate\x12,.containerd.services.leases.v1.CreateRequest\x1a-.containerd.services.leases.v1.CreateResponse\x12N\n\x06\x44\x65lete\x12,.containerd.services.leases.v1.DeleteRequest\x1a\x16.google.protobuf.Empty\x12_\n\x04List\x12*.containerd.services.leases.v1.ListRequest\x1a+.containerd.services.leases.v1.ListResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$nodeload/containerd/api/leases.proto\x12\x1d\x63ontainerd.services.leases.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x05Lease\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12@\n\x06labels\x18\x03 \x03(\x0b\x32\x30.containerd.services.leases.v1.Lease.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x94\x01\n\rCreateRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12H\n\x06labels\x18\x03 \x03(\x0b\x32\x38.containerd.services.leases.v1.CreateRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x0e\x43reateResponse\x12\x33\n\x05lease\x18\x01 \x01(\x0b\x32$.containerd.services.leases.v1.Lease\")\n\rDeleteRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04sync\x18\x02 \x01(\x08\"\x1e\n\x0bListRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"D\n\x0cListResponse\x12\x34\n\x06leases\x18\x01 \x03(\x0b\x32$.containerd.services.leases.v1.Lease\"$\n\x08Resource\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\"[\n\x12\x41\x64\x64ResourceRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x39\n\x08resource\x18\x02 \x01(\x0b\x32\'.containerd.services.leases.v1.Resource2\xfa\x02\n\x06Leases\x12\x65\n\x06\x43reate\x12,.containerd.services.leases.v1.CreateRequest\x1a-.containerd.services.leases.v1.CreateResponse\x12N\n\x06\x44\x65lete\x12,.containerd.services.leases.v1.DeleteRequest\x1a\x16.google.protobuf.Empty\x12_\n\x04List\x12*.containerd.services.leases.v1.ListRequest\x1a+.containerd.services.leases.v1.ListResponse\x12X\n\x0b\x41\x64\x64Resource\x12\x31.containerd.services.leases.v1.AddResourceRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,6 +53,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTREQUEST']._serialized_end=611
   _globals['_LISTRESPONSE']._serialized_start=613
   _globals['_LISTRESPONSE']._serialized_end=681
-  _globals['_LEASES']._serialized_start=684
-  _globals['_LEASES']._serialized_end=972
+  _globals['_RESOURCE']._serialized_start=683
+  _globals['_RESOURCE']._serialized_end=719
+  _globals['_ADDRESOURCEREQUEST']._serialized_start=721
+  _globals['_ADDRESOURCEREQUEST']._serialized_end=812
+  _globals['_LEASES']._serialized_start=815
+  _globals['_LEASES']._serialized_end=1193
 # @@protoc_insertion_point(module_scope)

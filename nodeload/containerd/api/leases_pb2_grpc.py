@@ -50,6 +50,11 @@ class LeasesStub:
                 request_serializer=nodeload_dot_containerd_dot_api_dot_leases__pb2.ListRequest.SerializeToString,
                 response_deserializer=nodeload_dot_containerd_dot_api_dot_leases__pb2.ListResponse.FromString,
                 _registered_method=True)
+        self.AddResource = channel.unary_unary(
+                '/containerd.services.leases.v1.Leases/AddResource',
+                request_serializer=nodeload_dot_containerd_dot_api_dot_leases__pb2.AddResourceRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class LeasesServicer:
@@ -73,6 +78,12 @@ class LeasesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddResource(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeasesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +101,11 @@ def add_LeasesServicer_to_server(servicer, server):
                     servicer.List,
                     request_deserializer=nodeload_dot_containerd_dot_api_dot_leases__pb2.ListRequest.FromString,
                     response_serializer=nodeload_dot_containerd_dot_api_dot_leases__pb2.ListResponse.SerializeToString,
+            ),
+            'AddResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddResource,
+                    request_deserializer=nodeload_dot_containerd_dot_api_dot_leases__pb2.AddResourceRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +189,33 @@ class Leases:
             '/containerd.services.leases.v1.Leases/List',
             nodeload_dot_containerd_dot_api_dot_leases__pb2.ListRequest.SerializeToString,
             nodeload_dot_containerd_dot_api_dot_leases__pb2.ListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/containerd.services.leases.v1.Leases/AddResource',
+            nodeload_dot_containerd_dot_api_dot_leases__pb2.AddResourceRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
