@@ -7,6 +7,7 @@ and does not stop the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ async def push_all(
     runs in a thread while the nodes are being connected to, so neither waits
     for the other. If it fails, the whole push fails with its error.
     """
-    ready = asyncio.ensure_future(asyncio.to_thread(prepare))
+    ready = _in_daemon_thread(prepare)
     graphs = GraphCache()
     nodes = [asyncio.ensure_future(push_node(ready, t, progress, graphs, socket)) for t in transports]
     try:
@@ -128,6 +129,35 @@ async def push_node(
     finally:
         result.seconds = round(loop.time() - started, 3)
     return result
+
+
+def _in_daemon_thread(work: Preparer) -> asyncio.Future[Prepared]:
+    """Run ``work`` in a daemon thread, so that Ctrl-C is not held up by a ``docker save``.
+
+    (asyncio's default executor would be joined at exit.) What the source writes
+    to its cache is written atomically, so abandoning it midway is safe.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Prepared] = loop.create_future()
+
+    def settle(outcome: Prepared | BaseException) -> None:
+        if future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    def run() -> None:
+        try:
+            outcome: Prepared | BaseException = work()
+        except BaseException as err:  # handed over to the awaiting coroutine
+            outcome = err
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=run, name="nodeload-prepare", daemon=True).start()
+    return future
 
 
 def _record_traffic(transport: Transport, result: NodeResult) -> None:
