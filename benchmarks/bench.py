@@ -9,10 +9,11 @@ Three fresh sandbox nodes, one per contender, so none benefits from another:
   `docker buildx build --output type=oci` (here by skopeo, before the clock starts).
 
 Three pushes each: cold (empty node), warm (the same image with one changed top
-layer), repeat (the same image again). Bytes on the wire are the node's eth0 rx
+layer), repeat (the same image again); the whole sequence is repeated on fresh
+nodes (--runs) and each cell is the median run. Bytes on the wire are the node's eth0 rx
 counter; nodeload's peak memory is the child process's max RSS (wait4).
 
-    python benchmarks/bench.py [--size-mib 250] [--changed-mib 5] [--rate-mbit 100] [--markdown]
+    python benchmarks/bench.py [--size-mib 250] [--changed-mib 5] [--rate-mbit 100] [--runs 3] [--markdown]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -123,6 +125,9 @@ def main() -> int:
     parser.add_argument("--changed-mib", type=int, default=5, help="changed top layer (default 5)")
     parser.add_argument("--rate-mbit", type=float, help="shape each node's link to this rate")
     parser.add_argument("--markdown", action="store_true", help="also print the table as markdown")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="repeat on fresh nodes; report medians (default 3)"
+    )
     args = parser.parse_args()
 
     console = Console(stderr=True)
@@ -135,22 +140,43 @@ def main() -> int:
     )
     for tag in ("v1", "v2"):
         build_image(client, f"{IMAGE}:{tag}", tag, [*parts, LayerSpec(args.changed_mib * MiB, f"top-{tag}")])
-    results: dict[str, dict[str, Run]] = {}
-    with tempfile.TemporaryDirectory() as tmp, Sandbox(nodes=3, client=client) as sandbox:
-        _export_layouts(Path(tmp))
-        if args.rate_mbit:
-            for node in sandbox.nodes:
-                node.shape(args.rate_mbit)
-        bench = Bench(sandbox, Path(tmp), str(Path(tmp) / "cache"))
-        for scenario, tag in SCENARIOS:
-            console.print(f"  {scenario} push of {IMAGE}:{tag} ...")
-            results[scenario] = bench.run(tag)
+    runs: list[dict[str, dict[str, Run]]] = []
+    for attempt in range(1, args.runs + 1):
+        console.print(f"run {attempt}/{args.runs}: three fresh nodes")
+        runs.append(_one_run(client, args.rate_mbit, console))
+    results = _median(runs)
     link = f"{args.rate_mbit:g} Mbit/s" if args.rate_mbit else "loopback, unshaped"
-    title = f"{args.size_mib} MiB image, {args.changed_mib} MiB changed layer, link: {link}"
+    title = f"{args.size_mib} MiB image, {args.changed_mib} MiB changed layer, {link}, median of {args.runs} runs"
     rows = _rows(results)
     _print(title, rows, args.markdown)
     _checks(results, args.changed_mib)
     return 0
+
+
+def _one_run(client: Any, rate_mbit: float | None, console: Console) -> dict[str, dict[str, Run]]:
+    """Every scenario for every contender, on fresh nodes and an empty layer cache."""
+    results: dict[str, dict[str, Run]] = {}
+    with tempfile.TemporaryDirectory() as tmp, Sandbox(nodes=3, client=client) as sandbox:
+        _export_layouts(Path(tmp))
+        if rate_mbit:
+            for node in sandbox.nodes:
+                node.shape(rate_mbit)
+        bench = Bench(sandbox, Path(tmp), str(Path(tmp) / "cache"))
+        for scenario, tag in SCENARIOS:
+            console.print(f"  {scenario} push of {IMAGE}:{tag} ...")
+            results[scenario] = bench.run(tag)
+    return results
+
+
+def _median(runs: list[dict[str, dict[str, Run]]]) -> dict[str, dict[str, Run]]:
+    """Per scenario and tool, the run with the median time (the machine is noisy)."""
+    out: dict[str, dict[str, Run]] = {}
+    for scenario in runs[0]:
+        out[scenario] = {}
+        for tool in runs[0][scenario]:
+            ordered = sorted((r[scenario][tool] for r in runs), key=lambda run: run.seconds)
+            out[scenario][tool] = ordered[len(ordered) // 2]
+    return out
 
 
 HEADERS = ("push", "tool", "time", "speed vs save|import", "bytes on the wire", "bytes_sent", "peak RSS")
