@@ -146,7 +146,8 @@ def main() -> int:
         runs.append(_one_run(client, args.rate_mbit, console))
     results = _median(runs)
     link = f"{args.rate_mbit:g} Mbit/s" if args.rate_mbit else "loopback, unshaped"
-    title = f"{args.size_mib} MiB image, {args.changed_mib} MiB changed layer, {link}, median of {args.runs} runs"
+    title = f"{args.size_mib} MiB image, {args.changed_mib} MiB changed layer, {link}"
+    title += f", median of {args.runs} runs"
     rows = _rows(results)
     _print(title, rows, args.markdown)
     _checks(results, args.changed_mib)
