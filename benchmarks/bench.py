@@ -147,7 +147,7 @@ def main() -> int:
     results = _median(runs)
     link = f"{args.rate_mbit:g} Mbit/s" if args.rate_mbit else "loopback, unshaped"
     title = f"{args.size_mib} MiB image, {args.changed_mib} MiB changed layer, {link}"
-    title += f", median of {args.runs} runs"
+    title += f", median of {args.runs} runs" if args.runs > 1 else ", one run"
     rows = _rows(results)
     _print(title, rows, args.markdown)
     _checks(results, args.changed_mib)
