@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,24 +20,28 @@ def _need(*binaries: str) -> None:
         pytest.skip(f"needs {', '.join(missing)} (apt-get install containerd openssh-server)")
 
 
+@contextmanager
+def _running_containerd(root: Path | None = None) -> Iterator[Containerd]:
+    _need("containerd", "ctr")
+    node = start_containerd(root or Path(tempfile.mkdtemp(prefix="nodeload-ctd-", dir="/var/tmp")))
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
 @pytest.fixture(scope="session")
 def containerd() -> Iterator[Containerd]:
     """A containerd process, shared by the session (tests use distinct image names)."""
-    _need("containerd", "ctr")
-    root = Path(tempfile.mkdtemp(prefix="nodeload-ctd-", dir="/var/tmp"))
-    node = start_containerd(root)
-    yield node
-    node.stop()
+    with _running_containerd() as node:
+        yield node
 
 
 @pytest.fixture()
 def fresh_containerd() -> Iterator[Containerd]:
     """A containerd process of one's own, for tests that need an empty store."""
-    _need("containerd", "ctr")
-    root = Path(tempfile.mkdtemp(prefix="nodeload-ctd-", dir="/var/tmp"))
-    node = start_containerd(root)
-    yield node
-    node.stop()
+    with _running_containerd() as node:
+        yield node
 
 
 @pytest.fixture()
@@ -51,9 +56,8 @@ def small_containerd() -> Iterator[Containerd]:
         mount.rmdir()
         pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.decode().strip()}")
     try:
-        node = start_containerd(mount / "containerd")
-        yield node
-        node.stop()
+        with _running_containerd(mount / "containerd") as node:
+            yield node
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
         mount.rmdir()
