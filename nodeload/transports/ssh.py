@@ -15,7 +15,7 @@ import os
 import shlex
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -90,7 +90,6 @@ class SSHOptions:
     known_hosts: Path | None = None
     verify_host_keys: bool = True
     connect_timeout: float = 15.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class SSHTransport:
@@ -154,7 +153,6 @@ class SSHTransport:
                 **{k: v for k, v in kwargs.items() if k in ("config", "username", "port")},
             )
             kwargs["client_keys"] = [str(opts.identity), *(defaults.client_keys or [])]
-        kwargs.update(opts.extra)
         return kwargs
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
