@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,6 +468,29 @@ def test_ssh_config_alias(cli: Cli, sshd: Sshd, containerd: Containerd, tmp_path
     )
     assert result["node"] == "mynode"
     assert "example.com/alias:v1" in images(containerd)
+
+
+def test_ssh_agent_key_is_used(cli: Cli, sshd: Sshd, containerd: Containerd, tmp_path: Path) -> None:
+    """No -i, no ~/.ssh: the key comes from a running ssh-agent, as with ssh."""
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        env = {**cli.env, "SSH_AUTH_SOCK": str(sock)}
+        for _ in range(50):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        subprocess.run(["ssh-add", "-q", str(sshd.client_key)], env=env, check=True, capture_output=True)
+        agent_cli = Cli(sshd, env)
+        info = layout(tmp_path, 16)
+        args = ("--name", "example.com/agent:v1", "--known-hosts", str(sshd.known_hosts))
+        without_agent = cli.push(info, containerd, *args, login=False)
+        assert "authentication failed" in without_agent.nodes[0]["error"]  # control: no key elsewhere
+        result = agent_cli.push_ok(info, containerd, *args, login=False)
+        assert result["status"] == "ok"
+    finally:
+        agent.terminate()
+        agent.wait()
 
 
 # -- 10. floating tags -----------------------------------------------------------------------------------
