@@ -87,6 +87,8 @@ def rpc_error(what: str, err: grpc.aio.AioRpcError) -> NodeError:
     detail = err.details() or str(err.code())
     if _DISK_FULL in detail:
         return NodeDiskFull(f"node disk is full while {what}: {detail}")
+    if detail == _CORE_PLACEHOLDER:
+        return PushFailed(f"containerd ended {what} without giving a reason (is the node's disk full?)")
     return PushFailed(f"containerd refused {what}: {err.code().name}: {detail}")
 
 
@@ -292,7 +294,7 @@ class ContainerdClient:
         ``bytes_sent`` counts every byte written, across attempts.
         """
         sent = _Counter()
-        delay, restarted = 0.1, False
+        delay, restarted, unexplained = 0.1, False, 0
         watch = _LockWatch()
         while True:
             try:
@@ -317,6 +319,11 @@ class ContainerdClient:
                 ):
                     restarted = True
                     await self.abort(ref)  # a partial ingest that does not verify: start over once
+                    continue
+                if detail == _CORE_PLACEHOLDER and unexplained < 2:
+                    # grpc lost the server's reason for ending the stream (it raced our next
+                    # chunk). Resume: the same failure then comes back with its reason.
+                    unexplained += 1
                     continue
                 if _DISK_FULL in detail:
                     # A partial ingest cannot resume until space is freed, and it holds the very
