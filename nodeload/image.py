@@ -31,6 +31,9 @@ MEDIA_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 INDEX_MEDIA_TYPES = frozenset({MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST})
 MANIFEST_MEDIA_TYPES = frozenset({MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST})
 
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
 # Documents above this size are not image metadata; refuse rather than load them.
 MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
 
@@ -109,6 +112,15 @@ class ImageSource(Protocol):
     def open_blob(self, desc: Descriptor, offset: int = 0) -> AbstractContextManager[IO[bytes]]:
         """Open a blob for streaming, positioned at ``offset``."""
         ...
+
+
+def sniff(head: bytes) -> str | None:
+    """``"gzip"``, ``"zstd"`` or None (uncompressed) from a blob's first 4 bytes."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    return None
 
 
 def read_document(source: ImageSource, desc: Descriptor) -> bytes:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import IO
 
 from nodeload.errors import SourceError
-from nodeload.image import MAX_DOCUMENT_BYTES
-from nodeload.sources.compress import open_uncompressed, sniff
+from nodeload.image import MAX_DOCUMENT_BYTES, sniff
+from nodeload.sources.compress import open_uncompressed
 from nodeload.sources.layer_cache import remove_stale
 from nodeload.sources.streams import drain, open_window, read_full
 

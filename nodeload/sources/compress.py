@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import IO, cast
 
 from nodeload.errors import SourceError
+from nodeload.image import sniff
 from nodeload.sources.streams import CHUNK, Prefixed, Reader, Writer, drain, read_full
 
 # Measured on a 100 MB tar of binaries and text, 2 cores, 2 threads (MB/s -> size):
@@ -41,9 +42,6 @@ _WINDOW = 32 * 1024  # deflate's history: priming a block with it keeps the rati
 _SAMPLE = 16 * 1024
 _STORE_RATIO = 0.97  # a sample that does not shrink by 3 % marks the block incompressible
 _MAX_WORKERS = 8
-
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 @dataclass(frozen=True)
@@ -155,15 +153,6 @@ def hash_stream(src: Reader) -> tuple[str, int]:
 class _NullWriter:
     def write(self, data: bytes) -> int:
         return len(data)
-
-
-def sniff(head: bytes) -> str | None:
-    """``"gzip"``, ``"zstd"`` or None (uncompressed) from a stream's first 4 bytes."""
-    if head.startswith(GZIP_MAGIC):
-        return "gzip"
-    if head.startswith(ZSTD_MAGIC):
-        return "zstd"
-    return None
 
 
 @contextlib.contextmanager

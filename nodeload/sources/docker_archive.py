@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from nodeload.errors import ImageNotFound, SourceError
+from nodeload.image import sniff
 from nodeload.sources.archive import Member, TarIndex
 from nodeload.sources.base import name_or_none, parse_json
-from nodeload.sources.compress import hash_stream, open_uncompressed, sniff
+from nodeload.sources.compress import hash_stream, open_uncompressed
 from nodeload.sources.layer_cache import LayerCache
 from nodeload.sources.oci_layout import digest_of_blob_path
 from nodeload.sources.synthesized import LayerBlob, SynthesizedImage, config_diff_ids, parse_config

@@ -26,12 +26,12 @@ from nodeload.image import (
     MEDIA_OCI_LAYER_ZSTD,
     Descriptor,
     ImageSource,
+    sniff,
 )
 from nodeload.plan import LABEL_UNCOMPRESSED, BlobStep, NodeState, Plan, chain_ids, make_plan
 from nodeload.platforms import Platform, choose_platform
 from nodeload.progress import ProgressSink
 from nodeload.report import NodeResult
-from nodeload.sources.compress import sniff
 
 CRI_NAMESPACE = "k8s.io"
 DEFAULT_SNAPSHOTTER = "overlayfs"

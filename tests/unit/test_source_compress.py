@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from nodeload.errors import SourceError
-from nodeload.sources.compress import BLOCK_SIZE, gzip_stream, hash_stream, open_uncompressed, sniff
+from nodeload.image import sniff
+from nodeload.sources.compress import BLOCK_SIZE, gzip_stream, hash_stream, open_uncompressed
 from nodeload.sources.layer_cache import LayerCache, default_cache_dir
 from tests.helpers.oci import layer_tar
 
