@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from nodeload.containerd.client import ContainerdClient, NodeInfo
-from nodeload.errors import ContainerdUnavailable, PlatformNotFound
+from nodeload.errors import ContainerdUnavailable, PlatformNotFound, PushFailed
 from nodeload.graph import ImageGraph
 from nodeload.image import (
     MEDIA_DOCKER_LAYER_GZIP,
@@ -77,16 +77,16 @@ class ContainerdTarget:
         resolve: GraphResolver,
         options: TargetOptions,
         result: NodeResult,
-        info: NodeInfo | None = None,
+        info: NodeInfo,
     ) -> None:
         """Push ``source`` and fill ``result`` as it goes.
 
-        ``info`` is the node's :meth:`ContainerdClient.node_info`, when already asked.
+        ``info`` is the node's :meth:`ContainerdClient.node_info` (asked while the source
+        was still being prepared).
 
         Raises:
             NodeloadError: on anything the user must act on.
         """
-        info = info or await self._client.node_info()
         result.containerd_version = info.version
         graph = await asyncio.to_thread(resolve, options.platform or info.platform)
         _check_platform(graph, info, options)
@@ -121,9 +121,11 @@ class ContainerdTarget:
             await self._client.protect(state.present, [(snapshotter, s) for s in state.snapshots])
             again = await self._node_state(graph, snapshotter, rewritable, unpack)
             if again == state:
-                break
+                return make_plan(graph, state, snapshotter, rewritable)
             state = again
-        return make_plan(graph, state, snapshotter, rewritable)
+        raise PushFailed(
+            "what the node holds kept changing while planning (concurrent pushes or deletions); rerun"
+        )
 
     def _snapshotter(self, info: NodeInfo, options: TargetOptions) -> str:
         if options.snapshotter:
