@@ -190,4 +190,4 @@ async def connect_containerd(
         result.socket = path
         return client
     hint = "" if socket else "; name it with --containerd-socket"
-    raise ContainerdUnavailable(f"{transport.node}: no usable containerd socket: {'; '.join(reasons)}{hint}")
+    raise ContainerdUnavailable(f"no usable containerd socket: {'; '.join(reasons)}{hint}")

@@ -56,8 +56,7 @@ def human_bytes(n: int) -> str:
 def summary_line(result: NodeResult) -> str:
     """One line per node for the terminal."""
     if not result.ok:
-        error = (result.error or "").removeprefix(f"{result.node}: ")
-        return f"{result.node}: FAILED: {error}"
+        return f"{result.node}: FAILED: {result.error}"
     cri = {True: ", indexed by CRI", False: ", NOT seen by CRI", None: ""}[result.cri_indexed]
     return (
         f"{result.node}: {result.name} ({result.digest[:19]}, {result.platform}) -> {result.namespace}: "

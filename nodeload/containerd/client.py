@@ -352,9 +352,8 @@ class ContainerdClient:
             await call  # raises the call's error, if it ended with one
             raise PushFailed(f"containerd closed the write of {desc.digest} unexpectedly")
         offset = int(status.offset)
-        if offset > desc.size:  # cannot be this blob: the commit would fail; start over
+        if offset > desc.size:  # cannot be this blob: let write_blob abort it and start over
             call.cancel()
-            await self.abort(ref)
             meta = grpc.aio.Metadata()
             raise grpc.aio.AioRpcError(grpc.StatusCode.FAILED_PRECONDITION, meta, meta, "stale ingest")
         resumed_from = offset

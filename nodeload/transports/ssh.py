@@ -163,16 +163,16 @@ class SSHTransport:
             raise HostKeyRejected(await self._host_key_message(str(err))) from err
         except asyncssh.PermissionDenied as err:
             raise AuthenticationFailed(
-                f"{self._node}: SSH authentication failed ({err.reason}). Load the key into ssh-agent, "
+                f"SSH authentication failed ({err.reason}). Load the key into ssh-agent, "
                 "name it with -i FILE or IdentityFile in ~/.ssh/config, and check the user name."
             ) from err
         except asyncssh.KeyImportError as err:
-            raise AuthenticationFailed(f"{self._node}: cannot load the SSH key: {err}") from err
+            raise AuthenticationFailed(f"cannot load the SSH key: {err}") from err
         except asyncssh.DisconnectError as err:
-            raise NodeUnreachable(f"{self._node}: SSH connection refused: {err.reason}") from err
+            raise NodeUnreachable(f"SSH connection refused: {err.reason}") from err
         except (TimeoutError, OSError) as err:
             reason = str(err) or type(err).__name__
-            raise NodeUnreachable(f"{self._node}: cannot connect over SSH: {reason}") from err
+            raise NodeUnreachable(f"cannot connect over SSH: {reason}") from err
 
     async def _host_key_message(self, reason: str) -> str:
         """Describe the rejected key with its fingerprint, the way ssh does."""
@@ -188,13 +188,13 @@ class SSHTransport:
             # impostor, so never suggest appending it (that would trust both keys from then on).
             entry = self._address.host if port == 22 else f"[{self._address.host}]:{port}"
             return (
-                f"{self._node}: HOST KEY CHANGED: known_hosts lists a different key for this host, and "
+                f"HOST KEY CHANGED: known_hosts lists a different key for this host, and "
                 f"it now offers {fingerprint}. Nothing was sent. Someone may be impersonating the node, "
                 "or it was reinstalled: check the fingerprint on the node (ssh-keygen -lf "
                 f"/etc/ssh/ssh_host_*.pub), then replace the old entry (ssh-keygen -R '{entry}')."
             )
         return (
-            f"{self._node}: host key not trusted ({reason}); it offered {fingerprint}. Nothing was sent. "
+            f"host key not trusted ({reason}); it offered {fingerprint}. Nothing was sent. "
             f"If you trust it, add it with `ssh-keyscan -p {port} {self._address.host} "
             ">> ~/.ssh/known_hosts` (or use --known-hosts FILE); --insecure-skip-host-key-check "
             "disables the check."
