@@ -9,6 +9,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from nodeload import __version__
 from nodeload.errors import NodeloadError, UsageError
 from nodeload.image import ImageSource
 from nodeload.platforms import Platform
-from nodeload.progress import NullProgress, RichProgress
+from nodeload.progress import NullProgress, ProgressSink, RichProgress
 from nodeload.push import Prepared, push_all
 from nodeload.reference import parse_reference
 from nodeload.report import summary_line
@@ -146,13 +147,11 @@ def _push(args: argparse.Namespace, err: Console) -> int:
             )
             return Prepared(source, target)
 
-        if err.is_terminal and not args.json:
-            with RichProgress(err) as bars:
-                results = asyncio.run(push_all(prepare, transports, bars, socket=args.containerd_socket))
-        else:
-            results = asyncio.run(
-                push_all(prepare, transports, NullProgress(), socket=args.containerd_socket)
-            )
+        bars = err.is_terminal and not args.json
+        shown: AbstractContextManager[ProgressSink]
+        shown = RichProgress(err) if bars else contextlib.nullcontext(NullProgress())
+        with shown as progress:
+            results = asyncio.run(push_all(prepare, transports, progress, socket=args.containerd_socket))
     if args.json:
         report: dict[str, Any] = {"image": args.image, "nodes": [r.to_json() for r in results]}
         print(json.dumps(report, indent=2))
