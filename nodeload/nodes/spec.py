@@ -1,0 +1,58 @@
+"""The plain description of one target node that every node source yields.
+
+A node source (the ``--node`` list, a kubeconfig, an Ansible inventory, kind/k3d
+containers) only says *what* the node is and how it may be reached; turning a
+description into a connection is :func:`nodeload.nodes.connect.transport_for`'s job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from nodeload.platforms import Platform
+
+# How a node is reached: over SSH, as a local Docker container (kind/k3d), through an
+# agent pod behind the Kubernetes API, or on this very machine.
+Reach = Literal["ssh", "docker", "agent", "local"]
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node to push to.
+
+    Attributes:
+        name: How reports and progress name the node (the ``--node`` text, the Kubernetes
+            node name, the inventory host name, the container name).
+        address: SSH host: an IP, a DNS name or an ``~/.ssh/config`` alias. None when the
+            node has no SSH address (reached another way).
+        user: SSH login (None: the ssh config's, else the local user).
+        port: SSH port (None: the ssh config's, else 22).
+        identity: An SSH private key for this node, in addition to the agent and config keys.
+        sockets: containerd sockets to try first, in order (e.g. k3s's for a k3s node).
+        namespace: containerd namespace for this node, overriding the run's.
+        platform: The node's platform when the source knows it (kubelet reports it).
+        become: Whether ``sudo -n`` may be used to reach the socket (ansible_become).
+        reach: How the node is reached.
+        container: The Docker container (id or name) of a ``docker`` node.
+        jump: An SSH jump host, ``[USER@]HOST[:PORT]`` (ProxyJump).
+        runtime: The container runtime the source reported, e.g. ``containerd://1.7.2``.
+    """
+
+    name: str
+    address: str | None = None
+    user: str | None = None
+    port: int | None = None
+    identity: Path | None = None
+    sockets: tuple[str, ...] = ()
+    namespace: str | None = None
+    platform: Platform | None = None
+    become: bool = False
+    reach: Reach = "ssh"
+    container: str | None = None
+    jump: str | None = None
+    runtime: str | None = None
+
+    def __str__(self) -> str:
+        return self.name
