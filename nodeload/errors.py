@@ -23,6 +23,10 @@ class PlatformNotFound(NodeloadError):
     """An index has no manifest for the requested platform."""
 
 
+class NodeSourceError(NodeloadError):
+    """The nodes to push to cannot be determined (kubeconfig, inventory, Kubernetes API)."""
+
+
 class NodeError(NodeloadError):
     """Something went wrong with one node; other nodes carry on."""
 
