@@ -47,9 +47,25 @@ class ContainerdUnavailable(NodeError):
     """No usable containerd socket on the node (missing, or no permission)."""
 
 
+class ContainerdTimeout(NodeError):
+    """containerd on the node stopped answering (a call's deadline passed)."""
+
+
+class ConnectionLost(NodeError):
+    """The connection to the node (or its containerd) broke during the push."""
+
+
+class LocalError(NodeError):
+    """Something failed on this machine, not on the node (a local socket, a file)."""
+
+
 class NodeDiskFull(NodeError):
     """The node ran out of disk space while receiving content."""
 
 
 class PushFailed(NodeError):
     """containerd refused an operation during the push."""
+
+
+class BlobMismatch(PushFailed):
+    """What the source streamed for a blob does not match the blob's digest."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 from nodeload.errors import PlatformNotFound, SourceError
 from nodeload.image import (
@@ -12,8 +10,10 @@ from nodeload.image import (
     MANIFEST_MEDIA_TYPES,
     Descriptor,
     ImageSource,
+    check_digest,
     read_document,
 )
+from nodeload.jsondoc import Doc, parse
 from nodeload.platforms import Platform, choose_platform
 
 
@@ -24,12 +24,9 @@ class Document:
     desc: Descriptor
     data: bytes
 
-    def json(self) -> dict[str, Any]:
-        """The parsed document."""
-        doc = json.loads(self.data)
-        if not isinstance(doc, dict):
-            raise SourceError(f"{self.desc.digest} is not a JSON object")
-        return doc
+    def json(self) -> Doc:
+        """The parsed document (bounded, with typed accessors)."""
+        return parse(self.data, self.desc.digest)
 
 
 @dataclass(frozen=True)
@@ -50,8 +47,7 @@ class ImageGraph:
     @property
     def platform(self) -> Platform:
         """The platform the config declares."""
-        cfg = self.config.json()
-        return Platform(str(cfg.get("os", "")), str(cfg.get("architecture", "")), str(cfg.get("variant", "")))
+        return Platform.from_json(self.config.json())
 
     @property
     def total_size(self) -> int:
@@ -72,12 +68,12 @@ def resolve(source: ImageSource, platform: Platform) -> ImageGraph:
     for _ in range(4):  # nested indexes exist but are shallow; bound the walk
         doc = Document(desc, read_document(source, desc))
         body = doc.json()
-        kind = desc.media_type or str(body.get("mediaType", ""))
+        kind = desc.media_type or body.text("mediaType")
         if kind in MANIFEST_MEDIA_TYPES or "layers" in body:
             return _resolve_manifest(source, indexes, doc)
         if kind not in INDEX_MEDIA_TYPES and "manifests" not in body:
             raise SourceError(f"{desc.digest} has unsupported media type {kind!r}")
-        entries = [Descriptor.from_json(m) for m in body.get("manifests", [])]
+        entries = [Descriptor.from_json(m) for m in body.objs("manifests")]
         platforms = [e.platform or Platform("", "") for e in entries]
         chosen = choose_platform(platform, platforms)
         if chosen is None:
@@ -92,13 +88,15 @@ def _resolve_manifest(
     source: ImageSource, indexes: list[tuple[Document, int]], manifest: Document
 ) -> ImageGraph:
     doc = manifest.json()
-    try:
-        config_desc = Descriptor.from_json(doc["config"])
-        layers = tuple(Descriptor.from_json(layer) for layer in doc.get("layers", []))
-    except (KeyError, TypeError, ValueError) as err:
-        raise SourceError(f"manifest {manifest.desc.digest} is malformed: {err}") from err
+    config_desc = Descriptor.from_json(doc.obj("config"))
+    layers = tuple(Descriptor.from_json(layer) for layer in doc.objs("layers"))
     config = Document(config_desc, read_document(source, config_desc))
-    diff_ids = tuple(str(d) for d in (config.json().get("rootfs") or {}).get("diff_ids", []))
+    rootfs = config.json().opt_obj("rootfs")
+    diff_ids = (
+        tuple(check_digest(d, f"{config_desc.digest}: rootfs") for d in rootfs.texts("diff_ids"))
+        if rootfs
+        else ()
+    )
     if len(diff_ids) != len(layers):
         raise SourceError(
             f"manifest {manifest.desc.digest} lists {len(layers)} layers "

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
+from nodeload.errors import SourceError
+from nodeload.jsondoc import MAX_DOCUMENT_BYTES, Doc
 from nodeload.platforms import Platform
 
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -34,8 +37,16 @@ MANIFEST_MEDIA_TYPES = frozenset({MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST})
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
-# Documents above this size are not image metadata; refuse rather than load them.
-MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
+# The digests nodeload handles, as containerd and the distribution spec write them.
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$|^sha512:[0-9a-f]{128}$")
+
+
+def check_digest(digest: str, where: str) -> str:
+    """``digest`` if it is a well-formed sha256/sha512 digest, else SourceError naming ``where``."""
+    if not _DIGEST.match(digest):
+        shown = digest if len(digest) < 80 else digest[:77] + "..."
+        raise SourceError(f"{where}: invalid digest {shown!r}")
+    return digest
 
 
 @dataclass(frozen=True)
@@ -49,14 +60,18 @@ class Descriptor:
     platform: Platform | None = None
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Descriptor:
-        """Build a descriptor from its JSON form inside an index or manifest."""
-        platform = data.get("platform")
+    def from_json(cls, doc: Doc) -> Descriptor:
+        """Build a descriptor from its JSON form inside an index or manifest.
+
+        Raises:
+            SourceError: when a field is missing, of the wrong type or out of range.
+        """
+        platform = doc.opt_obj("platform")
         return cls(
-            media_type=str(data.get("mediaType", "")),
-            digest=str(data["digest"]),
-            size=int(data["size"]),
-            annotations=dict(data.get("annotations") or {}),
+            media_type=doc.text("mediaType"),
+            digest=check_digest(doc.text("digest", None), doc.where),
+            size=doc.size("size"),
+            annotations=doc.text_map("annotations"),
             platform=Platform.from_json(platform) if platform else None,
         )
 
@@ -113,6 +128,18 @@ class ImageSource(Protocol):
         """Open a blob for streaming, positioned at ``offset``."""
         ...
 
+    def refresh(self, desc: Descriptor) -> bool:
+        """A node found that the blob's bytes do not match its digest: derive them again.
+
+        Sources that serve a blob from a cache of their own (compressed layers) throw the
+        entry away and rebuild it; the others cannot do anything about it. Safe to call
+        from several threads; each blob is rebuilt at most once per source.
+
+        Returns:
+            True when the blob was rebuilt and may now be right.
+        """
+        ...
+
 
 def sniff(head: bytes) -> str | None:
     """``"gzip"``, ``"zstd"`` or None (uncompressed) from a blob's first 4 bytes."""
@@ -125,8 +152,6 @@ def sniff(head: bytes) -> str | None:
 
 def read_document(source: ImageSource, desc: Descriptor) -> bytes:
     """Read a small JSON document (index/manifest/config) and verify its digest."""
-    from nodeload.errors import SourceError
-
     if desc.size > MAX_DOCUMENT_BYTES:
         raise SourceError(f"{desc.digest}: {desc.size} bytes is too large for a {desc.media_type}")
     with source.open_blob(desc) as stream:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from nodeload.errors import UsageError
+from nodeload.jsondoc import Doc
 
 # Go's GOARCH names are what images use; accept the uname spellings too.
 _ARCH_ALIASES = {
@@ -39,13 +38,13 @@ class Platform:
         return cls(*parts).normalized()
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Platform:
-        """Read the ``platform`` object of an index entry or a config."""
-        return cls(
-            os=str(data.get("os", "")),
-            architecture=str(data.get("architecture", "")),
-            variant=str(data.get("variant", "") or ""),
-        )
+    def from_json(cls, doc: Doc) -> Platform:
+        """Read the ``platform`` object of an index entry, or the fields of a config.
+
+        Raises:
+            SourceError: when a field is not a string.
+        """
+        return cls(os=doc.text("os"), architecture=doc.text("architecture"), variant=doc.text("variant"))
 
     def to_json(self) -> dict[str, str]:
         """The JSON form used inside indexes."""

@@ -9,10 +9,12 @@ from nodeload.errors import UsageError
 
 DEFAULT_DOMAIN = "docker.io"
 _LEGACY_DOMAINS = {"index.docker.io", "registry-1.docker.io"}
-_PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
-_DOMAIN = re.compile(r"^(?:[a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$")
+# The distribution spec's grammar, ASCII only: look-alike letters from other scripts are not a
+# tag, and every pattern must match the whole text (fullmatch: "$" would accept a trailing newline).
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
+_DOMAIN = re.compile(r"(?:[a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+(?::[0-9]+)?|\[[0-9a-fA-F:]+\](?::[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -61,25 +63,25 @@ def parse_reference(text: str) -> Reference:
     digest = None
     if "@" in text:
         text, digest = text.split("@", 1)
-        if not _DIGEST.match(digest):
+        if not _DIGEST.fullmatch(digest):
             raise UsageError(f"invalid image reference {original!r}: bad digest {digest!r}")
     tag = None
     slash = text.rfind("/")
     colon = text.rfind(":")
     if colon > slash:
         text, tag = text[:colon], text[colon + 1 :]
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise UsageError(f"invalid image reference {original!r}: bad tag {tag!r}")
     domain, _, rest = text.partition("/")
     if not rest or not ("." in domain or ":" in domain or domain == "localhost" or domain.startswith("[")):
         domain, rest = DEFAULT_DOMAIN, text
-    elif not _DOMAIN.match(domain):
+    elif not _DOMAIN.fullmatch(domain):
         raise UsageError(f"invalid image reference {original!r}: bad registry {domain!r}")
     if domain in _LEGACY_DOMAINS:
         domain = DEFAULT_DOMAIN
     if domain == DEFAULT_DOMAIN and "/" not in rest:
         rest = f"library/{rest}"
-    if not rest or not all(_PATH_COMPONENT.match(p) for p in rest.split("/")):
+    if not rest or not all(_PATH_COMPONENT.fullmatch(p) for p in rest.split("/")):
         raise UsageError(
             f"invalid image reference {original!r}: repository names are lowercase "
             "letters, digits and separators (. _ -)"

@@ -40,12 +40,23 @@ from nodeload.containerd.api import (
     snapshots_pb2_grpc,
     version_pb2_grpc,
 )
-from nodeload.errors import NodeDiskFull, NodeError, PushFailed
+from nodeload.errors import (
+    BlobMismatch,
+    ConnectionLost,
+    ContainerdTimeout,
+    NodeDiskFull,
+    NodeError,
+    PushFailed,
+)
 from nodeload.image import Descriptor
 from nodeload.platforms import Platform
 
 # containerd refuses messages above 16 MiB; stay far below with room for headers.
 WRITE_CHUNK = 1 << 20
+# Seconds a call may take (and an upload may stand still) before containerd counts as hung.
+DEFAULT_TIMEOUT = 60.0
+# Unpacking is disk-bound: a layer gets the call deadline plus this much time per byte.
+_APPLY_SECONDS_PER_BYTE = 1 / (8 << 20)
 # Long enough for a slow link to carry a big image; a clean exit deletes the lease at once.
 LEASE_EXPIRY = timedelta(hours=24)
 
@@ -89,6 +100,14 @@ def rpc_error(what: str, err: grpc.aio.AioRpcError) -> NodeError:
         return NodeDiskFull(f"node disk is full while {what}: {detail}")
     if detail == _CORE_PLACEHOLDER:
         return PushFailed(f"containerd ended {what} without giving a reason (is the node's disk full?)")
+    if _code(err) == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ContainerdTimeout(
+            f"containerd did not answer in time while {what} (is it hung or overloaded? --timeout sets "
+            "how long to wait)"
+        )
+    if _code(err) == grpc.StatusCode.UNAVAILABLE:
+        # The tunnel or containerd went away: not a refusal by containerd.
+        return ConnectionLost(f"lost the connection to containerd while {what}: {detail}")
     return PushFailed(f"containerd refused {what}: {err.code().name}: {detail}")
 
 
@@ -99,9 +118,14 @@ def _raise_push_error(what: str, err: grpc.aio.AioRpcError) -> None:
 class ContainerdClient:
     """Async client bound to one containerd socket and one namespace."""
 
-    def __init__(self, target: str, namespace: str = "k8s.io") -> None:
-        """Connect lazily to ``target`` (a gRPC target like ``unix:/path``)."""
+    def __init__(self, target: str, namespace: str = "k8s.io", *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Connect lazily to ``target`` (a gRPC target like ``unix:/path``).
+
+        ``timeout`` is the deadline of each call, and for a blob upload the longest
+        time without progress, after which containerd is considered hung.
+        """
         self.namespace = namespace
+        self.timeout = timeout
         self._channel = grpc.aio.insecure_channel(
             target,
             options=[
@@ -125,6 +149,10 @@ class ContainerdClient:
         """Close the gRPC channel."""
         await self._channel.close()
 
+    def _opts(self, *, lease: bool = True, timeout: float | None = None) -> dict[str, Any]:
+        """Keyword arguments of every call: namespace and lease metadata, and a deadline."""
+        return {"metadata": self._md(lease=lease), "timeout": timeout or self.timeout}
+
     def _md(self, *, lease: bool = True) -> tuple[tuple[str, str], ...]:
         md: list[tuple[str, str]] = [("containerd-namespace", self.namespace)]
         if lease and self.lease:
@@ -133,15 +161,15 @@ class ContainerdClient:
 
     # -- about the node -------------------------------------------------
 
-    async def version(self, timeout: float = 10.0) -> str:
+    async def version(self, timeout: float | None = None) -> str:
         """containerd's version; also proves the socket answers."""
-        resp = await self._version.Version(empty_pb2.Empty(), timeout=timeout)
+        resp = await self._version.Version(empty_pb2.Empty(), timeout=timeout or min(10.0, self.timeout))
         return str(resp.version)
 
     async def node_info(self) -> NodeInfo:
         """Version, platform and snapshotters of the node's containerd."""
         version = await self.version()
-        resp = await self._introspection.Plugins(introspection_pb2.PluginsRequest(), metadata=self._md())
+        resp = await self._introspection.Plugins(introspection_pb2.PluginsRequest(), **self._opts())
         platform: Platform | None = None
         snapshotters: list[str] = []
         has_cri = False
@@ -169,7 +197,9 @@ class ContainerdClient:
     async def _cri_snapshotter(self) -> str | None:
         """The snapshotter the CRI plugin (kubelet's images) is configured with."""
         try:
-            resp = await self._cri_runtime.Status(cri_pb2.StatusRequest(verbose=True), timeout=10)
+            resp = await self._cri_runtime.Status(
+                cri_pb2.StatusRequest(verbose=True), timeout=min(10.0, self.timeout)
+            )
         except grpc.aio.AioRpcError:
             return None
         try:
@@ -190,16 +220,14 @@ class ContainerdClient:
         expiry = (datetime.now(UTC) + LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
         lease_id = f"nodeload-{secrets.token_hex(6)}"
         req = leases_pb2.CreateRequest(id=lease_id, labels={"containerd.io/gc.expire": expiry})
-        await self._leases.Create(req, metadata=self._md(lease=False))
+        await self._leases.Create(req, **self._opts(lease=False))
         self.lease = lease_id
         try:
             yield lease_id
         finally:
             self.lease = None
             with contextlib.suppress(grpc.aio.AioRpcError):  # if this fails, it expires by itself
-                await self._leases.Delete(
-                    leases_pb2.DeleteRequest(id=lease_id), metadata=self._md(lease=False)
-                )
+                await self._leases.Delete(leases_pb2.DeleteRequest(id=lease_id), **self._opts(lease=False))
 
     async def protect(self, digests: Iterable[str], snapshots: Iterable[tuple[str, str]] = ()) -> None:
         """Add blobs and (snapshotter, key) snapshots the node already has to our lease.
@@ -214,14 +242,14 @@ class ContainerdClient:
         resources += [leases_pb2.Resource(id=key, type=f"snapshots/{name}") for name, key in snapshots]
         for resource in resources:
             req = leases_pb2.AddResourceRequest(id=self.lease, resource=resource)
-            await self._leases.AddResource(req, metadata=self._md(lease=False))
+            await self._leases.AddResource(req, **self._opts(lease=False))
 
     # -- content ----------------------------------------------------------
 
     async def content_info(self, digest: str) -> content_pb2.Info | None:
         """The content store's record of a blob, or None when it is absent."""
         try:
-            resp = await self._content.Info(content_pb2.InfoRequest(digest=digest), metadata=self._md())
+            resp = await self._content.Info(content_pb2.InfoRequest(digest=digest), **self._opts())
         except grpc.aio.AioRpcError as err:
             if _code(err) == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -233,9 +261,7 @@ class ContainerdClient:
         """Blobs whose label ``key`` equals ``value``."""
         flt = f'labels."{key}"=="{value}"'
         found: list[content_pb2.Info] = []
-        async for resp in self._content.List(
-            content_pb2.ListContentRequest(filters=[flt]), metadata=self._md()
-        ):
+        async for resp in self._content.List(content_pb2.ListContentRequest(filters=[flt]), **self._opts()):
             found.extend(resp.info)
         return found
 
@@ -243,7 +269,7 @@ class ContainerdClient:
         """The first ``size`` bytes of a blob (to sniff its compression)."""
         req = content_pb2.ReadContentRequest(digest=digest, offset=0, size=size)
         data = b""
-        async for resp in self._content.Read(req, metadata=self._md()):
+        async for resp in self._content.Read(req, **self._opts()):
             data += resp.data
         return data[:size]
 
@@ -254,16 +280,14 @@ class ContainerdClient:
         info = content_pb2.Info(digest=digest, labels=dict(labels))
         mask = field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels])
         try:
-            await self._content.Update(
-                content_pb2.UpdateRequest(info=info, update_mask=mask), metadata=self._md()
-            )
+            await self._content.Update(content_pb2.UpdateRequest(info=info, update_mask=mask), **self._opts())
         except grpc.aio.AioRpcError as err:
             _raise_push_error(f"labelling {digest}", err)
 
     async def ingest_offset(self, ref: str) -> int | None:
         """Bytes already received for an unfinished ingest, or None."""
         try:
-            resp = await self._content.Status(content_pb2.StatusRequest(ref=ref), metadata=self._md())
+            resp = await self._content.Status(content_pb2.StatusRequest(ref=ref), **self._opts())
         except grpc.aio.AioRpcError as err:
             if _code(err) == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -273,7 +297,7 @@ class ContainerdClient:
     async def abort(self, ref: str) -> None:
         """Throw away an unfinished ingest."""
         try:
-            await self._content.Abort(content_pb2.AbortRequest(ref=ref), metadata=self._md())
+            await self._content.Abort(content_pb2.AbortRequest(ref=ref), **self._opts())
         except grpc.aio.AioRpcError as err:
             if _code(err) != grpc.StatusCode.NOT_FOUND:
                 raise
@@ -293,17 +317,22 @@ class ContainerdClient:
         ingest that fails verification is aborted and written again once.
         ``bytes_sent`` counts every byte written, across attempts.
         """
-        sent = _Counter()
+        attempt = _Attempt()
         delay, restarted, unexplained = 0.1, False, 0
         watch = _LockWatch()
         while True:
             try:
-                result = await self._write_once(ref, desc, open_at, labels, progress, sent)
-                return WriteResult(sent.value, result.resumed_from)
+                result = await self._write_once(ref, desc, open_at, labels, progress, attempt)
+                return WriteResult(attempt.sent, result.resumed_from)
+            except TimeoutError:
+                raise ContainerdTimeout(
+                    f"containerd stopped taking data while writing {desc.digest} (no progress for "
+                    f"{self.timeout:.0f}s; is it hung? --timeout sets how long to wait)"
+                ) from None
             except grpc.aio.AioRpcError as err:
                 code, detail = _code(err), err.details() or ""
                 if code == grpc.StatusCode.ALREADY_EXISTS:
-                    return WriteResult(sent.value, 0, already_existed=True)
+                    return WriteResult(attempt.sent, 0, already_existed=True)
                 if code == grpc.StatusCode.UNAVAILABLE and "locked" in detail:
                     if not watch.still_moving(await self.ingest_offset(ref)):
                         raise PushFailed(
@@ -313,13 +342,18 @@ class ContainerdClient:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
-                if (
-                    code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE)
-                    and not restarted
-                ):
-                    restarted = True
-                    await self.abort(ref)  # a partial ingest that does not verify: start over once
-                    continue
+                if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE):
+                    if attempt.resumed_from == 0 and "digest" in detail:
+                        # Every byte came from the source in this attempt: the source is wrong.
+                        with contextlib.suppress(grpc.aio.AioRpcError):
+                            await self.abort(ref)
+                        raise BlobMismatch(
+                            f"the source's bytes for {desc.digest} do not match that digest ({detail})"
+                        ) from err
+                    if not restarted:
+                        restarted = True
+                        await self.abort(ref)  # a partial ingest that does not verify: start over once
+                        continue
                 if detail == _CORE_PLACEHOLDER and unexplained < 2:
                     # grpc lost the server's reason for ending the stream (it raced our next
                     # chunk). Resume: the same failure then comes back with its reason.
@@ -340,8 +374,24 @@ class ContainerdClient:
         open_at: Callable[[int], AbstractContextManager[IO[bytes]]],
         labels: Mapping[str, str],
         progress: ProgressCallback | None,
-        sent: _Counter,
+        attempt: _Attempt,
     ) -> WriteResult:
+        # No deadline on the whole stream (a big blob on a slow link takes long); instead the
+        # deadline moves forward with every chunk containerd takes: TimeoutError when it stalls.
+        async with asyncio.timeout(self.timeout) as deadline:
+            return await self._stream_blob(ref, desc, open_at, labels, progress, attempt, deadline)
+
+    async def _stream_blob(
+        self,
+        ref: str,
+        desc: Descriptor,
+        open_at: Callable[[int], AbstractContextManager[IO[bytes]]],
+        labels: Mapping[str, str],
+        progress: ProgressCallback | None,
+        attempt: _Attempt,
+        deadline: asyncio.Timeout,
+    ) -> WriteResult:
+        loop = asyncio.get_running_loop()
         call = self._content.Write(metadata=self._md())
         req = content_pb2.WriteContentRequest
         # STAT with the expected digest also adds an existing blob to our lease, then
@@ -356,7 +406,7 @@ class ContainerdClient:
             call.cancel()
             meta = grpc.aio.Metadata()
             raise grpc.aio.AioRpcError(grpc.StatusCode.FAILED_PRECONDITION, meta, meta, "stale ingest")
-        resumed_from = offset
+        resumed_from = attempt.resumed_from = offset
         drained = asyncio.ensure_future(_drain(call))
         try:
             with open_at(offset) as stream:
@@ -365,8 +415,9 @@ class ContainerdClient:
                     if not data:
                         raise PushFailed(f"source ended early while sending {desc.digest}")
                     await call.write(req(action=content_pb2.WRITE, ref=ref, offset=offset, data=data))
+                    deadline.reschedule(loop.time() + self.timeout)
                     offset += len(data)
-                    sent.value += len(data)
+                    attempt.sent += len(data)
                     if progress:
                         progress(len(data))
             await call.write(
@@ -401,7 +452,7 @@ class ContainerdClient:
         """Whether a committed snapshot ``key`` exists."""
         try:
             resp = await self._snapshots.Stat(
-                snapshots_pb2.StatSnapshotRequest(snapshotter=snapshotter, key=key), metadata=self._md()
+                snapshots_pb2.StatSnapshotRequest(snapshotter=snapshotter, key=key), **self._opts()
             )
         except grpc.aio.AioRpcError as err:
             if _code(err) == grpc.StatusCode.NOT_FOUND:
@@ -418,13 +469,12 @@ class ContainerdClient:
         """
         key = f"extract-nodeload-{secrets.token_hex(6)} {chain_id}"
         labels = {"containerd.io/snapshot.ref": chain_id}
-        md = self._md()
         try:
             prepared = await self._snapshots.Prepare(
                 snapshots_pb2.PrepareSnapshotRequest(
                     snapshotter=snapshotter, key=key, parent=parent, labels=labels
                 ),
-                metadata=md,
+                **self._opts(),
             )
         except grpc.aio.AioRpcError as err:
             # The snapshot.ref label makes Prepare fail this way once someone else (kubelet,
@@ -436,7 +486,8 @@ class ContainerdClient:
             _raise_push_error(f"preparing snapshot for {layer.digest}", err)
         try:
             applied = await self._diff.Apply(
-                diff_pb2.ApplyRequest(diff=_to_pb(layer), mounts=prepared.mounts), metadata=md
+                diff_pb2.ApplyRequest(diff=_to_pb(layer), mounts=prepared.mounts),
+                **self._opts(timeout=self.timeout + layer.size * _APPLY_SECONDS_PER_BYTE),
             )
             if applied.applied.digest != diff_id:
                 raise PushFailed(
@@ -447,7 +498,7 @@ class ContainerdClient:
                 snapshots_pb2.CommitSnapshotRequest(
                     snapshotter=snapshotter, name=chain_id, key=key, labels=labels
                 ),
-                metadata=md,
+                **self._opts(),
             )
             return True
         except grpc.aio.AioRpcError as err:
@@ -463,7 +514,7 @@ class ContainerdClient:
     async def _remove_snapshot(self, snapshotter: str, key: str) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError):
             await self._snapshots.Remove(
-                snapshots_pb2.RemoveSnapshotRequest(snapshotter=snapshotter, key=key), metadata=self._md()
+                snapshots_pb2.RemoveSnapshotRequest(snapshotter=snapshotter, key=key), **self._opts()
             )
 
     # -- images -------------------------------------------------------------
@@ -471,7 +522,7 @@ class ContainerdClient:
     async def get_image(self, name: str) -> images_pb2.Image | None:
         """The image record ``name``, or None."""
         try:
-            resp = await self._images.Get(images_pb2.GetImageRequest(name=name), metadata=self._md())
+            resp = await self._images.Get(images_pb2.GetImageRequest(name=name), **self._opts())
         except grpc.aio.AioRpcError as err:
             if _code(err) == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -483,7 +534,7 @@ class ContainerdClient:
         """Create the image record, or point an existing one at ``target``."""
         image = images_pb2.Image(name=name, target=_to_pb(target), labels=dict(labels or {}))
         try:
-            await self._images.Create(images_pb2.CreateImageRequest(image=image), metadata=self._md())
+            await self._images.Create(images_pb2.CreateImageRequest(image=image), **self._opts())
             return
         except grpc.aio.AioRpcError as err:
             if _code(err) != grpc.StatusCode.ALREADY_EXISTS:
@@ -492,7 +543,7 @@ class ContainerdClient:
         try:
             await self._images.Update(
                 images_pb2.UpdateImageRequest(image=image, update_mask=field_mask_pb2.FieldMask(paths=paths)),
-                metadata=self._md(),
+                **self._opts(),
             )
         except grpc.aio.AioRpcError as err:
             _raise_push_error(f"updating image {name}", err)
@@ -501,17 +552,18 @@ class ContainerdClient:
         """The image id the CRI plugin reports for ``name`` (what kubelet sees)."""
         req = cri_pb2.ImageStatusRequest(image=cri_pb2.ImageSpec(image=name))
         try:
-            resp = await self._cri_images.ImageStatus(req, timeout=10)
+            resp = await self._cri_images.ImageStatus(req, timeout=min(10.0, self.timeout))
         except grpc.aio.AioRpcError:
             return None
         return str(resp.image.id) if resp.HasField("image") and resp.image.id else None
 
 
-class _Counter:
-    """A mutable count shared across retries."""
+class _Attempt:
+    """Bytes sent for one blob across attempts, and where the latest attempt started."""
 
     def __init__(self) -> None:
-        self.value = 0
+        self.sent = 0
+        self.resumed_from = 0
 
 
 class _LockWatch:

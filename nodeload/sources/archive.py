@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
 import tarfile
-import tempfile
 import weakref
+from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from nodeload.errors import SourceError
-from nodeload.image import MAX_DOCUMENT_BYTES, sniff
-from nodeload.sources.compress import open_uncompressed
-from nodeload.sources.layer_cache import remove_stale
-from nodeload.sources.streams import drain, open_window, read_full
+from nodeload.image import sniff
+from nodeload.jsondoc import MAX_DOCUMENT_BYTES
+from nodeload.scratch import mkstemp, sweep
+from nodeload.sources.compress import expansion_limit, open_uncompressed
+from nodeload.sources.streams import CHUNK, Reader, open_window, read_full
 
 _MAX_LINK_HOPS = 16
+_SCRATCH_PREFIX = "archive-"
+# A decompression never leaves less than this free on the scratch disk (checked every 64 MiB).
+_MIN_FREE_BYTES = 512 * 1024 * 1024
+_ROOM_CHECK_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,8 @@ def _clean(name: str) -> str:
 class TarIndex:
     """The members of one tar archive, readable without extracting it."""
 
-    def __init__(self, path: Path, scratch_dir: Path) -> None:
-        """Index ``path``, decompressing it first into ``scratch_dir`` if needed.
+    def __init__(self, path: Path, scratch_dir: Callable[[], Path]) -> None:
+        """Index ``path``, decompressing it first into ``scratch_dir()`` if needed.
 
         Raises:
             SourceError: when the file is missing, unreadable or not a tar.
@@ -56,19 +62,20 @@ class TarIndex:
             self._data_path = self._decompress(scratch_dir)
         self._members = _index(self._data_path, str(path))
 
-    def _decompress(self, scratch_dir: Path) -> Path:
-        scratch_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale(scratch_dir, "archive-*")
-        fd, name = tempfile.mkstemp(dir=scratch_dir, prefix="archive-", suffix=".tar")
-        # Registered before writing: an interrupted decompression is cleaned too.
+    def _decompress(self, scratch_dir: Callable[[], Path]) -> Path:
+        directory = scratch_dir()
+        sweep(directory, _SCRATCH_PREFIX)
+        fd, name = mkstemp(_SCRATCH_PREFIX, directory, suffix=".tar")
+        # Registered before writing: an interrupted decompression is cleaned too, also at exit.
         self._cleanup = weakref.finalize(self, _unlink, name)
         try:
+            limit = expansion_limit(os.stat(self.path).st_size)
             with (
                 open(self.path, "rb") as packed,
-                open_uncompressed(packed) as src,
+                open_uncompressed(packed, limit, str(self.path)) as src,
                 os.fdopen(fd, "wb") as dst,
             ):
-                drain(src, dst)
+                _copy_with_room(src, dst, directory, self.path)
         except OSError as exc:
             self.close()
             raise SourceError(f"cannot decompress {self.path}: {exc.strerror or exc}") from exc
@@ -125,6 +132,22 @@ class TarIndex:
         """Delete the decompressed copy, if any; the index is unusable afterwards."""
         if self._cleanup is not None:
             self._cleanup()
+
+
+def _copy_with_room(src: Reader, dst: IO[bytes], directory: Path, label: Path) -> None:
+    """Copy ``src`` to ``dst``, stopping before the disk under ``directory`` is full."""
+    since_check = 0
+    while data := src.read(CHUNK):
+        dst.write(data)
+        since_check += len(data)
+        if since_check >= _ROOM_CHECK_BYTES:
+            since_check = 0
+            room = shutil.disk_usage(directory).free
+            if room < _MIN_FREE_BYTES:
+                raise SourceError(
+                    f"not enough free space in {directory} to decompress {label} "
+                    f"({room >> 20} MiB left); decompress it elsewhere or set XDG_CACHE_HOME"
+                )
 
 
 def _unlink(name: str) -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Protocol, Self
 
-from nodeload.errors import SourceError, UsageError
+from nodeload.errors import UsageError
 from nodeload.image import ImageSource
 from nodeload.reference import normalize
 
@@ -47,19 +46,3 @@ def name_or_none(text: str) -> str | None:
         return normalize(text)
     except UsageError:
         return None
-
-
-def parse_json(data: bytes, where: str) -> Any:
-    """Parsed JSON, or SourceError naming ``where`` the bytes came from."""
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise SourceError(f"{where} is not valid JSON ({exc})") from exc
-
-
-def parse_object(data: bytes, where: str) -> dict[str, Any]:
-    """A JSON object, or SourceError naming ``where`` the bytes came from."""
-    doc = parse_json(data, where)
-    if not isinstance(doc, dict):
-        raise SourceError(f"{where} is not a JSON object")
-    return doc

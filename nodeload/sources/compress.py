@@ -155,12 +155,50 @@ class _NullWriter:
         return len(data)
 
 
+# Decompression bombs: real archives and layers expand a few times, sparse or zero-filled files a
+# few hundred times; beyond this ratio (and a floor for small inputs) the input is refused.
+MAX_EXPANSION_RATIO = 250
+MIN_EXPANSION_LIMIT = 256 * 1024 * 1024
+
+
+def expansion_limit(compressed_size: int) -> int:
+    """How many bytes ``compressed_size`` compressed bytes may decompress to."""
+    return max(compressed_size * MAX_EXPANSION_RATIO, MIN_EXPANSION_LIMIT)
+
+
+class ExpansionLimitExceeded(SourceError):
+    """Decompressed data grew beyond its bound (a likely decompression bomb)."""
+
+
+class _Bounded:
+    """A reader that fails once more than ``limit`` bytes came out of it."""
+
+    def __init__(self, src: Reader, limit: int, what: str) -> None:
+        self._src, self._left, self._limit, self._what = src, limit, limit, what
+
+    def read(self, size: int = -1, /) -> bytes:
+        want = self._left + 1 if size < 0 else min(size, self._left + 1)
+        data = self._src.read(want)
+        self._left -= len(data)
+        if self._left < 0:
+            raise ExpansionLimitExceeded(
+                f"{self._what} expands beyond {self._limit} bytes, more than {MAX_EXPANSION_RATIO}x its "
+                "compressed size: refusing it as a likely decompression bomb (decompress it yourself "
+                "if you trust it)"
+            )
+        return data
+
+
 @contextlib.contextmanager
-def open_uncompressed(src: Reader) -> Iterator[Reader]:
+def open_uncompressed(src: Reader, limit: int | None = None, what: str = "the data") -> Iterator[Reader]:
     """``src`` decompressed if it is gzip or zstd (by magic bytes), else as it is.
 
+    ``limit`` bounds the decompressed size (see :func:`expansion_limit`); ``what``
+    names the input in errors.
+
     Raises:
-        SourceError: when the data is zstd and the ``zstd`` program is missing.
+        SourceError: when the data is zstd and the ``zstd`` program is missing, is corrupt,
+            or expands beyond ``limit`` (ExpansionLimitExceeded).
     """
     head = read_full(src, 4)
     stream = Prefixed(head, src)
@@ -168,14 +206,18 @@ def open_uncompressed(src: Reader) -> Iterator[Reader]:
     if kind == "gzip":
         try:
             with gzip.GzipFile(fileobj=cast(IO[bytes], stream), mode="rb") as unzipped:
-                yield unzipped
+                yield _bounded(unzipped, limit, what)
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise SourceError(f"gzip data is corrupt: {exc}") from exc
+            raise SourceError(f"{what}: gzip data is corrupt: {exc}") from exc
     elif kind == "zstd":
         with _zstd_decompress(stream) as unzstd:
-            yield unzstd
+            yield _bounded(unzstd, limit, what)
     else:
         yield stream
+
+
+def _bounded(src: Reader, limit: int | None, what: str) -> Reader:
+    return src if limit is None else _Bounded(src, limit, what)
 
 
 @contextlib.contextmanager

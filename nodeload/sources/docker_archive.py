@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
 
 from nodeload.errors import ImageNotFound, SourceError
 from nodeload.image import sniff
+from nodeload.jsondoc import Doc, parse_any
 from nodeload.sources.archive import Member, TarIndex
-from nodeload.sources.base import name_or_none, parse_json
-from nodeload.sources.compress import hash_stream, open_uncompressed
-from nodeload.sources.layer_cache import LayerCache
+from nodeload.sources.base import name_or_none
+from nodeload.sources.compress import expansion_limit, hash_stream, open_uncompressed
+from nodeload.sources.layer_cache import CachedLayer, LayerCache
 from nodeload.sources.oci_layout import digest_of_blob_path
 from nodeload.sources.synthesized import LayerBlob, SynthesizedImage, config_diff_ids, parse_config
 
@@ -39,13 +39,14 @@ def open_docker_archive(
         SourceError: when the archive is unreadable or malformed.
     """
     cache = cache or LayerCache()
-    index = TarIndex(path, cache.scratch_dir)
+    index = TarIndex(path, cache.scratch)
     try:
         entries = _manifest_entries(index)
         entry, reference = _select(entries, ref, f"docker-archive:{path}")
-        config = index.read(str(entry.get("Config")))
-        diff_ids = config_diff_ids(parse_config(config, index.describe(str(entry.get("Config")))))
-        layer_names = [str(name) for name in entry.get("Layers") or []]
+        config_name = entry.text("Config")
+        config = index.read(config_name)
+        diff_ids = config_diff_ids(parse_config(config, index.describe(config_name)))
+        layer_names = entry.texts("Layers")
         if len(layer_names) != len(diff_ids):
             raise SourceError(
                 f"{path}: manifest.json lists {len(layer_names)} layers but the config has {len(diff_ids)}"
@@ -57,19 +58,20 @@ def open_docker_archive(
         raise
 
 
-def _manifest_entries(index: TarIndex) -> list[dict[str, Any]]:
-    doc = parse_json(index.read("manifest.json"), index.describe("manifest.json"))
+def _manifest_entries(index: TarIndex) -> list[Doc]:
+    where = index.describe("manifest.json")
+    doc = parse_any(index.read("manifest.json"), where)
     if not isinstance(doc, list) or not all(isinstance(e, dict) and "Config" in e for e in doc):
-        raise SourceError(f"{index.describe('manifest.json')} is not a docker save manifest")
-    return doc
+        raise SourceError(f"{where} is not a docker save manifest")
+    return [Doc(entry, f"{where}[{i}]") for i, entry in enumerate(doc)]
 
 
-def _tags(entry: dict[str, Any]) -> list[str]:
-    names = (name_or_none(str(tag)) for tag in entry.get("RepoTags") or [])
+def _tags(entry: Doc) -> list[str]:
+    names = (name_or_none(tag) for tag in entry.texts("RepoTags"))
     return [name for name in names if name]
 
 
-def _select(entries: list[dict[str, Any]], ref: str | None, where: str) -> tuple[dict[str, Any], str | None]:
+def _select(entries: list[Doc], ref: str | None, where: str) -> tuple[Doc, str | None]:
     """The entry ``ref`` names, and the image's reference (the tag chosen, else its first)."""
     if ref is not None and ref.startswith("@"):
         return _select_by_position(entries, ref, where)
@@ -86,9 +88,7 @@ def _select(entries: list[dict[str, Any]], ref: str | None, where: str) -> tuple
     raise ImageNotFound(f"no image {ref!r} in {where}; it holds: {available}")
 
 
-def _select_by_position(
-    entries: list[dict[str, Any]], ref: str, where: str
-) -> tuple[dict[str, Any], str | None]:
+def _select_by_position(entries: list[Doc], ref: str, where: str) -> tuple[Doc, str | None]:
     # skopeo's docker-archive:FILE:@N picks the N-th image (from 0).
     if not ref[1:].isdigit() or int(ref[1:]) >= len(entries):
         raise ImageNotFound(f"{where}:{ref}: the archive holds images @0 to @{len(entries) - 1}")
@@ -100,13 +100,26 @@ def _layer(index: TarIndex, cache: LayerCache, name: str, diff_id: str) -> Layer
     member = index.member(name)
     if sniff(index.head(member)) == "gzip":
         return _gzip_layer(index, member, diff_id)
-    cached = cache.lookup(diff_id)
+    cached = cache.lookup(diff_id) or _compress(index, cache, member, diff_id)
+
+    def rebuild() -> LayerBlob:
+        cache.evict(diff_id)
+        return LayerBlob.cached(_compress(index, cache, member, diff_id))
+
+    return LayerBlob.cached(cached, rebuild)
+
+
+def _compress(index: TarIndex, cache: LayerCache, member: Member, diff_id: str) -> CachedLayer:
+    """Compress an uncompressed (or zstd) layer of the archive into the cache."""
+    where = index.describe(member.name)
+    with (
+        index.open(member) as stream,
+        open_uncompressed(stream, expansion_limit(member.size), where) as tar,
+    ):
+        cached = cache.add(tar, {diff_id})
     if cached is None:
-        with index.open(member) as stream, open_uncompressed(stream) as tar:
-            cached = cache.add(tar, {diff_id})
-        if cached is None:
-            raise SourceError(f"{index.describe(name)} does not match the config's diff_id {diff_id}")
-    return LayerBlob.cached(cached)
+        raise SourceError(f"{where} does not match the config's diff_id {diff_id}")
+    return cached
 
 
 def _gzip_layer(index: TarIndex, member: Member, diff_id: str) -> LayerBlob:

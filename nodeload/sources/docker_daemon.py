@@ -27,7 +27,8 @@ import docker.errors
 import requests
 
 from nodeload.errors import ImageNotFound, SourceError
-from nodeload.image import MAX_DOCUMENT_BYTES, sha256_digest
+from nodeload.image import check_digest, sha256_digest
+from nodeload.jsondoc import MAX_DOCUMENT_BYTES, Doc
 from nodeload.sources.base import name_or_none
 from nodeload.sources.compress import hash_stream, open_uncompressed
 from nodeload.sources.layer_cache import CachedLayer, LayerCache
@@ -80,12 +81,12 @@ def open_docker_daemon(
     api = api or engine_api()
     cache = cache or LayerCache()
     info = _inspect(api, ref)
-    image_id, diff_ids = str(info["Id"]), [str(d) for d in (info.get("RootFS") or {}).get("Layers") or []]
+    image_id, diff_ids = _identity(info, ref)
     config = cache.load_config(image_id)
     if config is None or any(cache.lookup(d) is None for d in diff_ids):
         config = _Export(api, image_id, frozenset(diff_ids), cache).run()
-    layers = [_cached(cache, d, ref) for d in diff_ids]
-    return SynthesizedImage(_reference(ref, info), config, [LayerBlob.cached(layer) for layer in layers])
+    layers = [_cached_blob(api, cache, image_id, d, ref) for d in diff_ids]
+    return SynthesizedImage(_reference(ref, info), config, layers)
 
 
 def _inspect(api: EngineAPI, ref: str) -> dict[str, Any]:
@@ -101,6 +102,26 @@ def _inspect(api: EngineAPI, ref: str) -> dict[str, Any]:
         raise SourceError(_UNREACHABLE.format(exc)) from exc
 
 
+def _identity(info: dict[str, Any], ref: str) -> tuple[str, list[str]]:
+    """The image ID (its config's digest) and its layers' diffIDs, as the engine reports them."""
+    doc = Doc(info, f"docker inspect of {ref!r}")
+    rootfs = doc.opt_obj("RootFS")
+    layers = rootfs.texts("Layers") if rootfs else []
+    where = f"docker inspect of {ref!r}"
+    return check_digest(doc.text("Id"), where), [check_digest(d, where) for d in layers]
+
+
+def _cached_blob(api: EngineAPI, cache: LayerCache, image_id: str, diff_id: str, ref: str) -> LayerBlob:
+    """A cached layer, which can be evicted and exported again if a node finds it corrupt."""
+
+    def rebuild() -> LayerBlob:
+        cache.evict(diff_id)
+        _Export(api, image_id, frozenset({diff_id}), cache).run()
+        return LayerBlob.cached(_cached(cache, diff_id, ref))
+
+    return LayerBlob.cached(_cached(cache, diff_id, ref), rebuild)
+
+
 def _cached(cache: LayerCache, diff_id: str, ref: str) -> CachedLayer:
     layer = cache.lookup(diff_id)
     if layer is None:
@@ -110,7 +131,7 @@ def _cached(cache: LayerCache, diff_id: str, ref: str) -> CachedLayer:
 
 def _reference(ref: str, info: dict[str, Any]) -> str | None:
     """The name the user gave if it is one of the image's tags, else its first tag."""
-    tags = [name for name in map(name_or_none, info.get("RepoTags") or []) if name]
+    tags = [name for name in map(name_or_none, Doc(info, "docker inspect").texts("RepoTags")) if name]
     mine = name_or_none(ref)
     return mine if mine in tags else next(iter(tags), None)
 

@@ -20,8 +20,6 @@ import contextlib
 import json
 import os
 import re
-import tempfile
-import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
@@ -30,11 +28,12 @@ from typing import IO
 
 from nodeload.errors import SourceError
 from nodeload.image import sha256_digest
+from nodeload.scratch import mkstemp, sweep
 from nodeload.sources.compress import Compressed, gzip_stream
 from nodeload.sources.streams import Reader, open_window
 
 _SHA256 = re.compile(r"^sha256:([0-9a-f]{64})$")
-_STALE_SECONDS = 24 * 3600  # temporary files this old were left by killed runs
+_TMP_PREFIX = ".tmp-"
 
 
 def default_cache_dir() -> Path:
@@ -76,6 +75,41 @@ class LayerCache:
         self.scratch_dir = self.root / "tmp"  # large temporary files, on disk (not tmpfs)
         self.compressions = 0  # layers compressed by this object, for tests and reports
 
+    def ensure_dir(self, directory: Path) -> Path:
+        """Create ``directory`` (and the cache root) private to this user: mode 0700.
+
+        The cache names the images and layers a user handles; other local users need
+        not know them. A root left 0755 by an older version is tightened.
+
+        Raises:
+            SourceError: when the directory cannot be created (read-only or foreign home).
+        """
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = self.root.stat()
+            if info.st_mode & 0o077 and info.st_uid == os.getuid():
+                self.root.chmod(0o700)
+            for part in reversed(directory.relative_to(self.root).parents):
+                (self.root / part).mkdir(mode=0o700, exist_ok=True)
+            directory.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise SourceError(
+                f"cannot use the layer cache {directory}: {reason}; set XDG_CACHE_HOME to a writable "
+                "directory"
+            ) from exc
+        return directory
+
+    def scratch(self) -> Path:
+        """The directory for large temporary files (on disk, not tmpfs), created on demand."""
+        return self.ensure_dir(self.scratch_dir)
+
+    def evict(self, diff_id: str) -> None:
+        """Forget a cached layer (its record first: a record never outlives its blob)."""
+        for suffix in (".json", ".tar.gz"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.layers_dir / f"{_hex(diff_id)}{suffix}").unlink()
+
     def lookup(self, diff_id: str) -> CachedLayer | None:
         """The cached layer with this diffID, or None (also for a damaged entry)."""
         record_path = self.layers_dir / f"{_hex(diff_id)}.json"
@@ -102,8 +136,8 @@ class LayerCache:
         Returns:
             The cached layer, or None when its diffID is not wanted.
         """
-        self.layers_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale(self.layers_dir, ".tmp-*")
+        self.ensure_dir(self.layers_dir)
+        sweep(self.layers_dir, _TMP_PREFIX)
         with _atomic_file(self.layers_dir) as (tmp, commit):
             result = gzip_stream(src, tmp)
             self.compressions += 1
@@ -129,18 +163,9 @@ class LayerCache:
     def store_config(self, data: bytes) -> str:
         """Keep an image config; its digest."""
         digest = sha256_digest(data)
-        self.configs_dir.mkdir(parents=True, exist_ok=True)
+        self.ensure_dir(self.configs_dir)
         _write_atomic(self.configs_dir / _hex(digest), data)
         return digest
-
-
-def remove_stale(directory: Path, pattern: str) -> None:
-    """Delete temporary files a killed run left in ``directory`` (older than a day)."""
-    cutoff = time.time() - _STALE_SECONDS
-    for path in directory.glob(pattern):
-        with contextlib.suppress(OSError):
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
 
 
 @contextlib.contextmanager
@@ -149,7 +174,7 @@ def _atomic_file(directory: Path) -> Iterator[tuple[IO[bytes], Callable[[Path], 
 
     Uncommitted, it is deleted, whatever happens.
     """
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    fd, tmp_name = mkstemp(_TMP_PREFIX, directory)
     committed: list[Path] = []
 
     def commit(path: Path) -> None:

@@ -7,24 +7,26 @@ archive through a :class:`~nodeload.sources.archive.TarIndex`.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
 from nodeload.errors import ImageNotFound, SourceError
 from nodeload.image import (
     INDEX_MEDIA_TYPES,
     MANIFEST_MEDIA_TYPES,
-    MAX_DOCUMENT_BYTES,
     MEDIA_OCI_INDEX,
     MEDIA_OCI_MANIFEST,
     Descriptor,
     read_document,
 )
+from nodeload.jsondoc import MAX_DOCUMENT_BYTES, Doc, parse
 from nodeload.sources.archive import TarIndex
-from nodeload.sources.base import Closeable, name_or_none, parse_object
+from nodeload.sources.base import Closeable, name_or_none
+from nodeload.sources.confined import open_confined
 from nodeload.sources.layer_cache import LayerCache
 from nodeload.sources.streams import open_window
 
@@ -78,7 +80,7 @@ class BlobStore(Protocol):
 
 
 class DirStore:
-    """A layout directory."""
+    """A layout directory, read without following links or leaving it (see ``confined``)."""
 
     def __init__(self, root: Path) -> None:
         """Read files under ``root``.
@@ -94,24 +96,19 @@ class DirStore:
         """The file's path."""
         return str(self.root / name)
 
-    def _size(self, name: str) -> int:
-        try:
-            return (self.root / name).stat().st_size
-        except OSError as exc:
-            raise SourceError(f"{self.describe(name)}: {exc.strerror or 'cannot read'}") from exc
-
     def read(self, name: str) -> bytes:
-        """A small file's bytes."""
-        if self._size(name) > MAX_DOCUMENT_BYTES:
+        """A small file's bytes, at most MAX_DOCUMENT_BYTES of them."""
+        fd = open_confined(self.root, name)
+        with open(fd, "rb", closefd=True) as file:
+            data = file.read(MAX_DOCUMENT_BYTES + 1)
+        if len(data) > MAX_DOCUMENT_BYTES:
             raise SourceError(f"{self.describe(name)} is too large for metadata")
-        try:
-            return (self.root / name).read_bytes()
-        except OSError as exc:
-            raise SourceError(f"{self.describe(name)}: {exc.strerror or 'cannot read'}") from exc
+        return data
 
     def open_named(self, name: str, offset: int = 0) -> AbstractContextManager[IO[bytes]]:
         """Stream a file from ``offset``."""
-        return open_window(self.root / name, 0, self._size(name), offset)
+        fd = open_confined(self.root, name)
+        return open_window(fd, 0, os.fstat(fd).st_size, offset)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -141,8 +138,8 @@ class TarStore:
         self.index.close()
 
 
-def _load_json(store: BlobStore, name: str) -> dict[str, Any]:
-    return parse_object(store.read(name), store.describe(name))
+def _load_json(store: BlobStore, name: str) -> Doc:
+    return parse(store.read(name), store.describe(name))
 
 
 def _check_layout(store: BlobStore) -> None:
@@ -150,19 +147,16 @@ def _check_layout(store: BlobStore) -> None:
         marker = _load_json(store, "oci-layout")
     except SourceError as exc:
         raise SourceError(f"not an OCI image layout: {exc}") from exc
-    version = str(marker.get("imageLayoutVersion", ""))
+    version = marker.text("imageLayoutVersion")
     if not version.startswith("1."):
         raise SourceError(f"{store.describe('oci-layout')}: unsupported imageLayoutVersion {version!r}")
 
 
 def _index_entries(store: BlobStore) -> list[Descriptor]:
-    manifests = _load_json(store, "index.json").get("manifests")
-    if not isinstance(manifests, list):
+    index = _load_json(store, "index.json")
+    if not isinstance(index.raw.get("manifests"), list):
         raise SourceError(f"{store.describe('index.json')} has no 'manifests' list")
-    try:
-        return [Descriptor.from_json(entry) for entry in manifests]
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise SourceError(f"{store.describe('index.json')} has a malformed entry ({exc!r})") from exc
+    return [Descriptor.from_json(entry) for entry in index.objs("manifests")]
 
 
 def _full_name(text: str) -> str | None:
@@ -243,8 +237,8 @@ class OciLayoutSource(Closeable):
             return entry
         if entry.media_type:
             raise SourceError(f"{entry.digest}: unsupported media type {entry.media_type!r}")
-        doc = parse_object(read_document(self, entry), f"{entry.digest} (an index.json entry)")
-        kind = str(doc.get("mediaType") or (MEDIA_OCI_INDEX if "manifests" in doc else MEDIA_OCI_MANIFEST))
+        doc = parse(read_document(self, entry), f"{entry.digest} (an index.json entry)")
+        kind = doc.text("mediaType") or (MEDIA_OCI_INDEX if "manifests" in doc else MEDIA_OCI_MANIFEST)
         return Descriptor(kind, entry.digest, entry.size, entry.annotations, entry.platform)
 
     @property
@@ -270,6 +264,10 @@ class OciLayoutSource(Closeable):
         """
         return self._store.open_named(blob_path(desc.digest), offset)
 
+    def refresh(self, desc: Descriptor) -> bool:
+        """False: a layout's blobs are what they are; a mismatch is the layout's fault."""
+        return False
+
     def close(self) -> None:
         """Release the store (an archive's temporary copy)."""
         self._store.close()
@@ -288,7 +286,7 @@ def open_oci_archive(
     A compressed archive is decompressed into ``cache``'s scratch directory;
     close the source to delete that copy.
     """
-    store = TarStore(TarIndex(path, (cache or LayerCache()).scratch_dir))
+    store = TarStore(TarIndex(path, (cache or LayerCache()).scratch))
     try:
         return OciLayoutSource(store, ref, f"oci-archive:{path}")
     except BaseException:

@@ -135,16 +135,17 @@ class IterReader(io.RawIOBase):
 
 
 @contextmanager
-def open_window(path: Path, start: int, size: int, offset: int = 0) -> Iterator[IO[bytes]]:
+def open_window(path: Path | int, start: int, size: int, offset: int = 0) -> Iterator[IO[bytes]]:
     """Open ``size`` bytes of ``path`` from ``start`` as a stream positioned at ``offset``.
 
-    Each call opens the file anew, so several blobs can stream concurrently.
+    Each call opens the file anew, so several blobs can stream concurrently. ``path``
+    may also be a file descriptor already opened for it (then owned by the stream).
 
     Raises:
         SourceError: when the file cannot be opened.
     """
     try:
-        raw = io.FileIO(path, "r")
+        raw = io.FileIO(path, "r", closefd=True)
     except OSError as exc:
         raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
     window = SliceReader(raw, start, size)

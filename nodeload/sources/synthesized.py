@@ -10,10 +10,11 @@ give the same manifest digest.
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 from nodeload.errors import SourceError
 from nodeload.image import (
@@ -22,10 +23,12 @@ from nodeload.image import (
     MEDIA_DOCKER_MANIFEST,
     Descriptor,
     canonical_json,
+    check_digest,
     descriptor_for,
 )
+from nodeload.jsondoc import Doc, parse
 from nodeload.platforms import Platform
-from nodeload.sources.base import Closeable, parse_object
+from nodeload.sources.base import Closeable
 from nodeload.sources.layer_cache import CachedLayer
 
 Opener = Callable[[int], AbstractContextManager[IO[bytes]]]
@@ -33,32 +36,36 @@ Opener = Callable[[int], AbstractContextManager[IO[bytes]]]
 
 @dataclass(frozen=True)
 class LayerBlob:
-    """One gzip layer of a synthesized image and how to stream it."""
+    """One gzip layer of a synthesized image and how to stream it.
+
+    ``rebuild``, when set, throws away a cached copy and derives the layer again.
+    """
 
     diff_id: str
     digest: str
     size: int
     open: Opener  # offset -> stream
+    rebuild: Callable[[], LayerBlob] | None = None
 
     @classmethod
-    def cached(cls, layer: CachedLayer) -> LayerBlob:
+    def cached(cls, layer: CachedLayer, rebuild: Callable[[], LayerBlob] | None = None) -> LayerBlob:
         """The layer as compressed into the cache."""
-        return cls(layer.diff_id, layer.digest, layer.size, layer.open)
+        return cls(layer.diff_id, layer.digest, layer.size, layer.open, rebuild)
 
 
-def parse_config(data: bytes, where: str) -> dict[str, Any]:
+def parse_config(data: bytes, where: str) -> Doc:
     """An image config as JSON, or SourceError naming ``where`` it came from."""
-    return parse_object(data, f"the image config {where}")
+    return parse(data, f"the image config {where}")
 
 
-def config_diff_ids(config: dict[str, Any]) -> list[str]:
+def config_diff_ids(config: Doc) -> list[str]:
     """The config's ``rootfs.diff_ids``: the uncompressed digest of each layer."""
-    rootfs = config.get("rootfs")
-    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    return [str(d) for d in ids] if isinstance(ids, list) else []
+    rootfs = config.opt_obj("rootfs")
+    ids = rootfs.texts("diff_ids") if rootfs else []
+    return [check_digest(d, f"{config.where}: rootfs.diff_ids") for d in ids]
 
 
-def _platform(config: dict[str, Any]) -> Platform | None:
+def _platform(config: Doc) -> Platform | None:
     platform = Platform.from_json(config)
     return platform if platform.os and platform.architecture else None
 
@@ -96,6 +103,8 @@ class SynthesizedImage(Closeable):
         self._root = Descriptor(root.media_type, root.digest, root.size, platform=_platform(doc))
         self._documents = {root.digest: self._manifest, self.config_descriptor.digest: config}
         self._layers_by_digest = {layer.digest: layer for layer in layers}
+        self._refresh_lock = threading.Lock()
+        self._refreshed: set[str] = set()
 
     @staticmethod
     def _layer_descriptor(layer: LayerBlob) -> Descriptor:
@@ -130,6 +139,25 @@ class SynthesizedImage(Closeable):
             name = self._reference or self._root.digest
             raise SourceError(f"blob {desc.digest} is not part of image {name}")
         return layer.open(offset)
+
+    def refresh(self, desc: Descriptor) -> bool:
+        """Rebuild a cached layer a node found corrupt; at most once per layer.
+
+        Raises:
+            SourceError: when the rebuilt layer has another digest (the manifest would change).
+        """
+        with self._refresh_lock:
+            layer = self._layers_by_digest.get(desc.digest)
+            if layer is None or layer.rebuild is None or desc.digest in self._refreshed:
+                return False
+            self._refreshed.add(desc.digest)
+            rebuilt = layer.rebuild()
+            if rebuilt.digest != layer.digest or rebuilt.size != layer.size:
+                raise SourceError(
+                    f"layer {layer.diff_id} compressed to {rebuilt.digest} this time, not {layer.digest}"
+                )
+            self._layers_by_digest[desc.digest] = rebuilt
+            return True
 
     def close(self) -> None:
         """Release the archive or files the layers are read from."""

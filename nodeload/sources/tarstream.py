@@ -74,7 +74,7 @@ def iter_files(src: Reader) -> Iterator[Member]:
             extended = Member(name, size, src)
             data = read_full(extended, size)
             extended.skip_rest()
-            long_name = _pax_path(data) if kind == b"x" else data.rstrip(b"\0").decode()
+            long_name = _pax_path(data) if kind == b"x" else data.rstrip(b"\0").decode(errors="replace")
             continue
         member = Member(long_name or name, size, src)
         long_name = None
@@ -91,7 +91,7 @@ def _parse_header(header: bytes) -> tuple[str, int, bytes]:
         prefix = header[345:500].split(b"\0", 1)[0]
         if prefix:
             name = prefix + b"/" + name
-    return name.decode(), _octal(header[124:136]), header[156:157]
+    return name.decode(errors="replace"), _octal(header[124:136]), header[156:157]
 
 
 def _octal(field: bytes) -> int:
@@ -109,13 +109,20 @@ def _checksum(header: bytes) -> int:
 
 
 def _pax_path(data: bytes) -> str | None:
-    """The ``path`` record of a PAX extended header, if any."""
+    """The ``path`` record of a PAX extended header, if any.
+
+    Each record is ``"<length> <key>=<value>\\n"``, the length counting the whole record.
+    """
     pos = 0
-    while pos < len(data):
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
+    while pos < len(data) and data[pos:].strip(b"\0"):
+        space = data.find(b" ", pos)
+        digits = data[pos:space] if space > pos else b""
+        length = int(digits) if digits.isdigit() else 0
+        # A length that does not cover its own digits would loop forever or read backwards.
+        if length <= len(digits) + 1 or pos + length > len(data):
+            raise TarStreamError("not a tar stream (malformed PAX record)")
         key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
         if key == b"path":
-            return value.decode()
+            return value.decode(errors="replace")
         pos += length
     return None

@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import IO
 
-from nodeload.containerd.client import ContainerdClient, NodeInfo
-from nodeload.errors import ContainerdUnavailable, PlatformNotFound, PushFailed
+from nodeload.containerd.client import ContainerdClient, NodeInfo, WriteResult
+from nodeload.errors import BlobMismatch, ContainerdUnavailable, PlatformNotFound, PushFailed
 from nodeload.graph import ImageGraph
 from nodeload.image import (
     MEDIA_DOCKER_LAYER_GZIP,
@@ -31,6 +31,7 @@ from nodeload.image import (
 from nodeload.plan import LABEL_UNCOMPRESSED, BlobStep, NodeState, Plan, chain_ids, make_plan
 from nodeload.platforms import Platform, choose_platform
 from nodeload.progress import ProgressSink
+from nodeload.reference import parse_reference
 from nodeload.report import NodeResult
 
 CRI_NAMESPACE = "k8s.io"
@@ -47,6 +48,9 @@ class TargetOptions:
     platform: Platform | None = None
     snapshotter: str | None = None
     unpack: bool = True
+    # The name came from inside the source (RepoTags, annotations), not from the user: it may
+    # not move an existing record to other content (an archive naming itself pause:3.9...).
+    name_from_source: bool = False
 
 
 GraphResolver = Callable[[Platform], ImageGraph]
@@ -98,6 +102,7 @@ class ContainerdTarget:
             result.blobs_total = len(plan.blobs)
             result.blobs_skipped = sum(1 for b in plan.blobs if b.present)
             result.bytes_skipped = plan.bytes_skipped
+            await self._check_name(options, plan.target)
             self._progress.message(self._node, f"sending {len(plan.to_send)} of {len(plan.blobs)} blobs")
             for step in plan.blobs:
                 await self._put_blob(source, step, result)
@@ -109,6 +114,29 @@ class ContainerdTarget:
         if options.namespace == CRI_NAMESPACE and info.has_cri and graph.platform.matches(info.platform):
             result.cri_indexed = await self._wait_for_cri(options.name, plan.config_digest)
         result.status = "ok"
+
+    async def _check_name(self, options: TargetOptions, target: Descriptor) -> None:
+        """Refuse names that would make the node lie about what an image is.
+
+        Raises:
+            PushFailed: a digest-pinned name for other content, or a name taken from inside
+                the source that already names other content on the node.
+        """
+        pinned = parse_reference(options.name).digest
+        if pinned and pinned != target.digest:
+            raise PushFailed(
+                f"refusing the name {options.name}: it pins {pinned}, but the image pushed is "
+                f"{target.digest}; a digest-pinned reference must resolve to that digest"
+            )
+        if not options.name_from_source:
+            return
+        existing = await self._client.get_image(options.name)
+        if existing is not None and existing.target.digest != target.digest:
+            raise PushFailed(
+                f"{options.name} already exists on the node as {existing.target.digest}, and this name "
+                "comes from inside the source, not from you: nodeload will not repoint it. To replace "
+                f"that image, name it yourself: --name {options.name}"
+            )
 
     async def _plan(self, graph: ImageGraph, snapshotter: str, rewritable: bool, unpack: bool) -> Plan:
         """Plan against what the node holds, with all of that pinned by our lease.
@@ -197,9 +225,19 @@ class ContainerdTarget:
                 return contextlib.nullcontext(stream)
             return source.open_blob(step.desc, offset)
 
-        outcome = await self._client.write_blob(
-            ref, step.desc, open_at, step.labels, lambda n: self._progress.advance(handle, n)
-        )
+        def write() -> Awaitable[WriteResult]:
+            return self._client.write_blob(
+                ref, step.desc, open_at, step.labels, lambda n: self._progress.advance(handle, n)
+            )
+
+        try:
+            outcome = await write()
+        except BlobMismatch:
+            # A cache the source keeps (compressed layers) may be damaged: rebuild it once.
+            if not await asyncio.to_thread(source.refresh, step.desc):
+                raise
+            result.warnings.append(f"the cached copy of {step.desc.digest} was damaged; it was rebuilt")
+            outcome = await write()
         self._progress.blob_done(handle)
         # Committed by another writer meanwhile, or already stored for another namespace
         # (containerd shares blobs between namespaces; nothing crossed the wire).

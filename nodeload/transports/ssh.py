@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import ipaddress
 import os
 import shlex
@@ -22,13 +23,16 @@ from typing import Any, Self
 
 import asyncssh
 
+from nodeload import scratch
 from nodeload.errors import (
     AuthenticationFailed,
     HostKeyRejected,
+    LocalError,
     NodeUnreachable,
     UsageError,
 )
 from nodeload.transports.base import Traffic, tcp_traffic
+from nodeload.transports.ssh_hostkeys import CheckingClient, HostKeyCheck, trust_policy
 
 # Layers are already compressed; SSH compression would only burn CPU.
 _NO_COMPRESSION = ["none"]
@@ -40,6 +44,16 @@ _CIPHERS = [
     "aes128-ctr",
     "aes256-ctr",
 ]
+
+
+_SOCKET_DIR_PREFIX = "nodeload-"
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,7 @@ class SSHTransport:
         self._address = parse_node(node)
         self._options = options or SSHOptions()
         self._conn: asyncssh.SSHClientConnection | None = None
+        self._settings: asyncssh.SSHClientConnectionOptions | None = None
         self._tmpdir: str | None = None
         self._listeners: list[asyncssh.SSHListener] = []
 
@@ -125,9 +140,31 @@ class SSHTransport:
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
-    def _connect_kwargs(self) -> dict[str, Any]:
+    def _resolved(self) -> asyncssh.SSHClientConnectionOptions:
+        """The node's settings as the ssh config resolves them (HostName, Port, User, files...).
+
+        Raises:
+            NodeError: when the ssh config cannot be parsed.
+        """
+        if self._settings is None:
+            kwargs: dict[str, Any] = {}
+            if self._options.ssh_config is not None:
+                kwargs["config"] = [str(self._options.ssh_config)]
+            if self._address.port:
+                kwargs["port"] = self._address.port
+            if self._address.user:
+                kwargs["username"] = self._address.user
+            try:
+                self._settings = asyncssh.SSHClientConnectionOptions(host=self._address.host, **kwargs)
+            except (OSError, ValueError, asyncssh.Error) as err:
+                raise UsageError(f"cannot use the ssh config: {err}") from err
+        return self._settings
+
+    def _connect_kwargs(self, check: HostKeyCheck | None) -> dict[str, Any]:
         opts = self._options
+        settings = self._resolved()
         kwargs: dict[str, Any] = {
+            "options": settings,
             "compression_algs": _NO_COMPRESSION,
             "encryption_algs": _CIPHERS,
             "connect_timeout": opts.connect_timeout,
@@ -135,32 +172,34 @@ class SSHTransport:
             # A node that vanishes must fail its push, not hang every other node's report.
             "keepalive_interval": 15,
             "keepalive_count_max": 3,
+            # Whatever the ssh config says: a node (or an impostor) never gets the user's agent
+            # or X display through the channels nodeload opens.
+            "agent_forwarding": False,
+            "x11_forwarding": False,
+            "known_hosts": check.match if check else None,
         }
-        if opts.ssh_config is not None:
-            kwargs["config"] = [str(opts.ssh_config)]
-        if self._address.port:
-            kwargs["port"] = self._address.port
-        if self._address.user:
-            kwargs["username"] = self._address.user
-        if not opts.verify_host_keys:
-            kwargs["known_hosts"] = None
-        elif opts.known_hosts is not None:
-            kwargs["known_hosts"] = str(opts.known_hosts)
+        if check is not None:
+            kwargs["client_factory"] = lambda: CheckingClient(check)
         if opts.identity is not None:
             # -i adds a key; the agent and ~/.ssh/config IdentityFile keys still apply.
-            defaults = asyncssh.SSHClientConnectionOptions(
-                host=self._address.host,
-                **{k: v for k, v in kwargs.items() if k in ("config", "username", "port")},
-            )
-            kwargs["client_keys"] = [str(opts.identity), *(defaults.client_keys or [])]
+            kwargs["client_keys"] = [str(opts.identity), *(settings.client_keys or [])]
         return kwargs
 
+    def _host_key_check(self) -> HostKeyCheck | None:
+        """The check of this node's host key (None with --insecure-skip-host-key-check)."""
+        if not self._options.verify_host_keys:
+            return None
+        settings = self._resolved()
+        policy = trust_policy(self._options.known_hosts, settings.config.get_options(False), _local_user())
+        return HostKeyCheck(policy, settings.host_key_alias or settings.host, settings.port)
+
     async def _connect(self) -> asyncssh.SSHClientConnection:
-        host = self._address.host
+        check = self._host_key_check()
         try:
-            return await asyncssh.connect(host, **self._connect_kwargs())
+            return await asyncssh.connect(self._resolved().host, **self._connect_kwargs(check))
         except asyncssh.HostKeyNotVerifiable as err:
-            raise HostKeyRejected(await self._host_key_message(str(err))) from err
+            reason = check.rejection(self._node) if check else str(err)
+            raise HostKeyRejected(reason) from err
         except asyncssh.PermissionDenied as err:
             raise AuthenticationFailed(
                 f"SSH authentication failed ({err.reason}). Load the key into ssh-agent, "
@@ -173,50 +212,6 @@ class SSHTransport:
         except (TimeoutError, OSError) as err:
             reason = str(err) or type(err).__name__
             raise NodeUnreachable(f"cannot connect over SSH: {reason}") from err
-
-    async def _host_key_message(self, reason: str) -> str:
-        """Describe the rejected key with its fingerprint, the way ssh does."""
-        fingerprint = "unknown"
-        with contextlib.suppress(Exception):
-            kwargs = {k: v for k, v in self._connect_kwargs().items() if k in ("config", "port")}
-            key = await asyncssh.get_server_host_key(self._address.host, **kwargs)
-            if key is not None:
-                fingerprint = f"{key.get_algorithm()} {key.get_fingerprint('sha256')}"
-        port = self._address.port or 22
-        if self._listed_host_keys():
-            # Like OpenSSH, a key that differs from the one on record is not "new": it may be an
-            # impostor, so never suggest appending it (that would trust both keys from then on).
-            entry = self._address.host if port == 22 else f"[{self._address.host}]:{port}"
-            return (
-                f"HOST KEY CHANGED: known_hosts lists a different key for this host, and "
-                f"it now offers {fingerprint}. Nothing was sent. Someone may be impersonating the node, "
-                "or it was reinstalled: check the fingerprint on the node (ssh-keygen -lf "
-                f"/etc/ssh/ssh_host_*.pub), then replace the old entry (ssh-keygen -R '{entry}')."
-            )
-        return (
-            f"host key not trusted ({reason}); it offered {fingerprint}. Nothing was sent. "
-            f"If you trust it, add it with `ssh-keyscan -p {port} {self._address.host} "
-            ">> ~/.ssh/known_hosts` (or use --known-hosts FILE); --insecure-skip-host-key-check "
-            "disables the check."
-        )
-
-    def _listed_host_keys(self) -> list[asyncssh.SSHKey]:
-        """The keys known_hosts already holds for this node (none: the host is simply unknown).
-
-        Resolves the files and host name the way asyncssh.connect does: --known-hosts, else
-        the ssh config's UserKnownHostsFile, else ~/.ssh/known_hosts; HostName/HostKeyAlias.
-        """
-        wanted = ("config", "port", "username", "known_hosts")
-        kwargs = {k: v for k, v in self._connect_kwargs().items() if k in wanted}
-        try:
-            options = asyncssh.SSHClientConnectionOptions(host=self._address.host, **kwargs)
-            files = options.known_hosts or str(Path("~", ".ssh", "known_hosts").expanduser())
-            host = options.host_key_alias or options.host
-            port = options.port if options.port != 22 else None
-            keys = asyncssh.match_known_hosts(files, host, host if _is_ip(host) else "", port)[0]
-        except (OSError, ValueError, asyncssh.Error):
-            return []  # unreadable or unparsable: report the key as untrusted, as before
-        return list(keys)
 
     def traffic(self) -> Traffic | None:
         """What the SSH connection's TCP socket carried (kernel counters)."""
@@ -273,11 +268,18 @@ class SSHTransport:
         asyncssh's own forwarder carries the bytes (faster than pumping them
         ourselves); the socket lives in a 0700 directory only we can enter.
         """
-        if self._tmpdir is None:
-            self._tmpdir = tempfile.mkdtemp(prefix="nodeload-")  # mkdtemp makes it 0700
-        local = os.path.join(self._tmpdir, f"sock{len(self._listeners)}")
-        listener = await self._require_conn().forward_local_path(local, path)
-        os.chmod(local, 0o600)
+        try:
+            if self._tmpdir is None:
+                scratch.sweep(tempfile.gettempdir(), _SOCKET_DIR_PREFIX)  # left by killed runs
+                self._tmpdir = scratch.mkdtemp(_SOCKET_DIR_PREFIX)  # 0700
+            local = os.path.join(self._tmpdir, f"sock{len(self._listeners)}")
+            listener = await self._require_conn().forward_local_path(local, path)
+            os.chmod(local, 0o600)
+        except OSError as err:  # e.g. "AF_UNIX path too long" for a deep TMPDIR
+            raise LocalError(
+                f"cannot create the local end of the tunnel in {self._tmpdir or tempfile.gettempdir()}: "
+                f"{err.strerror or err} (set TMPDIR to a short, writable directory)"
+            ) from err
         self._listeners.append(listener)
         return f"unix:{local}"
 

@@ -23,7 +23,23 @@ def test_normalizes_like_docker(text: str, expected: str) -> None:
     assert normalize(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "UPPER:tag", "app:bad tag", " app", "app@sha256:short", "a//b", "app:"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "UPPER:tag",
+        "app:bad tag",
+        " app",
+        "app@sha256:short",
+        "a//b",
+        "app:",
+        "app:d\u0435v",  # Cyrillic "e": a look-alike of app:dev
+        "app:v\u0661",  # Arabic-Indic digit one
+        "app:v1\nx",
+        "app:v1\n@sha256:" + "a" * 64,
+        "r\u0435gistry.io/app:v1",
+    ],
+)
 def test_rejects_invalid(text: str) -> None:
     with pytest.raises(UsageError):
         parse_reference(text)

@@ -191,10 +191,39 @@ def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_temp_files_of_killed_runs_are_swept(tmp_path: Path) -> None:
     cache = LayerCache(tmp_path)
     cache.layers_dir.mkdir(parents=True)
-    stale, fresh = cache.layers_dir / ".tmp-old", cache.layers_dir / ".tmp-new"
-    stale.write_bytes(b"x")
-    fresh.write_bytes(b"x")
-    os.utime(stale, (0, 0))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    names = {
+        "dead": f".tmp-{dead.pid}-abc",  # its process is gone
+        "old": f".tmp-{os.getpid()}-old",  # alive, but a day old: the pid was reused
+        "live": f".tmp-{os.getpid()}-new",  # a concurrent run's file in progress
+        "foreign": "notours",
+    }
+    for name in names.values():
+        (cache.layers_dir / name).write_bytes(b"x")
+    os.utime(cache.layers_dir / names["old"], (0, 0))
     data = layer_tar(8)
     cache.add(io.BytesIO(data), {"sha256:" + hashlib.sha256(data).hexdigest()})
-    assert not stale.exists() and fresh.exists()
+    left = {p.name for p in cache.layers_dir.iterdir()}
+    assert names["dead"] not in left and names["old"] not in left
+    assert names["live"] in left and names["foreign"] in left
+
+
+def test_cache_directories_are_private(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o755)
+    root.chmod(0o755)  # as an older version left it
+    cache = LayerCache(root)
+    data = layer_tar(9)
+    cache.add(io.BytesIO(data), {"sha256:" + hashlib.sha256(data).hexdigest()})
+    cache.store_config(b"{}")
+    for directory in (root, root / "layers", cache.layers_dir, root / "configs", cache.configs_dir):
+        assert directory.stat().st_mode & 0o777 == 0o700, directory
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cache = LayerCache(blocker / "cache")
+    with pytest.raises(SourceError, match=r"cannot use the layer cache .*XDG_CACHE_HOME"):
+        cache.add(io.BytesIO(layer_tar(10)), set())

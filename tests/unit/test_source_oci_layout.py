@@ -134,7 +134,7 @@ def test_corrupt_index_json_names_the_file(tmp_path: Path) -> None:
 def test_index_entry_without_digest(tmp_path: Path) -> None:
     info = write_layout(tmp_path / "img")
     (info.path / "index.json").write_text('{"manifests": [{"size": 1}]}')
-    with pytest.raises(SourceError, match="malformed entry"):
+    with pytest.raises(SourceError, match=r"manifests\[0\]: 'digest' is missing"):
         open_oci_layout(info.path)
 
 
