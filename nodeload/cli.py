@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import re
+import signal
 import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -16,6 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from nodeload import __version__
+from nodeload.containerd.client import DEFAULT_TIMEOUT
 from nodeload.errors import NodeloadError, UsageError
 from nodeload.image import ImageSource
 from nodeload.platforms import Platform
@@ -23,8 +26,10 @@ from nodeload.progress import NullProgress, ProgressSink, RichProgress
 from nodeload.push import Prepared, push_all
 from nodeload.reference import parse_reference
 from nodeload.report import summary_line
-from nodeload.sources import open_source
+from nodeload.sources import open_source, parse_source
+from nodeload.sources.base import name_or_none
 from nodeload.targets.containerd import CRI_NAMESPACE, TargetOptions
+from nodeload.text import printable
 from nodeload.transports.ssh import SSHOptions, SSHTransport
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -95,24 +100,60 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not verify node host keys (unsafe: anyone on the path can impersonate a node)",
     )
+    push.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long containerd may leave a call unanswered or an upload without progress "
+        f"(default {DEFAULT_TIMEOUT:.0f})",
+    )
     push.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
+    push.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"invalid seconds {text!r}: a number above 0")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nodeload`` console script."""
     args = build_parser().parse_args(argv)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    _terminate_like_interrupt()
     try:
         return _push(args, err)
-    except NodeloadError as exc:
-        err.print(f"nodeload: error: {exc}", markup=False)
-        if args.json:  # scripts still get a report to parse
-            print(json.dumps({"image": args.image, "error": str(exc), "nodes": []}, indent=2))
-        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
     except KeyboardInterrupt:
         err.print("nodeload: interrupted; rerun the same command to resume", markup=False)
         return 130
+    except Exception as exc:  # the boundary: a message and a report, never a bare traceback
+        if args.debug or not isinstance(exc, NodeloadError):
+            logging.getLogger("nodeload").debug("the push failed", exc_info=True)
+        text = str(exc) if isinstance(exc, NodeloadError) else f"internal error: {type(exc).__name__}: {exc}"
+        hint = "" if isinstance(exc, NodeloadError) or args.debug else " (--debug shows where)"
+        err.print(f"nodeload: error: {printable(text)}{hint}", markup=False)
+        if args.json:  # scripts still get a report to parse
+            print(json.dumps({"image": args.image, "error": text, "nodes": []}, indent=2))
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
+
+
+def _terminate_like_interrupt() -> None:
+    """SIGTERM (CI cancelling a job, ``kill``) unwinds like Ctrl-C: temporary files are removed."""
+    with contextlib.suppress(ValueError):  # not the main thread (tests calling main())
+
+        def interrupt(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _push(args: argparse.Namespace, err: Console) -> int:
@@ -124,6 +165,14 @@ def _push(args: argparse.Namespace, err: Console) -> int:
             "separated by . _ or - (k8s.io, default, moby)"
         )
     platform = Platform.parse(args.platform) if args.platform else None
+    if args.ssh_config is not None and not args.ssh_config.is_file():
+        raise UsageError(f"-F {args.ssh_config}: no such file")
+    if args.insecure_skip_host_key_check:
+        err.print(
+            "warning: --insecure-skip-host-key-check: node host keys are NOT verified; anyone on the "
+            "network path can pose as a node, receive the image and fake containerd's answers",
+            markup=False,
+        )
     ssh = SSHOptions(
         identity=args.identity,
         ssh_config=args.ssh_config,
@@ -131,12 +180,18 @@ def _push(args: argparse.Namespace, err: Console) -> int:
         verify_host_keys=not args.insecure_skip_host_key_check,
     )
     transports = [SSHTransport(node, ssh) for node in args.node]  # validates node syntax early
+    for transport in transports:
+        transport.check_config()  # a bad -F file is a usage error, not one failure per node
 
     with contextlib.ExitStack() as stack:
 
         def prepare() -> Prepared:
             source = _open(args.image, stack)
-            name = _target_name(args.name, source)
+            name, from_source = _target_name(args.name, args.image, source)
+            if from_source:
+                shown = printable(name)
+                note = f"nodeload: using the name {shown} found inside the source (--name sets another)"
+                err.print(note, markup=False)
             _warn_floating(name, err)  # stderr: --json output on stdout stays clean
             target = TargetOptions(
                 namespace=args.namespace,
@@ -144,6 +199,7 @@ def _push(args: argparse.Namespace, err: Console) -> int:
                 platform=platform,
                 snapshotter=args.snapshotter,
                 unpack=not args.no_unpack,
+                name_from_source=from_source,
             )
             return Prepared(source, target)
 
@@ -151,13 +207,15 @@ def _push(args: argparse.Namespace, err: Console) -> int:
         shown: AbstractContextManager[ProgressSink]
         shown = RichProgress(err) if bars else contextlib.nullcontext(NullProgress())
         with shown as progress:
-            results = asyncio.run(push_all(prepare, transports, progress, socket=args.containerd_socket))
+            results = asyncio.run(
+                push_all(prepare, transports, progress, socket=args.containerd_socket, timeout=args.timeout)
+            )
     if args.json:
         report: dict[str, Any] = {"image": args.image, "nodes": [r.to_json() for r in results]}
         print(json.dumps(report, indent=2))
     else:
         for result in results:
-            err.print(summary_line(result), markup=False)
+            err.print(printable(summary_line(result)), markup=False)
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
@@ -168,12 +226,20 @@ def _open(text: str, stack: contextlib.ExitStack) -> ImageSource:
     return source
 
 
-def _target_name(explicit: str | None, source: ImageSource) -> str:
+def _target_name(explicit: str | None, image: str, source: ImageSource) -> tuple[str, bool]:
+    """The name to create on the nodes, and whether it came from inside the source.
+
+    A name the user wrote (``--name``, or the IMAGE argument itself, as in ``myapp:dev``)
+    may replace an existing image; one read from the source's RepoTags or annotations
+    may not (see ContainerdTarget).
+    """
     if explicit:
-        return parse_reference(explicit).normalized()
-    if source.reference:
-        return parse_reference(source.reference).normalized()
-    raise UsageError("the source image has no name of its own: give the name to create with --name REF")
+        return parse_reference(explicit).normalized(), False
+    if not source.reference:
+        raise UsageError("the source image has no name of its own: give the name to create with --name REF")
+    name = parse_reference(source.reference).normalized()
+    written = parse_source(image).ref
+    return name, not (written and name_or_none(written) == name)
 
 
 def _warn_floating(name: str, err: Console) -> None:

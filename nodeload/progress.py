@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -15,6 +16,8 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+
+from nodeload.text import printable
 
 
 class ProgressSink(Protocol):
@@ -54,6 +57,11 @@ class NullProgress:
         """Nothing to show."""
 
 
+def _shown(text: str) -> str:
+    """Text from nodes or sources, safe for the terminal and for rich's markup."""
+    return escape(printable(text))
+
+
 @dataclass(frozen=True)
 class _BlobBar:
     node_task: TaskID
@@ -85,7 +93,7 @@ class RichProgress:
 
     def _node_task(self, node: str) -> TaskID:
         if node not in self._nodes:
-            self._nodes[node] = self._progress.add_task(f"[bold]{node}", total=0)
+            self._nodes[node] = self._progress.add_task(f"[bold]{_shown(node)}", total=0)
         return self._nodes[node]
 
     def blob_started(self, node: str, digest: str, total: int, already: int) -> object:
@@ -109,4 +117,4 @@ class RichProgress:
 
     def message(self, node: str, text: str) -> None:
         """Show the node's current phase in its bar."""
-        self._progress.update(self._node_task(node), description=f"[bold]{node}[/] {text}")
+        self._progress.update(self._node_task(node), description=f"[bold]{_shown(node)}[/] {_shown(text)}")

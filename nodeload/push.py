@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import asyncssh
 import grpc
 
-from nodeload.containerd.client import ContainerdClient, rpc_error
+from nodeload.containerd.client import DEFAULT_TIMEOUT, ContainerdClient, rpc_error
 from nodeload.errors import ContainerdUnavailable, NodeloadError
 from nodeload.graph import ImageGraph, resolve
 from nodeload.image import ImageSource
@@ -24,6 +25,8 @@ from nodeload.progress import ProgressSink
 from nodeload.report import NodeResult
 from nodeload.targets.containerd import ContainerdTarget, TargetOptions
 from nodeload.transports.base import Transport
+
+log = logging.getLogger(__name__)
 
 # Where containerd listens on common distributions, in the order we try them.
 DEFAULT_SOCKETS = (
@@ -71,6 +74,7 @@ async def push_all(
     progress: ProgressSink,
     *,
     socket: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> list[NodeResult]:
     """Push to every node concurrently; one result per node, in order.
 
@@ -80,7 +84,9 @@ async def push_all(
     """
     ready = _in_daemon_thread(prepare)
     graphs = GraphCache()
-    nodes = [asyncio.ensure_future(push_node(ready, t, progress, graphs, socket)) for t in transports]
+    nodes = [
+        asyncio.ensure_future(push_node(ready, t, progress, graphs, socket, timeout)) for t in transports
+    ]
     try:
         await ready
     except BaseException:
@@ -97,6 +103,7 @@ async def push_node(
     progress: ProgressSink,
     graphs: GraphCache,
     socket: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> NodeResult:
     """Push to one node; failures become a failed result with the error text."""
     result = NodeResult(node=transport.node)
@@ -106,7 +113,7 @@ async def push_node(
         async with transport:
             try:
                 progress.message(transport.node, "connecting")
-                client = await connect_containerd(transport, socket, result)
+                client = await connect_containerd(transport, socket, result, timeout)
                 try:
                     info = await client.node_info()
                     progress.message(transport.node, "waiting for the image")
@@ -124,8 +131,15 @@ async def push_node(
         result.status, result.error = "failed", str(err)
     except grpc.aio.AioRpcError as err:  # containerd said no, or the tunnel broke mid-call
         result.status, result.error = "failed", str(rpc_error("a request", err))
-    except (asyncssh.Error, OSError) as err:  # the SSH connection died
+    except (asyncssh.Error, ConnectionError) as err:  # the SSH connection died
         result.status, result.error = "failed", f"connection to the node lost: {err}"
+    except OSError as err:  # anything else the OS refused happened here, not on the node
+        log.debug("%s failed", transport.node, exc_info=True)
+        result.status, result.error = "failed", f"local error: {err}"
+    except Exception as err:  # a bug, or input nothing above foresaw: this node fails, not the run
+        log.debug("%s failed", transport.node, exc_info=True)
+        result.status = "failed"
+        result.error = f"internal error: {type(err).__name__}: {err} (--debug shows where)"
     finally:
         result.seconds = round(loop.time() - started, 3)
     return result
@@ -167,7 +181,7 @@ def _record_traffic(transport: Transport, result: NodeResult) -> None:
 
 
 async def connect_containerd(
-    transport: Transport, socket: str | None, result: NodeResult
+    transport: Transport, socket: str | None, result: NodeResult, timeout: float = DEFAULT_TIMEOUT
 ) -> ContainerdClient:
     """Find the first containerd socket that exists and answers, and connect to it.
 
@@ -180,12 +194,16 @@ async def connect_containerd(
         if not await transport.can_open(path):
             reasons.append(await transport.why_unusable(path) or f"{path} cannot be opened")
             continue
-        client = ContainerdClient(await transport.forward(path))
+        client = ContainerdClient(await transport.forward(path), timeout=timeout)
         try:
-            await client.version(timeout=10)
+            await client.version()
         except Exception as err:
             await client.close()
-            reasons.append(f"{path} does not answer as containerd ({type(err).__name__})")
+            timed_out = (
+                isinstance(err, grpc.aio.AioRpcError) and err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            )
+            why = f"did not answer within {client.timeout:.0f}s" if timed_out else type(err).__name__
+            reasons.append(f"{path} does not answer as containerd ({why})")
             continue
         result.socket = path
         return client

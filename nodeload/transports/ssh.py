@@ -140,6 +140,14 @@ class SSHTransport:
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
+    def check_config(self) -> None:
+        """Read the node's ssh config now.
+
+        Raises:
+            UsageError: when the ssh config cannot be parsed for this node.
+        """
+        self._resolved()
+
     def _resolved(self) -> asyncssh.SSHClientConnectionOptions:
         """The node's settings as the ssh config resolves them (HostName, Port, User, files...).
 
@@ -157,7 +165,8 @@ class SSHTransport:
             try:
                 self._settings = asyncssh.SSHClientConnectionOptions(host=self._address.host, **kwargs)
             except (OSError, ValueError, asyncssh.Error) as err:
-                raise UsageError(f"cannot use the ssh config: {err}") from err
+                source = f"-F {self._options.ssh_config}" if self._options.ssh_config else "the ssh config"
+                raise UsageError(f"{source}: {err}") from err
         return self._settings
 
     def _connect_kwargs(self, check: HostKeyCheck | None) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.cli import USER, Cli
 from tests.integration.nodes import Containerd, Sshd, start_containerd, start_sshd
 
 
@@ -72,3 +75,42 @@ def sshd() -> Iterator[Sshd]:
     yield server
     server.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cli(sshd: Sshd, tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    """The CLI with an empty HOME (no ~/.ssh keys or config) and no ssh-agent."""
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    env["HOME"] = str(tmp_path_factory.mktemp("home"))
+    env["COLUMNS"] = "1000"  # rich would wrap messages (and paths inside them) at 80 columns
+    return Cli(sshd, env)
+
+
+@pytest.fixture(scope="session")
+def host_fingerprint(sshd: Sshd) -> str:
+    """SHA256 fingerprint of the sshd's real host key, as ssh-keygen prints it."""
+    out = subprocess.run(
+        ["ssh-keygen", "-lf", str(sshd.root / "host_ed25519.pub")], check=True, capture_output=True, text=True
+    ).stdout
+    return out.split()[1]  # "256 SHA256:... comment (ED25519)"
+
+
+@pytest.fixture(scope="session")
+def login_user(sshd: Sshd) -> str:
+    """A non-root account that logs in to the test sshd with the same client key.
+
+    Created when missing and left in place (concurrent sessions may share it); it has no
+    password and no keys of its own, so the system's sshd lets nobody in as it.
+    """
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        added = subprocess.run(["useradd", "-m", USER], capture_output=True, text=True)
+        if added.returncode and "already exists" not in added.stderr:
+            pytest.skip(f"cannot add user {USER}: {added.stderr.strip()}")
+    # useradd leaves the password locked ("!"), and sshd without PAM refuses a locked account
+    # even with a valid key; "*" unlocks it and still matches no password.
+    subprocess.run(["usermod", "-p", "*", USER], check=True)
+    # sshd reads the (global) AuthorizedKeysFile as the user: open the 0700 directory holding it.
+    sshd.root.chmod(0o711)
+    return USER

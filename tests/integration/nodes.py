@@ -45,7 +45,7 @@ KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
 AllowStreamLocalForwarding yes
-LogLevel ERROR
+LogLevel {log_level}
 """
 
 
@@ -145,8 +145,11 @@ def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-def start_sshd(root: Path) -> Sshd:
-    """Start sshd with a fresh host key and client key; wait until it accepts."""
+def start_sshd(root: Path, log_level: str = "ERROR") -> Sshd:
+    """Start sshd with a fresh host key and client key; wait until it accepts.
+
+    Its log (``root/sshd.log``) is at ``log_level`` (DEBUG1 shows every channel request).
+    """
     root.mkdir(parents=True, exist_ok=True)
     os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
     _keygen(root / "host_ed25519")
@@ -154,7 +157,7 @@ def start_sshd(root: Path) -> Sshd:
     (root / "authorized_keys").write_text((root / "client_ed25519.pub").read_text())
     port = free_port()
     config = root / "sshd_config"
-    config.write_text(SSHD_CONFIG.format(port=port, root=root))
+    config.write_text(SSHD_CONFIG.format(port=port, root=root, log_level=log_level))
     host_pub = (root / "host_ed25519.pub").read_text().split()
     line = f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}"
     (root / "known_hosts").write_text(line + "\n")

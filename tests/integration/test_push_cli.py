@@ -13,190 +13,35 @@ import hashlib
 import json
 import os
 import platform
-import pwd
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from nodeload.containerd.client import ContainerdClient
 from nodeload.image import MEDIA_OCI_CONFIG, MEDIA_OCI_MANIFEST, canonical_json, descriptor_for
-from tests.helpers.oci import ImageSpec, LayoutInfo, WrittenImage, write_layout
+from tests.helpers.oci import ImageSpec, LayoutInfo, write_layout
+from tests.integration.cli import (
+    REPO,
+    USER,
+    Cli,
+    blobs_of,
+    chain_ids,
+    content,
+    images,
+    keygen,
+    layout,
+    snapshots,
+    stored_size,
+)
 from tests.integration.nodes import Containerd, Sshd, free_port
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-USER = "nodeload-it"
-
-
-@dataclass(frozen=True)
-class Run:
-    """A finished ``nodeload`` process."""
-
-    code: int
-    out: str
-    err: str
-
-    @property
-    def nodes(self) -> list[dict[str, Any]]:
-        """The per-node results of ``--json``."""
-        nodes: list[dict[str, Any]] = json.loads(self.out)["nodes"]
-        return nodes
-
-
-@dataclass(frozen=True)
-class Cli:
-    """Runs ``nodeload`` for a user whose own SSH setup (agent, ~/.ssh) cannot help."""
-
-    sshd: Sshd
-    env: Mapping[str, str]
-
-    def run(self, *args: str) -> Run:
-        """``nodeload ARGS``."""
-        proc = subprocess.run(
-            [sys.executable, "-m", "nodeload", *args],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        return Run(proc.returncode, proc.stdout, proc.stderr)
-
-    def push(
-        self,
-        source: LayoutInfo | str,
-        containerd: Containerd | None,
-        *args: str,
-        nodes: Sequence[str] = (),
-        login: bool = True,
-        json: bool = True,
-    ) -> Run:
-        """Push ``source`` to ``nodes`` (default: the test sshd) and ``containerd``'s socket.
-
-        ``login`` adds the test's client key and known_hosts; ``json`` adds ``--json``.
-        """
-        argv = ["push", source if isinstance(source, str) else f"oci:{source.path}", *args]
-        for node in nodes or [self.sshd.node]:
-            argv += ["--node", node]
-        if containerd is not None:
-            argv += ["--containerd-socket", str(containerd.socket)]
-        if login:
-            argv += ["-i", str(self.sshd.client_key), "--known-hosts", str(self.sshd.known_hosts)]
-        return self.run(*argv, *(["--json"] if json else []))
-
-    def push_ok(
-        self, source: LayoutInfo | str, containerd: Containerd, *args: str, **kw: Any
-    ) -> dict[str, Any]:
-        """Push to one node, expect success, and return its JSON result."""
-        run = self.push(source, containerd, *args, **kw)
-        assert run.code == 0, run.err
-        (result,) = run.nodes
-        assert (result["status"], result["error"]) == ("ok", None)
-        return result
-
-
-# -- the node's real state ---------------------------------------------------
-
-
-def content(node: Containerd, namespace: str = "k8s.io") -> set[str]:
-    """Digests in the node's content store."""
-    return set(node.ctr("content", "ls", "--quiet", namespace=namespace).split())
-
-
-def images(node: Containerd, namespace: str = "k8s.io") -> set[str]:
-    """Image record names on the node."""
-    return set(node.ctr("images", "ls", "--quiet", namespace=namespace).split())
-
-
-def snapshots(node: Containerd, namespace: str) -> set[str]:
-    """Snapshot keys (committed snapshots are named by chain ID)."""
-    lines = node.ctr("snapshots", "ls", namespace=namespace).splitlines()[1:]
-    return {line.split()[0] for line in lines if line.strip()}
-
-
-def stored_size(node: Containerd, digest: str) -> int:
-    """A blob's size as containerd stored it on disk."""
-    blobs = node.root / "root" / "io.containerd.content.v1.content" / "blobs"
-    algorithm, hexpart = digest.split(":")
-    return (blobs / algorithm / hexpart).stat().st_size
-
-
-# -- sources -----------------------------------------------------------------
-
-
-def layout(tmp_path: Path, seed: int, **kwargs: Any) -> LayoutInfo:
-    """A random OCI layout of this test's own (``seed``)."""
-    return write_layout(tmp_path / f"oci-{seed}", seed=seed, **kwargs)
-
-
-def blobs_of(image: WrittenImage) -> set[str]:
-    """A platform's manifest, config and layers."""
-    return {image.manifest.digest, image.config.digest, *(layer.digest for layer in image.layers)}
-
-
-def chain_ids(diff_ids: Sequence[str]) -> list[str]:
-    """OCI chain IDs: the snapshot names of an unpacked image."""
-    chain = [diff_ids[0]]
-    for diff_id in diff_ids[1:]:
-        chain.append("sha256:" + hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest())
-    return chain
-
-
-def keygen(path: Path) -> Path:
-    """A new ed25519 key pair; returns the private key."""
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-    return path
-
-
-# -- fixtures ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def cli(sshd: Sshd, tmp_path_factory: pytest.TempPathFactory) -> Cli:
-    """The CLI with an empty HOME (no ~/.ssh keys or config) and no ssh-agent."""
-    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
-    env["HOME"] = str(tmp_path_factory.mktemp("home"))
-    env["COLUMNS"] = "1000"  # rich would wrap messages (and paths inside them) at 80 columns
-    return Cli(sshd, env)
-
-
-@pytest.fixture(scope="session")
-def host_fingerprint(sshd: Sshd) -> str:
-    """SHA256 fingerprint of the sshd's real host key, as ssh-keygen prints it."""
-    out = subprocess.run(
-        ["ssh-keygen", "-lf", str(sshd.root / "host_ed25519.pub")], check=True, capture_output=True, text=True
-    ).stdout
-    return out.split()[1]  # "256 SHA256:... comment (ED25519)"
-
-
-@pytest.fixture(scope="session")
-def login_user(sshd: Sshd) -> str:
-    """A non-root account that logs in to the test sshd with the same client key.
-
-    Created when missing and left in place (concurrent sessions may share it); it has no
-    password and no keys of its own, so the system's sshd lets nobody in as it.
-    """
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        added = subprocess.run(["useradd", "-m", USER], capture_output=True, text=True)
-        if added.returncode and "already exists" not in added.stderr:
-            pytest.skip(f"cannot add user {USER}: {added.stderr.strip()}")
-    # useradd leaves the password locked ("!"), and sshd without PAM refuses a locked account
-    # even with a valid key; "*" unlocks it and still matches no password.
-    subprocess.run(["usermod", "-p", "*", USER], check=True)
-    # sshd reads the (global) AuthorizedKeysFile as the user: open the 0700 directory holding it.
-    sshd.root.chmod(0o711)
-    return USER
 
 
 # -- 1. happy path ---------------------------------------------------------------

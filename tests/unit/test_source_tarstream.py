@@ -71,3 +71,25 @@ def test_a_cut_stream_is_an_error() -> None:
 def test_garbage_is_not_a_tar() -> None:
     with pytest.raises(TarStreamError):
         list(iter_files(io.BytesIO(b"{" + b"x" * 1023)))
+
+
+def _pax_stream(record: bytes) -> bytes:
+    """A tar stream whose first member has a PAX header holding ``record``."""
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type, header.size = tarfile.XHDTYPE, len(record)
+    member = tarfile.TarInfo("file")
+    member.size = 1
+    blocks = header.tobuf(format=tarfile.USTAR_FORMAT) + record + b"\0" * (-len(record) % 512)
+    return blocks + member.tobuf(format=tarfile.USTAR_FORMAT) + b"x" + b"\0" * 511 + b"\0" * 1024
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("record", [b"0 path=x\n", b"3 path=x\n", b"99 path=x\n", b"x path=x\n", b"path=x"])
+def test_malformed_pax_records_are_errors_not_loops(record: bytes) -> None:
+    with pytest.raises(TarStreamError, match="PAX"):
+        list(iter_files(io.BytesIO(_pax_stream(record))))
+
+
+def test_a_good_pax_path_is_used() -> None:
+    record = b"16 path=renamed\n"
+    assert [m.name for m in iter_files(io.BytesIO(_pax_stream(record)))] == ["renamed"]
