@@ -7,6 +7,10 @@ class NodeloadError(Exception):
     """Base of every error nodeload reports to the user (exit status 1)."""
 
 
+class InternalError(NodeloadError):
+    """Something nodeload did not foresee (a bug): reported as such, with --debug for details."""
+
+
 class UsageError(NodeloadError):
     """The command line or an argument is wrong (exit status 2)."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from rich.console import Console
@@ -62,17 +61,14 @@ def _shown(text: str) -> str:
     return escape(printable(text))
 
 
-@dataclass(frozen=True)
-class _BlobBar:
-    node_task: TaskID
-    task: TaskID
-
-
 class RichProgress:
-    """A bar per node and per blob while it is being sent."""
+    """One line per node: its state, bytes sent of bytes to send, rate and time left.
+
+    Readable with twenty nodes: blobs only feed their node's line.
+    """
 
     def __init__(self, console: Console) -> None:
-        """Bars go to ``console`` (stderr, so stdout stays clean)."""
+        """Lines go to ``console`` (stderr, so stdout stays clean)."""
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -97,24 +93,20 @@ class RichProgress:
         return self._nodes[node]
 
     def blob_started(self, node: str, digest: str, total: int, already: int) -> object:
-        """Add a bar for the blob and grow the node's bar."""
-        node_task = self._node_task(node)
-        node_total = self._progress.tasks[node_task].total or 0
-        self._progress.update(node_task, total=node_total + total, advance=already)
-        task = self._progress.add_task(f"  {digest[7:19]}", total=total, completed=already)
-        return _BlobBar(node_task, task)
+        """Grow the node's line by the blob (what an earlier run delivered counts as done)."""
+        task = self._node_task(node)
+        node_total = self._progress.tasks[task].total or 0
+        self._progress.update(task, total=node_total + total, advance=already)
+        return task
 
     def advance(self, handle: object, n: int) -> None:
-        """Move both the blob's and the node's bar."""
-        assert isinstance(handle, _BlobBar)
-        self._progress.advance(handle.task, n)
-        self._progress.advance(handle.node_task, n)
+        """Move the node's line."""
+        assert isinstance(handle, int)
+        self._progress.advance(TaskID(handle), n)
 
     def blob_done(self, handle: object) -> None:
-        """Remove the finished blob's bar."""
-        assert isinstance(handle, _BlobBar)
-        self._progress.remove_task(handle.task)
+        """Nothing to remove: blobs have no line of their own."""
 
     def message(self, node: str, text: str) -> None:
-        """Show the node's current phase in its bar."""
+        """Show the node's current state on its line."""
         self._progress.update(self._node_task(node), description=f"[bold]{_shown(node)}[/] {_shown(text)}")

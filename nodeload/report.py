@@ -11,7 +11,8 @@ class NodeResult:
     """What happened on one node. ``bytes_sent`` counts blob bytes written over the wire."""
 
     node: str
-    status: str = "failed"  # "ok" | "failed"
+    image: str = ""  # the IMAGE argument as the user wrote it
+    status: str = "pending"  # "ok" | "failed" once done
     error: str | None = None
     namespace: str = ""
     name: str = ""
@@ -34,14 +35,25 @@ class NodeResult:
     containerd_version: str = ""
     warnings: list[str] = field(default_factory=list)
 
+    # The exception behind ``error`` (not in the JSON report).
+    cause: BaseException | None = field(default=None, repr=False, compare=False)
+
     @property
     def ok(self) -> bool:
         """True when the push succeeded."""
         return self.status == "ok"
 
+    def fail(self, cause: BaseException, seconds: float | None = None) -> None:
+        """Record the failure ``cause`` (its text is the report's ``error``)."""
+        self.status, self.error, self.cause = "failed", str(cause), cause
+        if seconds is not None:
+            self.seconds = seconds
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object for ``--json``."""
-        return asdict(self)
+        data = asdict(self)
+        del data["cause"]
+        return data
 
 
 def human_bytes(n: int) -> str:
@@ -52,15 +64,3 @@ def human_bytes(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"
-
-
-def summary_line(result: NodeResult) -> str:
-    """One line per node for the terminal."""
-    if not result.ok:
-        return f"{result.node}: FAILED: {result.error}"
-    cri = {True: ", indexed by CRI", False: ", NOT seen by CRI", None: ""}[result.cri_indexed]
-    return (
-        f"{result.node}: {result.name} ({result.digest[:19]}, {result.platform}) -> {result.namespace}: "
-        f"sent {result.blobs_sent}/{result.blobs_total} blobs, {human_bytes(result.bytes_sent)}; "
-        f"skipped {human_bytes(result.bytes_skipped)}; {result.seconds:.1f}s{cri}"
-    )

@@ -38,6 +38,8 @@ class NodeSpec:
         container: The Docker container (id or name) of a ``docker`` node.
         jump: An SSH jump host, ``[USER@]HOST[:PORT]`` (ProxyJump).
         runtime: The container runtime the source reported, e.g. ``containerd://1.7.2``.
+        problem: Why nodeload cannot push to this node, known before connecting (a runtime
+            other than containerd, no address of the requested type): its results fail with it.
     """
 
     name: str
@@ -53,6 +55,7 @@ class NodeSpec:
     container: str | None = None
     jump: str | None = None
     runtime: str | None = None
+    problem: str | None = None
 
     def __str__(self) -> str:
         return self.name

@@ -12,12 +12,19 @@ import asyncio
 import contextlib
 import io
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import IO
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractContextManager, asynccontextmanager
+from typing import IO, TypeVar
 
-from nodeload.containerd.client import ContainerdClient, NodeInfo, WriteResult
+import grpc
+
+from nodeload.containerd.client import (
+    DEFAULT_TIMEOUT,
+    ContainerdClient,
+    NodeInfo,
+    WriteResult,
+    rpc_error,
+)
 from nodeload.errors import BlobMismatch, ContainerdUnavailable, PlatformNotFound, PushFailed
 from nodeload.graph import ImageGraph
 from nodeload.image import (
@@ -28,32 +35,83 @@ from nodeload.image import (
     ImageSource,
     sniff,
 )
+from nodeload.nodes.spec import NodeSpec
 from nodeload.plan import LABEL_UNCOMPRESSED, BlobStep, NodeState, Plan, chain_ids, make_plan
-from nodeload.platforms import Platform, choose_platform
+from nodeload.platforms import choose_platform
 from nodeload.progress import ProgressSink
 from nodeload.reference import parse_reference
 from nodeload.report import NodeResult
+from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, TargetOptions
+from nodeload.transports.base import Transport
 
-CRI_NAMESPACE = "k8s.io"
+T = TypeVar("T")
+
 DEFAULT_SNAPSHOTTER = "overlayfs"
 _CRI_WAIT_SECONDS = 10.0
+# Where containerd listens on common distributions, in the order they are tried.
+DEFAULT_SOCKETS = (
+    "/run/containerd/containerd.sock",
+    "/run/k3s/containerd/containerd.sock",
+    "/var/run/docker/containerd/containerd.sock",
+)
 
 
-@dataclass(frozen=True)
-class TargetOptions:
-    """What the user asked for, per push."""
+@asynccontextmanager
+async def open_containerd(
+    transport: Transport,
+    node: NodeSpec,
+    progress: ProgressSink,
+    *,
+    socket: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> AsyncIterator[ContainerdTarget]:
+    """The node's containerd as a target: the first socket that answers, and what it says of itself.
 
-    namespace: str = CRI_NAMESPACE
-    name: str = ""
-    platform: Platform | None = None
-    snapshotter: str | None = None
-    unpack: bool = True
-    # The name came from inside the source (RepoTags, annotations), not from the user: it may
-    # not move an existing record to other content (an archive naming itself pause:3.9...).
-    name_from_source: bool = False
+    ``socket`` (``--containerd-socket``) is the only one tried when given; otherwise the
+    node's own hints (a k3s node's socket, an inventory's) come before the usual places.
+
+    Raises:
+        ContainerdUnavailable: with the reason for each socket tried.
+    """
+    candidates = [socket] if socket else list(dict.fromkeys((*node.sockets, *DEFAULT_SOCKETS)))
+    progress.message(node.name, "connecting")
+    client, path = await _connect(transport, candidates, timeout, hinted=bool(socket))
+    try:
+        info = await _translated("asking containerd about itself", client.node_info())
+        yield ContainerdTarget(client, node.name, progress, info, path)
+    finally:
+        await client.close()
 
 
-GraphResolver = Callable[[Platform], ImageGraph]
+async def _connect(
+    transport: Transport, candidates: list[str], timeout: float, *, hinted: bool
+) -> tuple[ContainerdClient, str]:
+    reasons: list[str] = []
+    for path in candidates:
+        if not await transport.can_open(path):
+            reasons.append(await transport.why_unusable(path) or f"{path} cannot be opened")
+            continue
+        client = ContainerdClient(await transport.forward(path), timeout=timeout)
+        try:
+            await client.version()
+        except Exception as err:
+            await client.close()
+            code = err.code() if isinstance(err, grpc.aio.AioRpcError) else None
+            timed_out = code == grpc.StatusCode.DEADLINE_EXCEEDED
+            why = f"did not answer within {client.timeout:.0f}s" if timed_out else type(err).__name__
+            reasons.append(f"{path} does not answer as containerd ({why})")
+            continue
+        return client, path
+    hint = "" if hinted else "; name it with --containerd-socket"
+    raise ContainerdUnavailable(f"no usable containerd socket: {'; '.join(reasons)}{hint}")
+
+
+async def _translated(what: str, call: Awaitable[T]) -> T:
+    """``await call``, with containerd's gRPC errors turned into errors the user can act on."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as err:
+        raise rpc_error(what, err) from err
 
 
 def _check_platform(graph: ImageGraph, info: NodeInfo, options: TargetOptions) -> None:
@@ -67,32 +125,32 @@ def _check_platform(graph: ImageGraph, info: NodeInfo, options: TargetOptions) -
 
 
 class ContainerdTarget:
-    """One node's containerd, as a destination for images."""
+    """One node's containerd, as a destination for images (see :func:`open_containerd`)."""
 
-    def __init__(self, client: ContainerdClient, node: str, progress: ProgressSink) -> None:
-        """Wrap a connected client; ``node`` labels progress and results."""
+    def __init__(
+        self, client: ContainerdClient, node: str, progress: ProgressSink, info: NodeInfo, socket: str
+    ) -> None:
+        """Wrap a connected client; ``node`` labels progress."""
         self._client = client
         self._node = node
         self._progress = progress
+        self._info = info
+        self._socket = socket
 
-    async def push(
-        self,
-        source: ImageSource,
-        resolve: GraphResolver,
-        options: TargetOptions,
-        result: NodeResult,
-        info: NodeInfo,
-    ) -> None:
-        """Push ``source`` and fill ``result`` as it goes.
-
-        ``info`` is the node's :meth:`ContainerdClient.node_info` (asked while the source
-        was still being prepared).
+    async def push(self, image: PreparedImage, options: TargetOptions, result: NodeResult) -> None:
+        """Push ``image`` and fill ``result`` as it goes.
 
         Raises:
             NodeloadError: on anything the user must act on.
         """
-        result.containerd_version = info.version
-        graph = await asyncio.to_thread(resolve, options.platform or info.platform)
+        result.namespace, result.name = options.namespace, options.name
+        result.socket, result.containerd_version = self._socket, self._info.version
+        self._client.namespace = options.namespace
+        await _translated("a request", self._push(image, options, result))
+
+    async def _push(self, image: PreparedImage, options: TargetOptions, result: NodeResult) -> None:
+        info, source = self._info, image.source
+        graph = await asyncio.to_thread(image.graph, options.platform or info.platform)
         _check_platform(graph, info, options)
         snapshotter = self._snapshotter(info, options)
         async with self._client.leased():

@@ -1,12 +1,10 @@
-"""Transports give a local gRPC endpoint that reaches a node's containerd socket.
+"""Transports give a local gRPC endpoint that reaches a socket on a node.
 
-A transport knows how to get bytes to a unix socket on the node (SSH today;
-``docker exec`` and a sudo bridge slot in the same way) and nothing about
-containerd or images.
+A transport knows how to get bytes to a unix socket on the node (SSH forwarding today;
+an exec bridge, ``docker exec`` and the agent slot in the same way) and nothing about
+containerd or images. It turns its own library's errors into NodeErrors.
 """
 
-from nodeload.transports.base import Transport
-from nodeload.transports.local import LocalTransport
-from nodeload.transports.ssh import SSHOptions, SSHTransport, parse_node
+from nodeload.transports.base import Traffic, Transport
 
-__all__ = ["LocalTransport", "SSHOptions", "SSHTransport", "Transport", "parse_node"]
+__all__ = ["Traffic", "Transport"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
-import ipaddress
 import os
 import shlex
 import shutil
@@ -31,6 +30,7 @@ from nodeload.errors import (
     NodeUnreachable,
     UsageError,
 )
+from nodeload.nodes.spec import NodeSpec
 from nodeload.transports.base import Traffic, tcp_traffic
 from nodeload.transports.ssh_hostkeys import CheckingClient, HostKeyCheck, trust_policy
 
@@ -57,45 +57,6 @@ def _local_user() -> str:
 
 
 @dataclass(frozen=True)
-class NodeAddress:
-    """``[USER@]HOST[:PORT]`` as written on the command line."""
-
-    host: str
-    user: str | None = None
-    port: int | None = None
-
-    def __str__(self) -> str:
-        text = f"{self.user}@" if self.user else ""
-        text += f"[{self.host}]" if ":" in self.host else self.host
-        return text + (f":{self.port}" if self.port else "")
-
-
-def parse_node(text: str) -> NodeAddress:
-    """Parse ``[USER@]HOST[:PORT]``; HOST may be an ~/.ssh/config alias or ``[IPv6]``."""
-    user, _, hostport = text.rpartition("@")
-    host, port = hostport, None
-    if hostport.startswith("["):
-        host, _, rest = hostport[1:].partition("]")
-        if rest:
-            port = rest.removeprefix(":")
-    elif hostport.count(":") == 1:
-        host, port = hostport.split(":")
-    elif ":" in hostport and not _is_ip(hostport):
-        raise UsageError(f"invalid node {text!r}: write an IPv6 address with a port as [ADDR]:PORT")
-    if not host or (port is not None and not port.isdigit()) or any(c.isspace() for c in text):
-        raise UsageError(f"invalid node {text!r}: expected [USER@]HOST[:PORT]")
-    return NodeAddress(host=host, user=user or None, port=int(port) if port else None)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-@dataclass(frozen=True)
 class SSHOptions:
     """How to reach nodes over SSH; defaults follow OpenSSH's."""
 
@@ -109,13 +70,16 @@ class SSHOptions:
 class SSHTransport:
     """Reach a node's unix sockets through one SSH connection."""
 
-    def __init__(self, node: str, options: SSHOptions | None = None) -> None:
-        """Prepare (but do not open) the connection to ``node``."""
-        self._node = node
-        self._address = parse_node(node)
+    def __init__(self, node: NodeSpec, options: SSHOptions | None = None) -> None:
+        """Prepare (but do not open) the connection to ``node`` (its ``address`` must be set)."""
+        if not node.address:
+            raise UsageError(f"node {node.name} has no SSH address")
+        self._spec = node
+        self._node = node.name
         self._options = options or SSHOptions()
-        self._conn: asyncssh.SSHClientConnection | None = None
         self._settings: asyncssh.SSHClientConnectionOptions | None = None
+        self._resolved()  # a bad ssh config is a usage error before anything starts
+        self._conn: asyncssh.SSHClientConnection | None = None
         self._tmpdir: str | None = None
         self._listeners: list[asyncssh.SSHListener] = []
 
@@ -140,14 +104,6 @@ class SSHTransport:
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
-    def check_config(self) -> None:
-        """Read the node's ssh config now.
-
-        Raises:
-            UsageError: when the ssh config cannot be parsed for this node.
-        """
-        self._resolved()
-
     def _resolved(self) -> asyncssh.SSHClientConnectionOptions:
         """The node's settings as the ssh config resolves them (HostName, Port, User, files...).
 
@@ -158,12 +114,12 @@ class SSHTransport:
             kwargs: dict[str, Any] = {}
             if self._options.ssh_config is not None:
                 kwargs["config"] = [str(self._options.ssh_config)]
-            if self._address.port:
-                kwargs["port"] = self._address.port
-            if self._address.user:
-                kwargs["username"] = self._address.user
+            if self._spec.port:
+                kwargs["port"] = self._spec.port
+            if self._spec.user:
+                kwargs["username"] = self._spec.user
             try:
-                self._settings = asyncssh.SSHClientConnectionOptions(host=self._address.host, **kwargs)
+                self._settings = asyncssh.SSHClientConnectionOptions(host=self._spec.address, **kwargs)
             except (OSError, ValueError, asyncssh.Error) as err:
                 source = f"-F {self._options.ssh_config}" if self._options.ssh_config else "the ssh config"
                 raise UsageError(f"{source}: {err}") from err
@@ -189,9 +145,10 @@ class SSHTransport:
         }
         if check is not None:
             kwargs["client_factory"] = lambda: CheckingClient(check)
-        if opts.identity is not None:
-            # -i adds a key; the agent and ~/.ssh/config IdentityFile keys still apply.
-            kwargs["client_keys"] = [str(opts.identity), *(settings.client_keys or [])]
+        extra = [str(key) for key in (self._spec.identity, opts.identity) if key is not None]
+        if extra:
+            # -i (and an inventory's key) add keys; the agent and ssh config IdentityFile keys still apply.
+            kwargs["client_keys"] = [*extra, *(settings.client_keys or [])]
         return kwargs
 
     def _host_key_check(self) -> HostKeyCheck | None:

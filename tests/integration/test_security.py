@@ -238,7 +238,7 @@ def test_archive_cannot_repoint_an_existing_image(
 
     hostile = cli.push(f"docker-archive:{archive}", node)
     assert hostile.code == 1
-    assert f"using the name {PAUSE} found inside the source" in hostile.err
+    assert f"using the name {PAUSE} found inside docker-archive:{archive}" in hostile.err
     error = hostile.nodes[0]["error"]
     assert f"{PAUSE} already exists on the node" in error and f"--name {PAUSE}" in error
     assert node.ctr("images", "ls") == before  # still the real pause image
@@ -451,7 +451,7 @@ def test_hostile_docker_archive_is_a_clear_error(
             tar.addfile(info, io.BytesIO(data))
     run = cli.push(f"docker-archive:{archive}", containerd, "--name", "example.com/bad:v1")
     assert run.code == 1 and TRACEBACK not in run.err
-    assert says in run.err and says in json.loads(run.out)["error"]
+    assert says in run.err and says in json.loads(run.out)["nodes"][0]["error"]
 
 
 def test_bad_ssh_config_file_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""A second transport slots into the same push logic: containerd's socket on this machine."""
+"""The library API with a second transport: containerd's socket on this machine, no SSH."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nodeload.progress import NullProgress
-from nodeload.push import Prepared, push_all
-from nodeload.sources import open_source
-from nodeload.targets.containerd import TargetOptions
-from nodeload.transports import LocalTransport
+import nodeload
+from nodeload.transports.local import LocalTransport
 from tests.helpers.oci import write_layout
 from tests.integration.nodes import Containerd
 
@@ -20,15 +17,13 @@ pytestmark = pytest.mark.integration
 
 def test_push_through_the_local_transport(fresh_containerd: Containerd, tmp_path: Path) -> None:
     info = write_layout(tmp_path / "img", ref="v1", seed=31)
-
-    def prepare() -> Prepared:
-        return Prepared(open_source(f"oci:{info.path}:v1"), TargetOptions(name="example.com/local:v1"))
-
-    [result] = asyncio.run(
-        push_all(prepare, [LocalTransport("this-host")], NullProgress(), socket=str(fresh_containerd.socket))
+    options = nodeload.PushOptions(
+        name="example.com/local:v1", containerd_socket=str(fresh_containerd.socket)
     )
+    [result] = nodeload.push(f"oci:{info.path}:v1", [nodeload.NodeSpec("this-host", reach="local")], options)
     assert (result.status, result.error) == ("ok", None)
     assert result.node == "this-host" and result.wire_bytes_sent is None  # nothing crossed a network
+    assert result.image == f"oci:{info.path}:v1"
     assert result.bytes_sent == sum(len(blob) for blob in info.blobs.values())
     assert "example.com/local:v1" in fresh_containerd.ctr("images", "ls", "--quiet")
 

@@ -1,0 +1,176 @@
+"""nodeload as a library: the calls the CLI, ``nodeload serve`` and users' scripts make.
+
+Example:
+    >>> import nodeload
+    >>> results = nodeload.push("myapp:dev", ["root@10.0.0.11", "root@10.0.0.12"])
+    >>> all(r.ok for r in results)
+    True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+from nodeload.containerd.client import DEFAULT_TIMEOUT
+from nodeload.errors import UsageError
+from nodeload.fanout import DEFAULT_PARALLEL, ImageJob, NodeJob, push_all
+from nodeload.nodes.connect import transport_for
+from nodeload.nodes.listed import parse_node
+from nodeload.nodes.spec import NodeSpec
+from nodeload.platforms import Platform
+from nodeload.progress import NullProgress, ProgressSink
+from nodeload.reference import parse_reference
+from nodeload.report import NodeResult
+from nodeload.sources import open_source, parse_source
+from nodeload.sources.base import name_or_none
+from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, TargetOptions
+from nodeload.targets.containerd import open_containerd
+from nodeload.text import printable
+from nodeload.transports.ssh import SSHOptions
+
+log = logging.getLogger("nodeload")
+
+# containerd's own rule for namespace names.
+_NAMESPACE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
+
+Notify = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    """How to push: the same for every image and node of a run (a node may override the namespace).
+
+    Attributes:
+        namespace: containerd namespace: ``k8s.io`` (kubelet/CRI), ``default`` (nerdctl),
+            ``moby`` (Docker's containerd image store).
+        name: The image name to create on the nodes (one image only); default: the source's own.
+        platform: Pick this platform of a multi-platform image (default: each node's own).
+        containerd_socket: Use only this socket on every node (default: the node's hints, then
+            the usual places).
+        snapshotter: Unpack into this snapshotter (default: CRI's, else overlayfs).
+        unpack: Unpack layers (False: store the content only).
+        timeout: Seconds containerd may leave a call unanswered or an upload without progress.
+        parallel: Nodes worked on at once.
+        ssh: How SSH nodes are reached.
+    """
+
+    namespace: str = CRI_NAMESPACE
+    name: str | None = None
+    platform: Platform | None = None
+    containerd_socket: str | None = None
+    snapshotter: str | None = None
+    unpack: bool = True
+    timeout: float = DEFAULT_TIMEOUT
+    parallel: int = DEFAULT_PARALLEL
+    ssh: SSHOptions = field(default_factory=SSHOptions)
+
+    def check(self, images: Sequence[str]) -> None:
+        """Raise UsageError for settings that cannot work."""
+        if not _NAMESPACE.fullmatch(self.namespace):
+            raise UsageError(
+                f"invalid namespace {self.namespace!r}: containerd namespaces are letters and digits "
+                "separated by . _ or - (k8s.io, default, moby)"
+            )
+        if self.name and len(images) > 1:
+            raise UsageError("--name names one image; it cannot be used when pushing several")
+        if self.parallel < 1:
+            raise UsageError(f"--parallel must be at least 1, not {self.parallel}")
+
+
+def push(
+    images: str | Sequence[str],
+    nodes: Sequence[NodeSpec | str],
+    options: PushOptions | None = None,
+    *,
+    progress: ProgressSink | None = None,
+    notify: Notify | None = None,
+) -> list[NodeResult]:
+    """Push each image to each node, sending only what a node lacks.
+
+    Args:
+        images: Sources as the CLI takes them: ``myapp:dev``, ``oci:DIR:TAG``,
+            ``docker-archive:FILE``...
+        nodes: Node descriptions, or ``[USER@]HOST[:PORT]`` strings as ``--node`` takes them.
+        options: How to push (defaults: k8s.io, unpacked, verified host keys).
+        progress: Receives transfer events (default: nothing shown).
+        notify: Receives warnings and notices meant for a person (default: logged).
+
+    Returns:
+        One result per (image, node), image by image, nodes in the order given.
+
+    Raises:
+        UsageError: for arguments that cannot work (nothing was sent).
+    """
+    return asyncio.run(push_async(images, nodes, options, progress=progress, notify=notify))
+
+
+async def push_async(
+    images: str | Sequence[str],
+    nodes: Sequence[NodeSpec | str],
+    options: PushOptions | None = None,
+    *,
+    progress: ProgressSink | None = None,
+    notify: Notify | None = None,
+) -> list[NodeResult]:
+    """:func:`push`, for callers already inside an event loop."""
+    texts = [images] if isinstance(images, str) else list(images)
+    options = options or PushOptions()
+    say = notify or log.warning
+    if not texts:
+        raise UsageError("no image to push")
+    options.check(texts)
+    specs = [parse_node(n) if isinstance(n, str) else n for n in nodes]
+    if not specs:
+        raise UsageError("no target node")
+    node_jobs = [NodeJob(spec, transport_for(spec, options.ssh)) for spec in specs]
+    with contextlib.ExitStack() as stack:
+        image_jobs = [ImageJob(text, partial(_prepare, text, options, stack, say)) for text in texts]
+        opener = partial(open_containerd, socket=options.containerd_socket, timeout=options.timeout)
+        return await push_all(
+            image_jobs, node_jobs, opener, progress or NullProgress(), parallel=options.parallel
+        )
+
+
+def _prepare(text: str, options: PushOptions, stack: contextlib.ExitStack, say: Notify) -> PreparedImage:
+    """Open one source (a ``docker save`` and compression, maybe) and settle its name."""
+    source = stack.enter_context(open_source(text))
+    name, from_source = _target_name(options.name, text, source.reference)
+    if from_source:
+        say(f"using the name {printable(name)} found inside {text} (--name sets another)")
+    if parse_reference(name).floats:
+        say(
+            f"warning: {name} uses the :latest tag, so kubelet defaults to imagePullPolicy: Always "
+            "and will try to pull it from a registry; push a specific tag, or set imagePullPolicy: "
+            "IfNotPresent"
+        )
+    target = TargetOptions(
+        namespace=options.namespace,
+        name=name,
+        platform=options.platform,
+        snapshotter=options.snapshotter,
+        unpack=options.unpack,
+        name_from_source=from_source,
+    )
+    return PreparedImage(source, target)
+
+
+def _target_name(explicit: str | None, image: str, reference: str | None) -> tuple[str, bool]:
+    """The name to create on the nodes, and whether it came from inside the source.
+
+    A name the user wrote (``--name``, or the IMAGE argument itself, as in ``myapp:dev``)
+    may replace an existing image; one read from the source's RepoTags or annotations
+    may not (see ContainerdTarget).
+    """
+    if explicit:
+        return parse_reference(explicit).normalized(), False
+    if not reference:
+        raise UsageError(f"{image} has no name of its own: give the name to create with --name REF")
+    name = parse_reference(reference).normalized()
+    written = parse_source(image).ref
+    return name, not (written and name_or_none(written) == name)

@@ -1,0 +1,80 @@
+"""What every target (a node's containerd, a node's Docker engine) is given and promises.
+
+A target is opened over a :class:`~nodeload.transports.base.Transport` (a byte stream to a
+socket on one node) and then takes one prepared image after another. It knows its store's
+protocol and nothing about SSH or about where nodes come from.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from nodeload.graph import ImageGraph, resolve
+from nodeload.image import ImageSource
+from nodeload.nodes.spec import NodeSpec
+from nodeload.platforms import Platform
+from nodeload.progress import ProgressSink
+from nodeload.report import NodeResult
+from nodeload.transports.base import Transport
+
+CRI_NAMESPACE = "k8s.io"
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """What the user asked for, per image."""
+
+    namespace: str = CRI_NAMESPACE
+    name: str = ""
+    platform: Platform | None = None
+    snapshotter: str | None = None
+    unpack: bool = True
+    # The name came from inside the source (RepoTags, annotations), not from the user: it may
+    # not move an existing record to other content (an archive naming itself pause:3.9...).
+    name_from_source: bool = False
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An opened source with the per-push settings that depend on it (its name, say).
+
+    The graph of each platform is resolved once, whatever the number of nodes.
+    """
+
+    source: ImageSource
+    options: TargetOptions
+    _graphs: dict[Platform, ImageGraph] = field(default_factory=dict, compare=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+    def graph(self, platform: Platform) -> ImageGraph:
+        """Index -> manifest -> config + layers for ``platform`` (blocking: call from a thread)."""
+        key = platform.normalized()
+        with self._lock:
+            if key not in self._graphs:
+                self._graphs[key] = resolve(self.source, key)
+            return self._graphs[key]
+
+
+class Target(Protocol):
+    """One node's image store, connected and ready to take images."""
+
+    async def push(self, image: PreparedImage, options: TargetOptions, result: NodeResult) -> None:
+        """Write ``image`` with ``options`` (the image's, adjusted for this node); fill ``result``.
+
+        Raises:
+            NodeloadError: on anything the user must act on.
+        """
+        ...
+
+
+class TargetOpener(Protocol):
+    """Connects a target through a node's transport, for the duration of a ``with`` block."""
+
+    def __call__(
+        self, transport: Transport, node: NodeSpec, progress: ProgressSink
+    ) -> AbstractAsyncContextManager[Target]:
+        """Open the node's store (raises NodeloadError subclasses the user can act on)."""
+        ...
