@@ -1,4 +1,5 @@
-"""Image sources, addressed with skopeo-style transport names.
+"""Image sources, addressed with skopeo's transport names (called *schemes* in this code, where
+"transport" means how a node is reached).
 
 ``docker-daemon:REF``, ``oci:DIR[:REF]``, ``oci-archive:FILE[:REF]``,
 ``docker-archive:FILE[:REF]``; a bare ``REF`` means the local Docker daemon.
@@ -19,7 +20,7 @@ from nodeload.sources.layer_cache import LayerCache, default_cache_dir
 from nodeload.sources.oci_layout import open_oci_archive, open_oci_layout
 
 __all__ = [
-    "TRANSPORTS",
+    "SCHEMES",
     "LayerCache",
     "Source",
     "SourceSpec",
@@ -28,7 +29,7 @@ __all__ = [
     "parse_source",
 ]
 
-TRANSPORTS = ("docker-daemon", "oci", "oci-archive", "docker-archive")
+SCHEMES = ("docker-daemon", "oci", "oci-archive", "docker-archive")
 # skopeo transports nodeload cannot read ("docker:" alone may be a name: docker:latest).
 _UNSUPPORTED = ("dir:", "containers-storage:", "ostree:", "sif:", "tarball:")
 _IMAGE_ID = r"(sha256:)?[0-9a-f]{12,64}"
@@ -39,31 +40,31 @@ _FORMS = "docker-daemon:REF, oci:DIR[:REF], oci-archive:FILE[:REF], docker-archi
 class SourceSpec:
     """A parsed source argument."""
 
-    transport: str  # one of TRANSPORTS
-    path: Path | None  # the directory or file of path transports
+    scheme: str  # one of SCHEMES
+    path: Path | None  # the directory or file of path schemes
     ref: str | None  # the image within: a name, tag, image ID, or "@N"
 
 
 def parse_source(text: str) -> SourceSpec:
     """Split ``TRANSPORT:REST`` the way skopeo does; a bare REF is the Docker daemon.
 
-    For path transports, ``PATH:REF`` is split at the colon after the longest
+    For path schemes, ``PATH:REF`` is split at the colon after the longest
     prefix that exists on disk (so paths and refs may both contain colons),
     else at the first colon, as skopeo does.
 
     Raises:
-        UsageError: for an unknown or unsupported transport, or a bad REF.
+        UsageError: for an unknown or unsupported scheme, or a bad REF.
     """
-    transport, colon, rest = text.partition(":")
-    if colon and transport in TRANSPORTS:
-        if transport == "docker-daemon":
-            return SourceSpec(transport, None, _daemon_ref(rest, text))
+    scheme, colon, rest = text.partition(":")
+    if colon and scheme in SCHEMES:
+        if scheme == "docker-daemon":
+            return SourceSpec(scheme, None, _daemon_ref(rest, text))
         path, ref = _split_path_ref(rest)
         if not path:
-            raise UsageError(f"{text!r}: {transport}: needs a path, e.g. {transport}:./image[:REF]")
-        if ref is not None and transport == "docker-archive" and not ref.startswith("@"):
+            raise UsageError(f"{text!r}: {scheme}: needs a path, e.g. {scheme}:./image[:REF]")
+        if ref is not None and scheme == "docker-archive" and not ref.startswith("@"):
             _check_name(ref, text)
-        return SourceSpec(transport, Path(path), ref)
+        return SourceSpec(scheme, Path(path), ref)
     if text.startswith("docker://"):
         raise UsageError(
             f"{text!r}: nodeload does not pull from registries; docker pull the image and give its name,"
@@ -113,14 +114,14 @@ def open_source(text: str, *, cache: LayerCache | None = None) -> Source:
         SourceError: when the source cannot be read.
     """
     spec = parse_source(text)
-    if spec.transport == "docker-daemon":
+    if spec.scheme == "docker-daemon":
         from nodeload.sources.docker_daemon import open_docker_daemon  # imports the docker SDK
 
         assert spec.ref is not None
         return open_docker_daemon(spec.ref, cache=cache)
     assert spec.path is not None
-    if spec.transport == "oci":
+    if spec.scheme == "oci":
         return open_oci_layout(spec.path, spec.ref)
-    if spec.transport == "oci-archive":
+    if spec.scheme == "oci-archive":
         return open_oci_archive(spec.path, spec.ref, cache=cache)
     return open_docker_archive(spec.path, spec.ref, cache=cache)

@@ -15,7 +15,7 @@ from nodeload.sources import SourceSpec, open_source, parse_source
     [
         ("myapp", "myapp"),
         ("myapp:dev", "myapp:dev"),
-        ("localhost:5000/app:tag", "localhost:5000/app:tag"),  # colons, but no transport
+        ("localhost:5000/app:tag", "localhost:5000/app:tag"),  # colons, but no scheme
         ("docker:latest", "docker:latest"),  # an image named docker, not docker://
     ],
 )
@@ -26,7 +26,7 @@ def test_bare_reference_means_docker_daemon(text: str, ref: str) -> None:
 @pytest.mark.parametrize(
     "text", ["docker-daemon:app:1", "docker-daemon:sha256:" + "a" * 64, "docker-daemon:0123456789ab"]
 )
-def test_docker_daemon_transport(text: str) -> None:
+def test_docker_daemon_scheme(text: str) -> None:
     assert parse_source(text) == SourceSpec("docker-daemon", None, text.removeprefix("docker-daemon:"))
 
 
@@ -34,10 +34,10 @@ def test_image_id_is_accepted_bare() -> None:
     assert parse_source("sha256:" + "b" * 64).ref == "sha256:" + "b" * 64
 
 
-@pytest.mark.parametrize("transport", ["oci", "oci-archive", "docker-archive"])
-def test_path_transports(transport: str, tmp_path: Path) -> None:
-    assert parse_source(f"{transport}:{tmp_path}") == SourceSpec(transport, tmp_path, None)
-    assert parse_source(f"{transport}:{tmp_path}:app:v1") == SourceSpec(transport, tmp_path, "app:v1")
+@pytest.mark.parametrize("scheme", ["oci", "oci-archive", "docker-archive"])
+def test_path_schemes(scheme: str, tmp_path: Path) -> None:
+    assert parse_source(f"{scheme}:{tmp_path}") == SourceSpec(scheme, tmp_path, None)
+    assert parse_source(f"{scheme}:{tmp_path}:app:v1") == SourceSpec(scheme, tmp_path, "app:v1")
 
 
 def test_ref_with_colons_after_a_missing_path_splits_at_first_colon() -> None:
