@@ -52,14 +52,42 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
 
 
 def _selection_arguments(push: argparse.ArgumentParser) -> None:
-    group = push.add_argument_group("nodes")
+    group = push.add_argument_group(
+        "nodes",
+        "One source of nodes per run: --node alone lists SSH destinations; with --inventory it names "
+        "inventory hosts; with a kubeconfig (--kubeconfig, --context, -l, --all-nodes) Kubernetes nodes.",
+    )
     group.add_argument(
         "--node",
         action="append",
         default=[],
-        metavar="[USER@]HOST[:PORT]",
-        help="target node, repeatable; HOST may be an ~/.ssh/config alias",
+        metavar="NODE",
+        help="target node, repeatable: [USER@]HOST[:PORT] (HOST may be an ~/.ssh/config alias), "
+        "or a node name of the inventory or cluster",
     )
+    group.add_argument("--all-nodes", action="store_true", help="every node of the cluster or inventory")
+    group.add_argument("--inventory", type=Path, metavar="FILE", help="an Ansible inventory (INI or YAML)")
+    group.add_argument(
+        "--limit", metavar="PATTERN", help="Ansible host pattern: groups or hosts, a:b, a:&b, a:!b"
+    )
+    group.add_argument(
+        "--kubeconfig", type=Path, metavar="FILE", help="default $KUBECONFIG, else ~/.kube/config"
+    )
+    group.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
+    group.add_argument(
+        "-l", "--selector", metavar="SELECTOR", help="Kubernetes label selector, as kubectl takes it"
+    )
+    group.add_argument(
+        "--exclude-control-plane", action="store_true", help="skip nodes labelled as control plane"
+    )
+    group.add_argument(
+        "--address-type",
+        choices=("InternalIP", "ExternalIP", "Hostname", "name"),
+        default="InternalIP",
+        help="which address of a Kubernetes node SSH goes to (default InternalIP; Hostname or name "
+        "let ~/.ssh/config aliases do the rest)",
+    )
+    group.add_argument("--ssh-user", metavar="USER", help="SSH login for nodes that name none")
 
 
 def _push_arguments(push: argparse.ArgumentParser) -> None:
@@ -138,6 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(build_parser().parse_args(argv))
 
 
+def kubectl_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``kubectl-nodeload``: ``kubectl nodeload push ...`` (nodes come from the cluster)."""
+    args = build_parser("kubectl nodeload").parse_args(argv)
+    args.kubernetes_by_default = True
+    return _run(args)
+
+
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -178,17 +213,29 @@ def _terminate_like_interrupt() -> None:
 def _push(args: argparse.Namespace, err: Any) -> int:
     from nodeload.api import PushOptions, push
     from nodeload.errors import UsageError
-    from nodeload.nodes.listed import listed_nodes
+    from nodeload.nodes.select import NodeSelection, select_nodes
     from nodeload.platforms import Platform
     from nodeload.progress import NullProgress, ProgressSink, RichProgress
     from nodeload.summary import print_failures, print_summary
     from nodeload.transports.ssh import SSHOptions
 
-    if not args.node:
-        raise UsageError("no target node: pass --node [USER@]HOST[:PORT] (repeatable)")
     if args.ssh_config is not None and not args.ssh_config.is_file():
         raise UsageError(f"-F {args.ssh_config}: no such file")
-    nodes = listed_nodes(args.node)
+    nodes = select_nodes(
+        NodeSelection(
+            names=tuple(args.node),
+            all_nodes=args.all_nodes,
+            inventory=args.inventory,
+            limit=args.limit,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            selector=args.selector,
+            exclude_control_plane=args.exclude_control_plane,
+            address_type=args.address_type,
+            ssh_user=args.ssh_user,
+            kubernetes_by_default=getattr(args, "kubernetes_by_default", False),
+        )
+    )
     if args.insecure_skip_host_key_check:
         err.print(
             "warning: --insecure-skip-host-key-check: node host keys are NOT verified; anyone on the "

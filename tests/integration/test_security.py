@@ -509,11 +509,13 @@ def test_decompression_bomb_is_refused_and_leaves_nothing(
 
 def test_sigterm_removes_the_temporary_copy(cli: Cli, containerd: Containerd, tmp_path: Path) -> None:
     info = write_layout(tmp_path / "oci", name="example.com/term:v1")
-    filler = info.path / "filler"
-    filler.write_bytes(os.urandom(160 << 20))  # makes the decompression take a moment
+    with (info.path / "filler").open("wb") as filler:  # makes the decompression take a moment
+        for _ in range(160):
+            filler.write(os.urandom(1 << 20))
     archive = tar_directory(info.path, tmp_path / "image.tar")
     packed = tmp_path / "image.tar.gz"
-    packed.write_bytes(gzip.compress(archive.read_bytes(), compresslevel=1))
+    with archive.open("rb") as src, gzip.open(packed, "wb", compresslevel=1) as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
     scratch = tmp_path / "cache" / "nodeload" / "tmp"
     argv = [
         sys.executable, "-m", "nodeload", "push", f"oci-archive:{packed}", "--node", cli.sshd.node,
