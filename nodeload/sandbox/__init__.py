@@ -5,6 +5,7 @@ Needs a local Docker engine and the ``sandbox`` extra (testcontainers).
 """
 
 from nodeload.sandbox.node import (
+    K3S_CONTAINERD_SOCKET,
     SANDBOX_LABEL,
     NodeContainer,
     NodeReadyWaitStrategy,
@@ -17,7 +18,7 @@ from nodeload.sandbox.node_image import (
     ensure_node_image,
     node_image_tag,
 )
-from nodeload.sandbox.sandbox import Sandbox, sweep_leftovers
+from nodeload.sandbox.sandbox import NodeVariant, Sandbox, sweep_leftovers
 from nodeload.sandbox.test_images import (
     LayerSpec,
     build_image,
@@ -26,10 +27,12 @@ from nodeload.sandbox.test_images import (
 )
 
 __all__ = [
+    "K3S_CONTAINERD_SOCKET",
     "SANDBOX_LABEL",
     "LayerSpec",
     "NodeContainer",
     "NodeReadyWaitStrategy",
+    "NodeVariant",
     "Sandbox",
     "SandboxError",
     "build_image",

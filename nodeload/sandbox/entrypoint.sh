@@ -17,7 +17,8 @@ if [ -n "${NODELOAD_AUTHORIZED_KEY:-}" ]; then
     chmod 0600 /root/.ssh/authorized_keys
 fi
 
-containerd --config /etc/containerd/config.toml &
+# A node may listen where k3s does (NODELOAD_CONTAINERD_SOCKET); ctr follows CONTAINERD_ADDRESS.
+containerd --config /etc/containerd/config.toml --address "${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}" &
 
 # Command-line options win over sshd_config. UsePAM=no: pam_loginuid fails in containers.
 exec /usr/sbin/sshd -D -e \

@@ -30,6 +30,8 @@ OWNER_PID_LABEL = "nodeload.sandbox.pid"
 OWNER_HOST_LABEL = "nodeload.sandbox.host"
 AUTHORIZED_KEY_ENV = "NODELOAD_AUTHORIZED_KEY"
 SSH_PORT = 22
+DEFAULT_CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
+K3S_CONTAINERD_SOCKET = "/run/k3s/containerd/containerd.sock"
 LOOPBACK = "127.0.0.1"
 
 # What MACHINE-NOTES prescribes where the engine refuses --privileged.
@@ -132,12 +134,18 @@ class NodeContainer(DockerContainer):
         self._volume: str | None = None
         self._port: int | None = None
         self._startup_timeout = 60.0
+        self.containerd_socket = DEFAULT_CONTAINERD_SOCKET
         # testcontainers types ports as int-only; the SDK accepts (host_ip, port).
         cast(dict[str, Any], self.ports)[f"{SSH_PORT}/tcp"] = (LOOPBACK, None)
         # exec on the tmpfs so runc's bundles under /run/containerd behave as on a node.
         self.tmpfs["/run"] = "rw,exec,nosuid,nodev,mode=755"
         # Nested runc (ctr run) creates cgroups; the container's own /sys/fs/cgroup is read-only.
         self.with_volume_mapping("/sys/fs/cgroup", "/sys/fs/cgroup", "rw")
+
+    def with_containerd_socket(self, path: str) -> Self:
+        """Make containerd listen on ``path`` (e.g. k3s's ``/run/k3s/containerd/containerd.sock``)."""
+        self.containerd_socket = path
+        return self.with_env("CONTAINERD_ADDRESS", path)
 
     def with_authorized_key(self, public_key: str) -> Self:
         """Authorize an OpenSSH public key line for root."""

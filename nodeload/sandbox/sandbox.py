@@ -7,7 +7,9 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -17,6 +19,7 @@ import docker
 import docker.errors
 
 from nodeload.sandbox.node import (
+    DEFAULT_CONTAINERD_SOCKET,
     OWNER_HOST_LABEL,
     OWNER_PID_LABEL,
     SANDBOX_LABEL,
@@ -26,6 +29,23 @@ from nodeload.sandbox.node import (
 from nodeload.sandbox.node_image import BaseSource, docker_client, ensure_node_image
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeVariant:
+    """How one sandbox node differs from a plain one (sshd + containerd, root login).
+
+    Attributes:
+        containerd_socket: Where containerd listens (k3s: ``K3S_CONTAINERD_SOCKET``).
+    """
+
+    containerd_socket: str = DEFAULT_CONTAINERD_SOCKET
+
+    def configure(self, node: NodeContainer) -> NodeContainer:
+        """Apply this variant to a node that is not started yet."""
+        if self.containerd_socket != DEFAULT_CONTAINERD_SOCKET:
+            node.with_containerd_socket(self.containerd_socket)
+        return node
 
 
 class Sandbox:
@@ -38,7 +58,7 @@ class Sandbox:
 
     def __init__(
         self,
-        nodes: int = 2,
+        nodes: int | Sequence[NodeVariant] = 2,
         *,
         image: str | None = None,
         client: docker.DockerClient | None = None,
@@ -48,17 +68,19 @@ class Sandbox:
         """Configure (but do not start) a sandbox.
 
         Args:
-            nodes: Number of node containers (the ``nodes`` attribute then lists them).
+            nodes: Number of node containers, or one variant per node (the ``nodes`` attribute
+                then lists them, reachable as ``node-1``, ``node-2``...).
             image: Node image; built (or reused) with ``ensure_node_image`` when omitted.
             client: Docker client; a new one from the environment when omitted.
             base: Base of the node image when it has to be built (see ``ensure_node_image``).
             startup_timeout: Seconds each node may take to get sshd and containerd up.
         """
-        if nodes < 1:
+        self.variants = [NodeVariant()] * nodes if isinstance(nodes, int) else list(nodes)
+        if not self.variants:
             raise ValueError(f"a sandbox needs at least one node, not {nodes}")
         self.session = new_session_id()
         self.nodes: list[NodeContainer] = []
-        self.aliases = [f"node-{i}" for i in range(1, nodes + 1)]
+        self.aliases = [f"node-{i}" for i in range(1, len(self.variants) + 1)]
         self._image = image
         self._client = client
         self._base: BaseSource = base
@@ -106,11 +128,10 @@ class Sandbox:
         self._dir = Path(tempfile.mkdtemp(prefix="nodeload-sandbox-"))
         public_key = _write_key_pair(self.identity_path)
         self.nodes = [
-            NodeContainer(image, session=self.session)
-            .with_authorized_key(public_key)
-            .with_startup_timeout(self._startup_timeout)
-            for _ in self.aliases
+            variant.configure(NodeContainer(image, session=self.session)) for variant in self.variants
         ]
+        for node in self.nodes:
+            node.with_authorized_key(public_key).with_startup_timeout(self._startup_timeout)
         # Threads only wait on Docker and sockets; 2 cores are plenty.
         with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
             for future in [pool.submit(node.start) for node in self.nodes]:

@@ -43,7 +43,10 @@ CONTENT_ROOT = "/var/lib/containerd/io.containerd.content.v1.content/blobs/sha25
 
 def content_sizes(node: NodeContainer) -> dict[str, int]:
     """Digest -> exact size of every blob in the node's content store (all namespaces)."""
-    out = node.check_output(["find", CONTENT_ROOT, "-type", "f", "-printf", "%f %s\\n"])
+    # A node that never received anything has no blobs directory yet.
+    out = node.check_output(
+        ["sh", "-c", f"[ ! -d {CONTENT_ROOT} ] || find {CONTENT_ROOT} -type f -printf '%f %s\\n'"]
+    )
     return {f"sha256:{name}": int(size) for name, size in (line.split() for line in out.splitlines() if line)}
 
 
