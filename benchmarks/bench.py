@@ -1,5 +1,8 @@
 """nodeload vs `docker save | ssh node ctr -n k8s.io images import -`, side by side.
 
+Sections (all by default; ``--only SECTION`` picks some): ``pushes`` and ``fanout``.
+
+pushes:
 Three fresh sandbox nodes, one per contender, so none benefits from another:
 
 - save|import: the usual pipeline, from the local Docker engine;
@@ -13,31 +16,34 @@ layer), repeat (the same image again); the whole sequence is repeated on fresh
 nodes (--runs) and each cell is the median run. Bytes on the wire are the node's eth0 rx
 counter; nodeload's peak memory is the child process's max RSS (wait4).
 
-    python benchmarks/bench.py [--size-mib 250] [--changed-mib 5] [--rate-mbit 100] [--runs 3] [--markdown]
+fanout: see benchmarks/fanout.py.
+
+    python -m benchmarks.bench [--size-mib 250] [--changed-mib 5] [--rate-mbit 100] [--runs 3]
+                               [--fanout-mbit 200] [--only pushes,fanout] [--markdown]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
+from benchmarks.common import MiB, bench_env, nodeload_argv, print_checks, print_table, timed
+from benchmarks.fanout import HEADERS as FANOUT_HEADERS
+from benchmarks.fanout import fanout, fanout_checks, fanout_rows
 from nodeload.report import human_bytes
 from nodeload.sandbox import LayerSpec, Sandbox, build_image, docker_client, sweep_leftovers
 
-MiB = 1024 * 1024
 IMAGE = "nodeload-bench/app"
+SECTIONS = ("pushes", "fanout")
 SCENARIOS = (("cold", "v1"), ("warm", "v2"), ("repeat", "v2"))
 BASELINE, DAEMON, LAYOUT = "save|import", "nodeload docker-daemon:", "nodeload oci:"
 
@@ -50,22 +56,6 @@ class Run:
     wire_bytes: int
     peak_rss: int = 0  # bytes; nodeload only
     reported_bytes: int | None = None  # nodeload's own bytes_sent
-
-
-def _timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """Run a command; return wall seconds, the child's peak RSS (bytes) and its stdout."""
-    start = time.monotonic()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(argv, stdout=out, stderr=errors, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)  # wait4: the child's own peak RSS
-        seconds = time.monotonic() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        errors.seek(0)
-        text, err = out.read().decode(), errors.read().decode()
-    if proc.returncode != 0:
-        raise SystemExit(f"{argv[:3]}... failed ({proc.returncode}): {err}{text}")
-    return seconds, usage.ru_maxrss * 1024, text
 
 
 class Bench:
@@ -86,16 +76,16 @@ class Bench:
         """The pipeline users would otherwise use."""
         ssh = f"ssh -F {self.sandbox.ssh_config_path} node-1"
         cmd = f"docker save {IMAGE}:{tag} | {ssh} ctr -n k8s.io images import -"
-        return self._measured("node-1", lambda: Run(_timed(["bash", "-o", "pipefail", "-c", cmd])[0], 0))
+        return self._measured("node-1", lambda: Run(timed(["bash", "-o", "pipefail", "-c", cmd]).seconds, 0))
 
     def nodeload(self, alias: str, image: str) -> Run:
         """``nodeload push``, exactly as a user runs it."""
-        argv = [sys.executable, "-m", "nodeload", "push", image, "--node", alias]
+        argv = nodeload_argv("push", image, "--node", alias)
         argv += ["-F", str(self.sandbox.ssh_config_path), "--json", "--name", f"{IMAGE}:bench"]
 
         def push() -> Run:
-            seconds, rss, out = _timed(argv, env={**os.environ, "XDG_CACHE_HOME": self.cache})
-            return Run(seconds, 0, rss, int(json.loads(out)["nodes"][0]["bytes_sent"]))
+            run = timed(argv, env=bench_env(self.cache))
+            return Run(run.seconds, 0, run.peak_rss, int(json.loads(run.stdout)["nodes"][0]["bytes_sent"]))
 
         return self._measured(alias, push)
 
@@ -128,7 +118,12 @@ def main() -> int:
     parser.add_argument(
         "--runs", type=int, default=3, help="repeat on fresh nodes; report medians (default 3)"
     )
+    parser.add_argument("--fanout-mbit", type=float, default=200, help="fan-out link rate (default 200)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections to run ({', '.join(SECTIONS)})")
     args = parser.parse_args()
+    sections = set(args.only.split(","))
+    if not sections <= set(SECTIONS):
+        parser.error(f"--only: unknown section in {args.only!r}; choose from {', '.join(SECTIONS)}")
 
     console = Console(stderr=True)
     client = docker_client()
@@ -140,7 +135,19 @@ def main() -> int:
     )
     for tag in ("v1", "v2"):
         build_image(client, f"{IMAGE}:{tag}", tag, [*parts, LayerSpec(args.changed_mib * MiB, f"top-{tag}")])
-    save_seconds = _timed(["bash", "-c", f"docker save {IMAGE}:v2 > /dev/null"])[0]
+    if "pushes" in sections:
+        _pushes(client, args, console)
+    if "fanout" in sections:
+        runs = fanout(client, f"{IMAGE}:v1", args.fanout_mbit, console)
+        title = f"Fan-out: {args.size_mib} MiB image, cold, each node behind {args.fanout_mbit:g} Mbit/s"
+        print_table(title, FANOUT_HEADERS, fanout_rows(runs), args.markdown)
+        print_checks(fanout_checks(runs))
+    return 0
+
+
+def _pushes(client: Any, args: argparse.Namespace, console: Console) -> None:
+    """Cold, warm and repeat pushes by every contender; medians of ``args.runs`` runs."""
+    save_seconds = timed(["bash", "-c", f"docker save {IMAGE}:v2 > /dev/null"]).seconds
     runs: list[dict[str, dict[str, Run]]] = []
     for attempt in range(1, args.runs + 1):
         console.print(f"run {attempt}/{args.runs}: three fresh nodes")
@@ -149,12 +156,10 @@ def main() -> int:
     link = f"{args.rate_mbit:g} Mbit/s" if args.rate_mbit else "loopback, unshaped"
     title = f"{args.size_mib} MiB image, {args.changed_mib} MiB changed layer, {link}"
     title += f", median of {args.runs} runs" if args.runs > 1 else ", one run"
-    rows = _rows(results)
-    _print(title, rows, args.markdown)
+    print_table(title, HEADERS, _rows(results), args.markdown)
     _checks(results, args.changed_mib)
     floor = "the floor of a changed push from the Docker engine"
     print(f"docker save of {IMAGE}:v2 alone ({floor}): {save_seconds:.2f} s")
-    return 0
 
 
 def _one_run(client: Any, rate_mbit: float | None, console: Console) -> dict[str, dict[str, Run]]:
@@ -206,21 +211,6 @@ def _rows(results: dict[str, dict[str, Run]]) -> list[tuple[str, ...]]:
     return rows
 
 
-def _print(title: str, rows: list[tuple[str, ...]], markdown: bool) -> None:
-    table = Table(title=title)
-    for header in HEADERS:
-        table.add_column(header, justify="left" if header in ("push", "tool") else "right")
-    for row in rows:
-        table.add_row(*row)
-    Console(width=140).print(table)
-    if markdown:
-        print(f"\n{title}\n")
-        print("| " + " | ".join(HEADERS) + " |")
-        print("|" + "---|" * len(HEADERS))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-
-
 def _checks(results: dict[str, dict[str, Run]], changed_mib: int) -> None:
     warm = results["warm"]
     budget = 1.05 * changed_mib * MiB + 64 * 1024
@@ -237,8 +227,7 @@ def _checks(results: dict[str, dict[str, Run]], changed_mib: int) -> None:
         for tool in (DAEMON, LAYOUT)
     ]
     checks.append(("nodeload peak memory < 200 MB", peak < 200e6))
-    for text, ok in checks:
-        print(f"{'PASS' if ok else 'MISS'}  {text}")
+    print_checks(checks)
 
 
 if __name__ == "__main__":
