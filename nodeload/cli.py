@@ -87,7 +87,16 @@ def _selection_arguments(push: argparse.ArgumentParser) -> None:
         help="which address of a Kubernetes node SSH goes to (default InternalIP; Hostname or name "
         "let ~/.ssh/config aliases do the rest)",
     )
+    group.add_argument("--kind-cluster", metavar="NAME", help="the node containers of a local kind cluster")
+    group.add_argument(
+        "--k3d-cluster", metavar="NAME", help="the server and agent containers of a local k3d cluster"
+    )
     group.add_argument("--ssh-user", metavar="USER", help="SSH login for nodes that name none")
+    group.add_argument(
+        "--sudo",
+        action="store_true",
+        help="use passwordless sudo on nodes whose login may not open containerd's socket",
+    )
 
 
 def _push_arguments(push: argparse.ArgumentParser) -> None:
@@ -143,6 +152,12 @@ def _ssh_arguments(push: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--known-hosts", type=Path, metavar="FILE", help="known_hosts file (default ~/.ssh/known_hosts)"
+    )
+    group.add_argument(
+        "-J",
+        "--jump",
+        metavar="[USER@]HOST[:PORT]",
+        help="reach the nodes through this jump host (comma-separated for several), as ssh -J",
     )
     group.add_argument(
         "--insecure-skip-host-key-check",
@@ -233,6 +248,9 @@ def _push(args: argparse.Namespace, err: Any) -> int:
             exclude_control_plane=args.exclude_control_plane,
             address_type=args.address_type,
             ssh_user=args.ssh_user,
+            sudo=args.sudo,
+            kind_cluster=args.kind_cluster,
+            k3d_cluster=args.k3d_cluster,
             kubernetes_by_default=getattr(args, "kubernetes_by_default", False),
         )
     )
@@ -256,6 +274,7 @@ def _push(args: argparse.Namespace, err: Any) -> int:
             ssh_config=args.ssh_config,
             known_hosts=args.known_hosts,
             verify_host_keys=not args.insecure_skip_host_key_check,
+            jump=args.jump,
         ),
     )
 

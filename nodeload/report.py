@@ -31,6 +31,7 @@ class NodeResult:
     # included; TCP/IP headers not): what a network counter sees, within a few percent.
     wire_bytes_sent: int | None = None
     wire_bytes_received: int | None = None
+    transport: str = ""  # how the node was reached: ssh-forward, ssh-exec:sudo:socat, ctr-import...
     socket: str = ""
     containerd_version: str = ""
     warnings: list[str] = field(default_factory=list)

@@ -21,4 +21,8 @@ def transport_for(node: NodeSpec, ssh: SSHOptions) -> Transport | None:
         return LocalTransport(node.name)
     if node.reach == "ssh":
         return SSHTransport(node, ssh)
+    if node.reach == "docker":
+        from nodeload.transports.docker_exec import DockerExecTransport
+
+        return DockerExecTransport(node)
     raise UsageError(f"node {node.name}: nodeload cannot reach {node.reach} nodes yet")

@@ -3,6 +3,8 @@
 - ``--inventory FILE``: an Ansible inventory (``--all-nodes``, ``--node HOST``, ``--limit``);
 - ``--kubeconfig``/``--context``/``-l``/``--all-nodes``: the Nodes of a Kubernetes cluster
   (``--node NAME`` then means a Kubernetes node name);
+- ``--kind-cluster``/``--k3d-cluster``: the node containers of a local kind or k3d cluster
+  (also used for the nodes of a ``kind-NAME``/``k3d-NAME`` kubeconfig context);
 - otherwise ``--node [USER@]HOST[:PORT]``, each an SSH destination.
 """
 
@@ -17,7 +19,7 @@ from nodeload.errors import UsageError
 from nodeload.nodes.listed import listed_nodes
 from nodeload.nodes.spec import NodeSpec
 
-SourceKind = Literal["listed", "inventory", "kubernetes"]
+SourceKind = Literal["listed", "inventory", "kubernetes", "containers"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class NodeSelection:
     exclude_control_plane: bool = False
     address_type: str = "InternalIP"
     ssh_user: str | None = None
+    sudo: bool = False  # every node may use passwordless sudo (an inventory host may by ansible_become)
+    kind_cluster: str | None = None
+    k3d_cluster: str | None = None
     kubernetes_by_default: bool = False  # ``kubectl nodeload``: --node names Kubernetes nodes
 
     @property
@@ -54,6 +59,14 @@ class NodeSelection:
             )
             if given
         ]
+        clusters = [
+            f for f, v in (("--kind-cluster", self.kind_cluster), ("--k3d-cluster", self.k3d_cluster)) if v
+        ]
+        if clusters:
+            others = [*clusters[1:], *kube_options, *(["--inventory"] if self.inventory else [])]
+            if others:
+                raise UsageError(f"{clusters[0]} cannot be combined with {', '.join(others)}")
+            return "containers"
         if self.inventory is not None:
             if kube_options:
                 raise UsageError(f"--inventory cannot be combined with {', '.join(kube_options)}")
@@ -86,6 +99,8 @@ def select_nodes(selection: NodeSelection) -> list[NodeSpec]:
         )
     elif kind == "kubernetes":
         nodes = _kubernetes_nodes(selection)
+    elif kind == "containers":
+        nodes = _container_nodes(selection)
     else:
         if selection.all_nodes:
             raise UsageError("--all-nodes needs a cluster: --kubeconfig/--context, or --inventory FILE")
@@ -97,12 +112,31 @@ def select_nodes(selection: NodeSelection) -> list[NodeSpec]:
         nodes = listed_nodes(selection.names)
     if selection.ssh_user:
         nodes = [n if n.user else dataclasses.replace(n, user=selection.ssh_user) for n in nodes]
+    if selection.sudo:
+        nodes = [dataclasses.replace(n, become=True) for n in nodes]
+    return nodes
+
+
+def _container_nodes(selection: NodeSelection) -> list[NodeSpec]:
+    from nodeload.nodes.containers import k3d_nodes, kind_nodes
+
+    nodes = kind_nodes(selection.kind_cluster) if selection.kind_cluster else []
+    nodes += k3d_nodes(selection.k3d_cluster) if selection.k3d_cluster else []
+    if selection.names:
+        unknown = set(selection.names) - {n.name for n in nodes}
+        if unknown:
+            known = ", ".join(n.name for n in nodes)
+            raise UsageError(f"no node {', '.join(sorted(unknown))} in the cluster (it has {known})")
+        nodes = [n for n in nodes if n.name in selection.names]
+    elif not selection.all_nodes:
+        raise UsageError("choose the cluster's nodes: --all-nodes, or --node NAME (repeatable)")
     return nodes
 
 
 def _kubernetes_nodes(selection: NodeSelection) -> list[NodeSpec]:
     # The kubernetes client is slow to import: only runs that use a cluster pay for it.
-    from nodeload.nodes.kubernetes import KubeSelection, kube_nodes, node_problem
+    from nodeload.nodes.containers import reach_by_docker
+    from nodeload.nodes.kubernetes import KubeSelection, context_name, kube_nodes, node_problem
 
     kube = KubeSelection(
         kubeconfig=selection.kubeconfig,
@@ -115,4 +149,8 @@ def _kubernetes_nodes(selection: NodeSelection) -> list[NodeSpec]:
         address_type=selection.address_type,
         ssh_user=selection.ssh_user,
     )
-    return [dataclasses.replace(n, problem=node_problem(n, kube)) for n in kube_nodes(kube)]
+    nodes = [dataclasses.replace(n, problem=node_problem(n, kube)) for n in kube_nodes(kube)]
+    context = context_name(kube)
+    if context.startswith(("kind-", "k3d-")):  # nodes that are local containers: no SSH needed
+        nodes = reach_by_docker(context, nodes)
+    return nodes

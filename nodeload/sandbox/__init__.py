@@ -9,6 +9,7 @@ from nodeload.sandbox.node import (
     SANDBOX_LABEL,
     NodeContainer,
     NodeReadyWaitStrategy,
+    NodeVariant,
     new_session_id,
 )
 from nodeload.sandbox.node_image import (
@@ -18,7 +19,7 @@ from nodeload.sandbox.node_image import (
     ensure_node_image,
     node_image_tag,
 )
-from nodeload.sandbox.sandbox import NodeVariant, Sandbox, sweep_leftovers
+from nodeload.sandbox.sandbox import Sandbox, sweep_leftovers
 from nodeload.sandbox.test_images import (
     LayerSpec,
     build_image,

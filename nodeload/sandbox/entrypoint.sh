@@ -1,5 +1,6 @@
 #!/bin/sh
 # Entrypoint of a nodeload sandbox node: containerd in the background, sshd in the foreground.
+# The NODELOAD_* variables make the variants of nodeload.sandbox.NodeVariant.
 set -eu
 
 # /run is a fresh tmpfs on every start.
@@ -17,8 +18,38 @@ if [ -n "${NODELOAD_AUTHORIZED_KEY:-}" ]; then
     chmod 0600 /root/.ssh/authorized_keys
 fi
 
-# A node may listen where k3s does (NODELOAD_CONTAINERD_SOCKET); ctr follows CONTAINERD_ADDRESS.
-containerd --config /etc/containerd/config.toml --address "${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}" &
+# A non-root login (cloud images' ubuntu/ec2-user), with or without passwordless sudo.
+login=${NODELOAD_LOGIN_USER:-}
+if [ -n "$login" ] && ! id "$login" >/dev/null 2>&1; then
+    useradd -m -s /bin/sh "$login"
+    usermod -p '*' "$login" # unlocked for key logins, and no password matches
+    mkdir -p "/home/$login/.ssh"
+    printf '%s\n' "${NODELOAD_AUTHORIZED_KEY:-}" >"/home/$login/.ssh/authorized_keys"
+    chown -R "$login:$login" "/home/$login/.ssh"
+    chmod 0700 "/home/$login/.ssh"
+    case "${NODELOAD_SUDO:-}" in
+    nopasswd) echo "$login ALL=(ALL) NOPASSWD:ALL" >/etc/sudoers.d/nodeload ;;
+    password)
+        echo "$login ALL=(ALL) ALL" >/etc/sudoers.d/nodeload
+        echo "$login:a-password-nobody-knows" | chpasswd
+        ;;
+    esac
+    [ -e /etc/sudoers.d/nodeload ] && chmod 0440 /etc/sudoers.d/nodeload
+fi
+
+# Programs a bare node lacks (socat: no relay; ctr: nothing to import with).
+for program in ${NODELOAD_REMOVE:-}; do
+    path=$(command -v "$program" || true)
+    [ -n "$path" ] && rm -f "$path"
+done
+
+# A node may listen where k3s does; ctr follows CONTAINERD_ADDRESS.
+socket=${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}
+mkdir -p "$(dirname "$socket")"
+if [ "${NODELOAD_SSHD:-yes}" = no ]; then # a kind/k3d-style node: reached with docker exec only
+    exec containerd --config /etc/containerd/config.toml --address "$socket"
+fi
+containerd --config /etc/containerd/config.toml --address "$socket" &
 
 # Command-line options win over sshd_config. UsePAM=no: pam_loginuid fails in containers.
 exec /usr/sbin/sshd -D -e \
@@ -27,5 +58,6 @@ exec /usr/sbin/sshd -D -e \
     -o PasswordAuthentication=no \
     -o KbdInteractiveAuthentication=no \
     -o UsePAM=no \
-    -o AllowStreamLocalForwarding=yes \
-    -o AllowTcpForwarding=yes
+    -o "AllowStreamLocalForwarding=${NODELOAD_STREAM_FORWARDING:-yes}" \
+    -o AllowTcpForwarding=yes \
+    -o "LogLevel=${NODELOAD_SSHD_LOG_LEVEL:-INFO}"

@@ -9,7 +9,8 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
 
@@ -44,6 +45,54 @@ _PRIVILEGE_KEYS = ("privileged", *_UNPRIVILEGED_KWARGS)
 _CRI_OK = r"ctr plugins ls | grep -Eq '^io\.containerd\.grpc\.v1[[:space:]]+cri[[:space:]].*[[:space:]]ok\b'"
 
 
+@dataclass(frozen=True)
+class NodeVariant:
+    """How one sandbox node differs from a plain one (sshd + containerd + socat, root login).
+
+    Attributes:
+        containerd_socket: Where containerd listens (k3s: ``K3S_CONTAINERD_SOCKET``).
+        login: The SSH login of the sandbox's ssh_config (a non-root user is created).
+        sudo: For a non-root login: ``nopasswd``, ``password`` (sudo asks), or ``none``.
+        stream_forwarding: sshd's AllowStreamLocalForwarding.
+        remove: Programs taken away at start (``socat``: no relay; ``ctr``: a bare node).
+        sshd: Whether sshd runs (kind/k3d-style nodes are reached with docker exec only).
+        labels: Docker labels (how kind and k3d mark their node containers).
+        name: The container name (kind's node names are its container names).
+        internal: Only reachable through the sandbox's bastion (no published port).
+        sshd_log_level: sshd's LogLevel (DEBUG1 shows every channel request).
+    """
+
+    containerd_socket: str = DEFAULT_CONTAINERD_SOCKET
+    login: str = "root"
+    sudo: str = "none"
+    stream_forwarding: bool = True
+    remove: tuple[str, ...] = ()
+    sshd: bool = True
+    labels: Mapping[str, str] = field(default_factory=dict)
+    name: str | None = None
+    internal: bool = False
+    sshd_log_level: str = "INFO"
+
+    @property
+    def has_ctr(self) -> bool:
+        """Whether ``ctr`` is left on the node."""
+        return "ctr" not in self.remove
+
+    def environment(self) -> dict[str, str]:
+        """The entrypoint's NODELOAD_* settings for this variant."""
+        env = {
+            "CONTAINERD_ADDRESS": self.containerd_socket,
+            "NODELOAD_STREAM_FORWARDING": "yes" if self.stream_forwarding else "no",
+            "NODELOAD_SSHD": "yes" if self.sshd else "no",
+            "NODELOAD_SSHD_LOG_LEVEL": self.sshd_log_level,
+        }
+        if self.login != "root":
+            env.update(NODELOAD_LOGIN_USER=self.login, NODELOAD_SUDO=self.sudo)
+        if self.remove:
+            env["NODELOAD_REMOVE"] = " ".join(self.remove)
+        return env
+
+
 def new_session_id() -> str:
     """Return a fresh id for the ``nodeload.sandbox`` label of one test session."""
     return f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -65,10 +114,15 @@ class NodeReadyWaitStrategy(WaitStrategy):
         """
         node = cast("NodeContainer", container)
         checks: list[tuple[str, Callable[[], bool]]] = [
-            ("ctr version", lambda: _exec_ok(node, ["ctr", "version"])),
-            ("CRI plugin", lambda: _exec_ok(node, ["sh", "-c", _CRI_OK])),
-            ("SSH banner", lambda: _ssh_banner(node.ssh_host, node.ssh_port)),
+            # The ctr binary may be one a variant removes: ask containerd through the socket file.
+            ("containerd socket", lambda: _exec_ok(node, ["sh", "-c", f"[ -S {node.containerd_socket} ]"])),
         ]
+        if node.variant.has_ctr:
+            checks.append(("CRI plugin", lambda: _exec_ok(node, ["sh", "-c", _CRI_OK])))
+        if node.variant.sshd and not node.variant.internal:
+            checks.append(("SSH banner", lambda: _ssh_banner(node.ssh_host, node.ssh_port)))
+        elif node.variant.sshd:
+            checks.append(("sshd", lambda: _exec_ok(node, ["sh", "-c", "pgrep -x sshd >/dev/null"])))
         deadline = time.monotonic() + self._startup_timeout
         while checks:
             if checks[0][1]():
@@ -134,6 +188,7 @@ class NodeContainer(DockerContainer):
         self._volume: str | None = None
         self._port: int | None = None
         self._startup_timeout = 60.0
+        self.variant = NodeVariant()
         self.containerd_socket = DEFAULT_CONTAINERD_SOCKET
         # testcontainers types ports as int-only; the SDK accepts (host_ip, port).
         cast(dict[str, Any], self.ports)[f"{SSH_PORT}/tcp"] = (LOOPBACK, None)
@@ -142,10 +197,19 @@ class NodeContainer(DockerContainer):
         # Nested runc (ctr run) creates cgroups; the container's own /sys/fs/cgroup is read-only.
         self.with_volume_mapping("/sys/fs/cgroup", "/sys/fs/cgroup", "rw")
 
-    def with_containerd_socket(self, path: str) -> Self:
-        """Make containerd listen on ``path`` (e.g. k3s's ``/run/k3s/containerd/containerd.sock``)."""
-        self.containerd_socket = path
-        return self.with_env("CONTAINERD_ADDRESS", path)
+    def with_variant(self, variant: NodeVariant, network: str | None = None) -> Self:
+        """Make this node the given variant; ``network``: a Docker network to start it on."""
+        self.variant = variant
+        self.containerd_socket = variant.containerd_socket
+        for key, value in variant.environment().items():
+            self.with_env(key, value)
+        if variant.name:
+            self.with_name(variant.name)
+        if network:
+            self._kwargs["network"] = network
+        if variant.internal or not variant.sshd:
+            cast(dict[str, Any], self.ports).pop(f"{SSH_PORT}/tcp", None)
+        return self
 
     def with_authorized_key(self, public_key: str) -> Self:
         """Authorize an OpenSSH public key line for root."""
@@ -202,6 +266,7 @@ class NodeContainer(DockerContainer):
 
     def _labels(self) -> dict[str, str]:
         return {
+            **self.variant.labels,
             SANDBOX_LABEL: self.session,
             OWNER_PID_LABEL: str(os.getpid()),
             OWNER_HOST_LABEL: socket.gethostname(),
@@ -249,6 +314,12 @@ class NodeContainer(DockerContainer):
         if self._port is None:
             self._port = self.get_exposed_port(SSH_PORT)
         return self._port
+
+    def address(self, network: str) -> str:
+        """The node's IP address on a Docker network (as a bastion reaches it)."""
+        container = self.get_wrapped_container()
+        container.reload()
+        return str(container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"])
 
     @property
     def container_id(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -9,7 +10,6 @@ import socket
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -19,33 +19,17 @@ import docker
 import docker.errors
 
 from nodeload.sandbox.node import (
-    DEFAULT_CONTAINERD_SOCKET,
     OWNER_HOST_LABEL,
     OWNER_PID_LABEL,
     SANDBOX_LABEL,
+    SSH_PORT,
     NodeContainer,
+    NodeVariant,
     new_session_id,
 )
 from nodeload.sandbox.node_image import BaseSource, docker_client, ensure_node_image
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class NodeVariant:
-    """How one sandbox node differs from a plain one (sshd + containerd, root login).
-
-    Attributes:
-        containerd_socket: Where containerd listens (k3s: ``K3S_CONTAINERD_SOCKET``).
-    """
-
-    containerd_socket: str = DEFAULT_CONTAINERD_SOCKET
-
-    def configure(self, node: NodeContainer) -> NodeContainer:
-        """Apply this variant to a node that is not started yet."""
-        if self.containerd_socket != DEFAULT_CONTAINERD_SOCKET:
-            node.with_containerd_socket(self.containerd_socket)
-        return node
 
 
 class Sandbox:
@@ -81,6 +65,9 @@ class Sandbox:
         self.session = new_session_id()
         self.nodes: list[NodeContainer] = []
         self.aliases = [f"node-{i}" for i in range(1, len(self.variants) + 1)]
+        # Nodes only reachable through a jump host share a network with this bastion.
+        self.bastion: NodeContainer | None = None
+        self.network: str | None = None
         self._image = image
         self._client = client
         self._base: BaseSource = base
@@ -127,25 +114,54 @@ class Sandbox:
         image = self._image or ensure_node_image(self._client, base=self._base)
         self._dir = Path(tempfile.mkdtemp(prefix="nodeload-sandbox-"))
         public_key = _write_key_pair(self.identity_path)
+        if any(v.internal for v in self.variants):
+            self.network = self._create_network()
+            self.bastion = self._node(image, NodeVariant(), public_key)
         self.nodes = [
-            variant.configure(NodeContainer(image, session=self.session)) for variant in self.variants
+            self._node(image, v, public_key, self.network if v.internal else None) for v in self.variants
         ]
-        for node in self.nodes:
-            node.with_authorized_key(public_key).with_startup_timeout(self._startup_timeout)
+        starting = [*self.nodes, *([self.bastion] if self.bastion else [])]
         # Threads only wait on Docker and sockets; 2 cores are plenty.
-        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
-            for future in [pool.submit(node.start) for node in self.nodes]:
+        with ThreadPoolExecutor(max_workers=len(starting)) as pool:
+            for future in [pool.submit(node.start) for node in starting]:
                 future.result()
+        if self.bastion is not None and self.network is not None:
+            self._docker().networks.get(self.network).connect(self.bastion.get_wrapped_container())
         self._write_ssh_files()
         return self
 
+    def _node(
+        self, image: str, variant: NodeVariant, public_key: str, network: str | None = None
+    ) -> NodeContainer:
+        node = NodeContainer(image, session=self.session).with_variant(variant, network)
+        return node.with_authorized_key(public_key).with_startup_timeout(self._startup_timeout)
+
+    def _docker(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = docker_client()
+        return self._client
+
+    def _create_network(self) -> str:
+        name = f"nodeload-{self.session}"
+        labels = {
+            SANDBOX_LABEL: self.session,
+            OWNER_PID_LABEL: str(os.getpid()),
+            OWNER_HOST_LABEL: socket.gethostname(),
+        }
+        self._docker().networks.create(name, driver="bridge", internal=True, labels=labels)
+        return name
+
     def stop(self) -> None:
-        """Remove every node container and volume, and the temporary directory."""
-        for node in self.nodes:
+        """Remove every node container and volume, the network, and the temporary directory."""
+        for node in [*self.nodes, *([self.bastion] if self.bastion else [])]:
             try:
                 node.stop()
             except Exception as exc:  # keep cleaning up the others
                 log.warning("removing node container failed: %s", exc)
+        if self.network is not None:
+            with contextlib.suppress(docker.errors.APIError):
+                self._docker().networks.get(self.network).remove()
+            self.network = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -166,15 +182,27 @@ class Sandbox:
         self.stop()
 
     def _write_ssh_files(self) -> None:
-        lines = [node.known_hosts_line() + "\n" for node in self.nodes]
-        self.known_hosts_path.write_text("".join(lines))
-        entries = []
+        """known_hosts and one ssh_config alias per node (internal nodes: through ``bastion``)."""
+        hosts: list[tuple[str, NodeContainer, str, int, str]] = []
+        if self.bastion is not None:
+            hosts.append(("bastion", self.bastion, self.bastion.ssh_host, self.bastion.ssh_port, "root"))
         for alias, node in zip(self.aliases, self.nodes, strict=True):
+            if not node.variant.sshd:
+                continue
+            if node.variant.internal and self.network is not None:
+                hosts.append((alias, node, node.address(self.network), SSH_PORT, node.variant.login))
+            else:
+                hosts.append((alias, node, node.ssh_host, node.ssh_port, node.variant.login))
+        known, entries = [], []
+        for alias, node, host, port, user in hosts:
+            known.append(f"{host if port == SSH_PORT else f'[{host}]:{port}'} {node.host_public_key()}\n")
+            jump = "    ProxyJump bastion\n" if node.variant.internal else ""
             entries.append(
                 f"Host {alias}\n"
-                f"    HostName {node.ssh_host}\n"
-                f"    Port {node.ssh_port}\n"
-                "    User root\n"
+                f"    HostName {host}\n"
+                f"    Port {port}\n"
+                f"    User {user}\n"
+                f"{jump}"
                 f"    IdentityFile {self.identity_path}\n"
                 "    IdentitiesOnly yes\n"
                 f"    UserKnownHostsFile {self.known_hosts_path}\n"
@@ -182,6 +210,7 @@ class Sandbox:
                 "    BatchMode yes\n"
                 "    LogLevel ERROR\n"
             )
+        self.known_hosts_path.write_text("".join(known))
         self.ssh_config_path.write_text("\n".join(entries))
 
 

@@ -26,6 +26,7 @@ import docker
 import docker.errors
 import requests
 
+from nodeload.dockerapi import engine_client, unreachable
 from nodeload.errors import ImageNotFound, SourceError
 from nodeload.image import check_digest, sha256_digest
 from nodeload.jsondoc import MAX_DOCUMENT_BYTES, Doc
@@ -36,11 +37,6 @@ from nodeload.sources.oci_layout import digest_of_blob_path
 from nodeload.sources.streams import CHUNK, IterReader, Prefixed, Reader, read_full
 from nodeload.sources.synthesized import LayerBlob, SynthesizedImage
 from nodeload.sources.tarstream import TarStreamError, iter_files
-
-_UNREACHABLE = (
-    "Docker is not reachable ({0}). Start the Docker daemon, or point DOCKER_HOST at it "
-    "(e.g. DOCKER_HOST=unix:///run/user/1000/docker.sock or DOCKER_HOST=ssh://user@host)"
-)
 
 
 class EngineAPI(Protocol):
@@ -56,16 +52,12 @@ class EngineAPI(Protocol):
 
 
 def engine_api() -> EngineAPI:
-    """The local Docker engine's API client, from the environment (DOCKER_HOST...).
+    """The local Docker engine's API client (DOCKER_HOST, the Docker context, the default socket).
 
     Raises:
         SourceError: when no engine answers.
     """
-    try:
-        client = docker.from_env(version="auto")  # the SDK's default API version is too new for old engines
-    except docker.errors.DockerException as exc:
-        raise SourceError(_UNREACHABLE.format(exc)) from exc
-    api: EngineAPI = client.api
+    api: EngineAPI = engine_client().api
     return api
 
 
@@ -99,7 +91,7 @@ def _inspect(api: EngineAPI, ref: str) -> dict[str, Any]:
     except docker.errors.APIError as exc:
         raise SourceError(f"Docker could not inspect {ref!r}: {exc.explanation or exc}") from exc
     except (docker.errors.DockerException, requests.RequestException) as exc:
-        raise SourceError(_UNREACHABLE.format(exc)) from exc
+        raise SourceError(unreachable(exc)) from exc
 
 
 def _identity(info: dict[str, Any], ref: str) -> tuple[str, list[str]]:

@@ -12,11 +12,13 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from nodeload.errors import PushFailed
 from nodeload.graph import ImageGraph, resolve
 from nodeload.image import ImageSource
 from nodeload.nodes.spec import NodeSpec
 from nodeload.platforms import Platform
 from nodeload.progress import ProgressSink
+from nodeload.reference import parse_reference
 from nodeload.report import NodeResult
 from nodeload.transports.base import Transport
 
@@ -56,6 +58,32 @@ class PreparedImage:
             if key not in self._graphs:
                 self._graphs[key] = resolve(self.source, key)
             return self._graphs[key]
+
+
+def check_name(options: TargetOptions, pushed: str, existing: str | None) -> None:
+    """Refuse names that would make the node lie about what an image is.
+
+    Args:
+        options: The name and where it came from.
+        pushed: The digest the image record would point at.
+        existing: The digest the name points at on the node now (None: no such image).
+
+    Raises:
+        PushFailed: a digest-pinned name for other content, or a name taken from inside the
+            source that already names other content on the node.
+    """
+    pinned = parse_reference(options.name).digest
+    if pinned and pinned != pushed:
+        raise PushFailed(
+            f"refusing the name {options.name}: it pins {pinned}, but the image pushed is "
+            f"{pushed}; a digest-pinned reference must resolve to that digest"
+        )
+    if options.name_from_source and existing is not None and existing != pushed:
+        raise PushFailed(
+            f"{options.name} already exists on the node as {existing}, and this name comes from inside "
+            "the source, not from you: nodeload will not repoint it. To replace that image, name it "
+            f"yourself: --name {options.name}"
+        )
 
 
 class Target(Protocol):

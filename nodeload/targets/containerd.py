@@ -39,10 +39,11 @@ from nodeload.nodes.spec import NodeSpec
 from nodeload.plan import LABEL_UNCOMPRESSED, BlobStep, NodeState, Plan, chain_ids, make_plan
 from nodeload.platforms import choose_platform
 from nodeload.progress import ProgressSink
-from nodeload.reference import parse_reference
 from nodeload.report import NodeResult
-from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, TargetOptions
+from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, Target, TargetOptions, check_name
+from nodeload.targets.ctr_import import open_ctr_import
 from nodeload.transports.base import Transport
+from nodeload.transports.bridge import NoRelay, SocketUnavailable
 
 T = TypeVar("T")
 
@@ -64,21 +65,31 @@ async def open_containerd(
     *,
     socket: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
-) -> AsyncIterator[ContainerdTarget]:
+) -> AsyncIterator[Target]:
     """The node's containerd as a target: the first socket that answers, and what it says of itself.
 
     ``socket`` (``--containerd-socket``) is the only one tried when given; otherwise the
     node's own hints (a k3s node's socket, an inventory's) come before the usual places.
+    A node that nothing can carry a stream to (no forwarding, no relay program) is written
+    with ``ctr import`` instead, when the transport can run commands there.
 
     Raises:
         ContainerdUnavailable: with the reason for each socket tried.
     """
     candidates = [socket] if socket else list(dict.fromkeys((*node.sockets, *DEFAULT_SOCKETS)))
     progress.message(node.name, "connecting")
-    client, path = await _connect(transport, candidates, timeout, hinted=bool(socket))
+    try:
+        client, path = await _connect(transport, candidates, timeout, hinted=bool(socket))
+    except NoRelay:
+        executor = transport.executor()
+        if executor is None:
+            raise
+        async with open_ctr_import(executor, node, progress, candidates, executor.label) as fallback:
+            yield fallback
+        return
     try:
         info = await _translated("asking containerd about itself", client.node_info())
-        yield ContainerdTarget(client, node.name, progress, info, path)
+        yield ContainerdTarget(client, node.name, progress, info, path, transport.method)
     finally:
         await client.close()
 
@@ -86,12 +97,24 @@ async def open_containerd(
 async def _connect(
     transport: Transport, candidates: list[str], timeout: float, *, hinted: bool
 ) -> tuple[ContainerdClient, str]:
+    """The first candidate socket that opens and answers as containerd.
+
+    Raises:
+        ContainerdUnavailable: with each candidate's reason (NoRelay when no stream can be had).
+    """
     reasons: list[str] = []
+    no_relay: NoRelay | None = None
     for path in candidates:
-        if not await transport.can_open(path):
-            reasons.append(await transport.why_unusable(path) or f"{path} cannot be opened")
+        try:
+            target = await transport.open_socket(path)
+        except NoRelay as err:
+            no_relay = err
+            reasons.append(str(err))
             continue
-        client = ContainerdClient(await transport.forward(path), timeout=timeout)
+        except SocketUnavailable as err:
+            reasons.append(str(err))
+            continue
+        client = ContainerdClient(target, timeout=timeout)
         try:
             await client.version()
         except Exception as err:
@@ -103,7 +126,8 @@ async def _connect(
             continue
         return client, path
     hint = "" if hinted else "; name it with --containerd-socket"
-    raise ContainerdUnavailable(f"no usable containerd socket: {'; '.join(reasons)}{hint}")
+    message = f"no usable containerd socket: {'; '.join(reasons)}{hint}"
+    raise NoRelay(message) if no_relay is not None else ContainerdUnavailable(message)
 
 
 async def _translated(what: str, call: Awaitable[T]) -> T:
@@ -128,14 +152,21 @@ class ContainerdTarget:
     """One node's containerd, as a destination for images (see :func:`open_containerd`)."""
 
     def __init__(
-        self, client: ContainerdClient, node: str, progress: ProgressSink, info: NodeInfo, socket: str
+        self,
+        client: ContainerdClient,
+        node: str,
+        progress: ProgressSink,
+        info: NodeInfo,
+        socket: str,
+        method: str,
     ) -> None:
-        """Wrap a connected client; ``node`` labels progress."""
+        """Wrap a connected client; ``node`` labels progress, ``method`` is how the socket is reached."""
         self._client = client
         self._node = node
         self._progress = progress
         self._info = info
         self._socket = socket
+        self._method = method
 
     async def push(self, image: PreparedImage, options: TargetOptions, result: NodeResult) -> None:
         """Push ``image`` and fill ``result`` as it goes.
@@ -145,6 +176,7 @@ class ContainerdTarget:
         """
         result.namespace, result.name = options.namespace, options.name
         result.socket, result.containerd_version = self._socket, self._info.version
+        result.transport = self._method
         self._client.namespace = options.namespace
         await _translated("a request", self._push(image, options, result))
 
@@ -174,27 +206,8 @@ class ContainerdTarget:
         result.status = "ok"
 
     async def _check_name(self, options: TargetOptions, target: Descriptor) -> None:
-        """Refuse names that would make the node lie about what an image is.
-
-        Raises:
-            PushFailed: a digest-pinned name for other content, or a name taken from inside
-                the source that already names other content on the node.
-        """
-        pinned = parse_reference(options.name).digest
-        if pinned and pinned != target.digest:
-            raise PushFailed(
-                f"refusing the name {options.name}: it pins {pinned}, but the image pushed is "
-                f"{target.digest}; a digest-pinned reference must resolve to that digest"
-            )
-        if not options.name_from_source:
-            return
-        existing = await self._client.get_image(options.name)
-        if existing is not None and existing.target.digest != target.digest:
-            raise PushFailed(
-                f"{options.name} already exists on the node as {existing.target.digest}, and this name "
-                "comes from inside the source, not from you: nodeload will not repoint it. To replace "
-                f"that image, name it yourself: --name {options.name}"
-            )
+        existing = await self._client.get_image(options.name) if options.name_from_source else None
+        check_name(options, target.digest, existing.target.digest if existing is not None else None)
 
     async def _plan(self, graph: ImageGraph, snapshotter: str, rewritable: bool, unpack: bool) -> Plan:
         """Plan against what the node holds, with all of that pinned by our lease.

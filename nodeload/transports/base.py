@@ -6,7 +6,10 @@ import socket
 import struct
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
+
+if TYPE_CHECKING:
+    from nodeload.transports.execs import Executor
 
 # struct tcp_info (Linux >= 4.2): tcpi_bytes_acked and tcpi_bytes_received, both u64.
 _TCP_INFO_BYTES = struct.Struct("=QQ")
@@ -56,16 +59,22 @@ class Transport(Protocol):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
 
-    async def can_open(self, path: str) -> bool:
-        """Whether a stream to the unix socket ``path`` on the node can be opened."""
+    @property
+    def method(self) -> str:
+        """How the last socket was reached, for reports: ``ssh-forward``, ``docker-exec:socat``..."""
         ...
 
-    async def forward(self, path: str) -> str:
-        """Expose the node's socket ``path`` locally; return a gRPC target for it."""
+    async def open_socket(self, path: str) -> str:
+        """Expose the node's unix socket ``path`` locally; a gRPC target for it (``unix:...``).
+
+        Raises:
+            SocketUnavailable: with the reason; ``missing`` when the socket does not exist, and
+                NoRelay when nothing on the node can carry a stream to it.
+        """
         ...
 
-    async def why_unusable(self, path: str) -> str | None:
-        """Explain why ``path`` cannot be opened (missing, permission), if known."""
+    def executor(self) -> Executor | None:
+        """Runs commands on the node (None where this transport cannot)."""
         ...
 
     def traffic(self) -> Traffic | None:

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Self
 
 from nodeload.transports.base import Traffic
+from nodeload.transports.bridge import SocketUnavailable
 
 
 class LocalTransport:
@@ -30,27 +31,33 @@ class LocalTransport:
     ) -> None:
         return None
 
-    async def can_open(self, path: str) -> bool:
-        """Try to connect to the socket."""
+    @property
+    def method(self) -> str:
+        """``local``."""
+        return "local"
+
+    async def open_socket(self, path: str) -> str:
+        """The socket itself is the endpoint, once it is known to accept a connection.
+
+        Raises:
+            SocketUnavailable: missing, no permission, or nobody listening.
+        """
+        if not os.path.exists(path):
+            raise SocketUnavailable(f"{path} does not exist", missing=True)
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise SocketUnavailable(f"{path} exists but this user cannot read and write it")
         try:
             _, writer = await asyncio.open_unix_connection(path)
-        except OSError:
-            return False
+        except OSError as err:
+            reason = err.strerror or str(err)
+            raise SocketUnavailable(f"{path} cannot be opened ({reason}): is containerd running?") from err
         writer.close()
-        return True
-
-    async def forward(self, path: str) -> str:
-        """The socket itself is the endpoint."""
         return f"unix:{path}"
+
+    def executor(self) -> None:
+        """Commands are not run on this machine through a transport."""
+        return None
 
     def traffic(self) -> Traffic | None:
         """Nothing crosses a network."""
-        return None
-
-    async def why_unusable(self, path: str) -> str | None:
-        """Missing socket or missing permission."""
-        if not os.path.exists(path):
-            return f"{path} does not exist"
-        if not os.access(path, os.R_OK | os.W_OK):
-            return f"{path} exists but this user cannot read and write it"
         return None

@@ -1,255 +1,198 @@
-"""SSH transport: one asyncssh connection per node, its containerd socket
-forwarded to a unix socket in a private (0700) local directory.
+"""SSH transport: one connection per node; its containerd socket reached the best way the node allows.
 
-Nothing is installed or started on the node and no port is opened there:
-the node's sshd connects to its own containerd socket (OpenSSH
-``direct-streamlocal``), exactly like ``ssh -L local.sock:/run/containerd/containerd.sock``.
+1. ``ssh-forward``: the node's sshd connects to the socket itself (OpenSSH
+   ``direct-streamlocal``, like ``ssh -L local.sock:/run/containerd/containerd.sock``), and the
+   stream appears on a private local unix socket. Nothing runs on the node.
+2. ``ssh-exec:RELAY``: when sshd refuses stream forwarding or the login may not open the
+   socket, a relay program on the node (socat, nc -U, python3; under ``sudo -n`` when allowed)
+   carries the stream over an exec channel (see ``bridge.py``).
+3. When the node has no relay at all, the containerd target falls back to ``ctr import``
+   over an exec channel (``targets/ctr_import.py``).
+
+Nothing is installed or left on the node and no port is opened there.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import getpass
 import os
-import shlex
 import shutil
 import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import asyncssh
 
 from nodeload import scratch
-from nodeload.errors import (
-    AuthenticationFailed,
-    HostKeyRejected,
-    LocalError,
-    NodeUnreachable,
-    UsageError,
-)
+from nodeload.errors import LocalError, NodeError, UsageError
 from nodeload.nodes.spec import NodeSpec
 from nodeload.transports.base import Traffic, tcp_traffic
-from nodeload.transports.ssh_hostkeys import CheckingClient, HostKeyCheck, trust_policy
+from nodeload.transports.bridge import RelayServer, SocketUnavailable, choose_relay, probe
+from nodeload.transports.execs import ExecResult
+from nodeload.transports.ssh_connect import Connection, Destination, SSHOptions, connect, resolve
 
-# Layers are already compressed; SSH compression would only burn CPU.
-_NO_COMPRESSION = ["none"]
-# AES-GCM is hardware accelerated almost everywhere; keep the others as fallbacks.
-_CIPHERS = [
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-    "aes128-ctr",
-    "aes256-ctr",
-]
-
+__all__ = ["SSHExecutor", "SSHOptions", "SSHTransport"]
 
 _SOCKET_DIR_PREFIX = "nodeload-"
-
-
-def _local_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
-
-
-@dataclass(frozen=True)
-class SSHOptions:
-    """How to reach nodes over SSH; defaults follow OpenSSH's."""
-
-    identity: Path | None = None
-    ssh_config: Path | None = None
-    known_hosts: Path | None = None
-    verify_host_keys: bool = True
-    connect_timeout: float = 15.0
+Closer = asyncssh.SSHListener | RelayServer
 
 
 class SSHTransport:
     """Reach a node's unix sockets through one SSH connection."""
 
     def __init__(self, node: NodeSpec, options: SSHOptions | None = None) -> None:
-        """Prepare (but do not open) the connection to ``node`` (its ``address`` must be set)."""
+        """Prepare (but do not open) the connection to ``node`` (its ``address`` must be set).
+
+        Raises:
+            UsageError: when the node has no address or the ssh config cannot be read for it.
+        """
         if not node.address:
             raise UsageError(f"node {node.name} has no SSH address")
         self._spec = node
-        self._node = node.name
         self._options = options or SSHOptions()
-        self._settings: asyncssh.SSHClientConnectionOptions | None = None
-        self._resolved()  # a bad ssh config is a usage error before anything starts
-        self._conn: asyncssh.SSHClientConnection | None = None
+        self._dest = Destination(node.address, node.user, node.port, node.identity, label=node.name)
+        resolve(self._dest, self._options)  # a bad ssh config is a usage error before anything starts
+        self._connection: Connection | None = None
         self._tmpdir: str | None = None
-        self._listeners: list[asyncssh.SSHListener] = []
+        self._closers: list[Closer] = []
+        self.method = "ssh"
 
     @property
     def node(self) -> str:
-        """The node as the user named it."""
-        return self._node
+        """The node's name."""
+        return self._spec.name
 
     async def __aenter__(self) -> Self:
-        self._conn = await self._connect()
+        self._connection = await connect(self._dest, self._options)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for listener in self._listeners:
-            listener.close()
-        if self._conn is not None:
-            self._conn.close()
-            with contextlib.suppress(Exception):
-                await self._conn.wait_closed()
+        for closer in self._closers:
+            if isinstance(closer, RelayServer):
+                await closer.close()
+            else:
+                closer.close()
+        if self._connection is not None:
+            await self._connection.close()
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
-    def _resolved(self) -> asyncssh.SSHClientConnectionOptions:
-        """The node's settings as the ssh config resolves them (HostName, Port, User, files...).
+    def traffic(self) -> Traffic | None:
+        """What the SSH connection's TCP socket carried (kernel counters; the first hop's)."""
+        if self._connection is None:
+            return None
+        first = self._connection.jumps[0] if self._connection.jumps else self._connection.conn
+        return tcp_traffic(first.get_extra_info("socket"))
+
+    def executor(self) -> SSHExecutor:
+        """Commands on the node through exec channels of this connection."""
+        return SSHExecutor(self._conn())
+
+    async def open_socket(self, path: str) -> str:
+        """A local gRPC target for the node's socket ``path``: forwarded if sshd allows, else relayed.
 
         Raises:
-            NodeError: when the ssh config cannot be parsed.
+            SocketUnavailable: with the reason (``missing`` when the socket does not exist).
         """
-        if self._settings is None:
-            kwargs: dict[str, Any] = {}
-            if self._options.ssh_config is not None:
-                kwargs["config"] = [str(self._options.ssh_config)]
-            if self._spec.port:
-                kwargs["port"] = self._spec.port
-            if self._spec.user:
-                kwargs["username"] = self._spec.user
-            try:
-                self._settings = asyncssh.SSHClientConnectionOptions(host=self._spec.address, **kwargs)
-            except (OSError, ValueError, asyncssh.Error) as err:
-                source = f"-F {self._options.ssh_config}" if self._options.ssh_config else "the ssh config"
-                raise UsageError(f"{source}: {err}") from err
-        return self._settings
+        refused = await self._forwarding_refused(path)
+        if refused is None:
+            self.method = "ssh-forward"
+            return await self._serve(lambda local: self._conn().forward_local_path(local, path))
+        found = await probe(self.executor(), path)
+        if not refused and found.access == "rw":
+            # The login may use the socket and sshd forwards streams, yet connecting failed.
+            raise SocketUnavailable(
+                f"{path} exists and user {found.user!r} may read and write it, but it cannot be opened: "
+                "is containerd running?"
+            )
+        relay = choose_relay(found, path, may_sudo=self._spec.become)
+        self.method = f"ssh-exec:{relay.label}"
+        executor = self.executor()
+        return await self._serve(lambda local: self._start_relay(RelayServer(executor, relay, path, local)))
 
-    def _connect_kwargs(self, check: HostKeyCheck | None) -> dict[str, Any]:
-        opts = self._options
-        settings = self._resolved()
-        kwargs: dict[str, Any] = {
-            "options": settings,
-            "compression_algs": _NO_COMPRESSION,
-            "encryption_algs": _CIPHERS,
-            "connect_timeout": opts.connect_timeout,
-            "window": 8 * 1024 * 1024,
-            # A node that vanishes must fail its push, not hang every other node's report.
-            "keepalive_interval": 15,
-            "keepalive_count_max": 3,
-            # Whatever the ssh config says: a node (or an impostor) never gets the user's agent
-            # or X display through the channels nodeload opens.
-            "agent_forwarding": False,
-            "x11_forwarding": False,
-            "known_hosts": check.match if check else None,
-        }
-        if check is not None:
-            kwargs["client_factory"] = lambda: CheckingClient(check)
-        extra = [str(key) for key in (self._spec.identity, opts.identity) if key is not None]
-        if extra:
-            # -i (and an inventory's key) add keys; the agent and ssh config IdentityFile keys still apply.
-            kwargs["client_keys"] = [*extra, *(settings.client_keys or [])]
-        return kwargs
+    async def _start_relay(self, server: RelayServer) -> RelayServer:
+        await server.start()
+        return server
 
-    def _host_key_check(self) -> HostKeyCheck | None:
-        """The check of this node's host key (None with --insecure-skip-host-key-check)."""
-        if not self._options.verify_host_keys:
-            return None
-        settings = self._resolved()
-        policy = trust_policy(self._options.known_hosts, settings.config.get_options(False), _local_user())
-        return HostKeyCheck(policy, settings.host_key_alias or settings.host, settings.port)
-
-    async def _connect(self) -> asyncssh.SSHClientConnection:
-        check = self._host_key_check()
+    async def _forwarding_refused(self, path: str) -> bool | None:
+        """None when a stream to ``path`` opens; else whether sshd refused forwarding outright."""
         try:
-            return await asyncssh.connect(self._resolved().host, **self._connect_kwargs(check))
-        except asyncssh.HostKeyNotVerifiable as err:
-            reason = check.rejection(self._node) if check else str(err)
-            raise HostKeyRejected(reason) from err
-        except asyncssh.PermissionDenied as err:
-            raise AuthenticationFailed(
-                f"SSH authentication failed ({err.reason}). Load the key into ssh-agent, "
-                "name it with -i FILE or IdentityFile in ~/.ssh/config, and check the user name."
-            ) from err
-        except asyncssh.KeyImportError as err:
-            raise AuthenticationFailed(f"cannot load the SSH key: {err}") from err
-        except asyncssh.DisconnectError as err:
-            raise NodeUnreachable(f"SSH connection refused: {err.reason}") from err
-        except (TimeoutError, OSError) as err:
-            reason = str(err) or type(err).__name__
-            raise NodeUnreachable(f"cannot connect over SSH: {reason}") from err
-
-    def traffic(self) -> Traffic | None:
-        """What the SSH connection's TCP socket carried (kernel counters)."""
-        return tcp_traffic(self._conn.get_extra_info("socket")) if self._conn else None
-
-    async def can_open(self, path: str) -> bool:
-        """Open and close a stream to ``path`` on the node."""
-        try:
-            _, writer = await self._require_conn().open_unix_connection(path)
-        except (asyncssh.ChannelOpenError, asyncssh.Error):
-            return False
+            _, writer = await self._conn().open_unix_connection(path)
+        except asyncssh.ChannelOpenError as err:
+            return err.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
+        except asyncssh.Error as err:
+            raise NodeError(f"the SSH connection failed: {err}") from err
         writer.close()
-        return True
+        return None
 
-    async def why_unusable(self, path: str) -> str | None:
-        """Ask the node, through a short command, whether ``path`` exists and who we are."""
-        quoted, parent = shlex.quote(path), shlex.quote(os.path.dirname(path) or "/")
-        # "hidden": the directory is there but the user may not enter it, so [ -S ] cannot see the
-        # socket (it used to be reported as missing); "refused": the user may read and write the
-        # socket, so opening it failed for another reason (it used to be blamed on permissions).
-        cmd = (
-            f"if [ -S {quoted} ]; then if [ -r {quoted} ] && [ -w {quoted} ]; then echo refused; "
-            f"else echo denied; fi; elif [ -d {parent} ] && ! [ -x {parent} ]; then echo hidden; "
-            "else echo missing; fi; id -un"
-        )
-        try:
-            result = await asyncio.wait_for(self._require_conn().run(cmd, check=False), 10)
-        except (TimeoutError, asyncssh.Error, OSError):
-            return None
-        lines = str(result.stdout or "").split()
-        if len(lines) < 2:
-            return None
-        state, user = lines[0], lines[1]
-        if state == "missing":
-            return f"{path} does not exist on the node"
-        if state == "refused":
-            return (
-                f"{path} exists and user {user!r} may read and write it, but it cannot be opened: is "
-                "containerd running, and does the node's sshd allow AllowStreamLocalForwarding?"
-            )
-        if state == "hidden":
-            return (
-                f"{path} is out of reach: user {user!r} may not enter {os.path.dirname(path)}, and "
-                "containerd's socket needs read and write access (log in as root, or give the user access)"
-            )
-        return (
-            f"{path} exists but user {user!r} may not open it: containerd's socket needs read and write "
-            "access (log in as root, or give the user the socket's group)"
-        )
-
-    async def forward(self, path: str) -> str:
-        """Listen on a private local unix socket that tunnels to ``path``.
-
-        asyncssh's own forwarder carries the bytes (faster than pumping them
-        ourselves); the socket lives in a 0700 directory only we can enter.
-        """
+    async def _serve(self, listen: Callable[[str], Awaitable[Closer]]) -> str:
+        """Listen on a private local unix socket (0600 in a 0700 directory); its gRPC target."""
         try:
             if self._tmpdir is None:
                 scratch.sweep(tempfile.gettempdir(), _SOCKET_DIR_PREFIX)  # left by killed runs
                 self._tmpdir = scratch.mkdtemp(_SOCKET_DIR_PREFIX)  # 0700
-            local = os.path.join(self._tmpdir, f"sock{len(self._listeners)}")
-            listener = await self._require_conn().forward_local_path(local, path)
+            local = os.path.join(self._tmpdir, f"sock{len(self._closers)}")
+            closer = await listen(local)
             os.chmod(local, 0o600)
         except OSError as err:  # e.g. "AF_UNIX path too long" for a deep TMPDIR
             raise LocalError(
                 f"cannot create the local end of the tunnel in {self._tmpdir or tempfile.gettempdir()}: "
                 f"{err.strerror or err} (set TMPDIR to a short, writable directory)"
             ) from err
-        self._listeners.append(listener)
+        self._closers.append(closer)
         return f"unix:{local}"
 
-    def _require_conn(self) -> asyncssh.SSHClientConnection:
-        if self._conn is None:
+    def _conn(self) -> asyncssh.SSHClientConnection:
+        if self._connection is None:
             raise RuntimeError("SSHTransport used outside its context")
-        return self._conn
+        return self._connection.conn
+
+
+class SSHExecutor:
+    """Runs commands on the node over exec channels of one SSH connection."""
+
+    def __init__(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Use ``conn``."""
+        self._conn = conn
+
+    @property
+    def label(self) -> str:
+        """``ssh-exec``."""
+        return "ssh-exec"
+
+    async def start(self, command: str) -> _SSHProcess:
+        """Start ``command`` in the login's shell on the node."""
+        try:
+            process = await self._conn.create_process(command, encoding=None)
+        except (asyncssh.Error, OSError) as err:
+            raise NodeError(f"the node would not run a command over SSH: {err}") from err
+        return _SSHProcess(process)
+
+
+class _SSHProcess:
+    """An :class:`~nodeload.transports.execs.ExecProcess` over an asyncssh process."""
+
+    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        self._process = process
+        self._stderr = b""
+
+    @property
+    def stdin(self) -> asyncssh.SSHWriter[bytes]:
+        return self._process.stdin
+
+    @property
+    def stdout(self) -> asyncssh.SSHReader[bytes]:
+        return self._process.stdout
+
+    async def wait(self) -> ExecResult:
+        with contextlib.suppress(asyncssh.Error, OSError):
+            self._stderr += await self._process.stderr.read()
+        completed = await self._process.wait(check=False)
+        status = completed.exit_status if completed.exit_status is not None else 255
+        return ExecResult(status, self._stderr.decode(errors="replace"))
+
+    def close(self) -> None:
+        self._process.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import nodeload
+from nodeload.transports.bridge import SocketUnavailable
 from nodeload.transports.local import LocalTransport
 from tests.helpers.oci import write_layout
 from tests.integration.nodes import Containerd
@@ -30,6 +31,6 @@ def test_push_through_the_local_transport(fresh_containerd: Containerd, tmp_path
 
 def test_local_transport_explains_a_missing_socket(tmp_path: Path) -> None:
     missing = tmp_path / "nope.sock"
-    transport = LocalTransport()
-    assert asyncio.run(transport.why_unusable(str(missing))) == f"{missing} does not exist"
-    assert asyncio.run(transport.can_open(str(missing))) is False
+    with pytest.raises(SocketUnavailable, match=f"{missing} does not exist") as err:
+        asyncio.run(LocalTransport().open_socket(str(missing)))
+    assert err.value.missing
