@@ -64,6 +64,14 @@ else echo access=missing; fi
 command -v socat >/dev/null 2>&1 && echo relay=socat
 if command -v nc >/dev/null 2>&1 && nc -h 2>&1 | grep -q -- ' -U'; then echo relay=nc; fi
 command -v python3 >/dev/null 2>&1 && echo relay=python3
+if [ -S "$p" ] && [ -r "$p" ] && [ -w "$p" ]; then
+  if command -v socat >/dev/null 2>&1; then
+    if socat -u OPEN:/dev/null UNIX-CONNECT:"$p" 2>/dev/null; then echo connect=ok; else echo connect=refused; fi
+  elif command -v python3 >/dev/null 2>&1; then
+    if python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$p" 2>/dev/null
+    then echo connect=ok; else echo connect=refused; fi
+  fi
+fi
 """
     + SUDO_PROBE
 )
@@ -90,6 +98,7 @@ class Probe:
     relays: tuple[str, ...]
     sudo: str  # root | ok | password | none
     user: str
+    connect: str = "untested"  # ok | refused: whether the login could connect to it just now
 
     @classmethod
     def parse(cls, text: str) -> Probe:
@@ -100,6 +109,7 @@ class Probe:
             relays=tuple(values.get("relay", [])),
             sudo=values.get("sudo", ["none"])[0],
             user=values.get("user", ["?"])[0],
+            connect=values.get("connect", ["untested"])[0],
         )
 
 
@@ -142,6 +152,11 @@ def choose_relay(found: Probe, path: str, *, may_sudo: bool) -> Relay:
     if found.access in ("missing", "notsocket"):
         what = "does not exist" if found.access == "missing" else "is not a socket"
         raise SocketUnavailable(f"{path} {what} on the node", missing=True)
+    if found.connect == "refused":
+        raise SocketUnavailable(
+            f"{path} exists and user {found.user!r} may read and write it, but nothing answers on it: "
+            "is containerd running?"
+        )
     needs_root = found.access in ("denied", "hidden") and found.sudo != "root"
     if needs_root:
         if not may_sudo:

@@ -28,7 +28,7 @@ from nodeload import scratch
 from nodeload.errors import LocalError, NodeError, UsageError
 from nodeload.nodes.spec import NodeSpec
 from nodeload.transports.base import Traffic, tcp_traffic
-from nodeload.transports.bridge import RelayServer, SocketUnavailable, choose_relay, probe
+from nodeload.transports.bridge import RelayServer, choose_relay, probe
 from nodeload.transports.execs import ExecResult
 from nodeload.transports.ssh_connect import Connection, Destination, SSHOptions, connect, resolve
 
@@ -97,17 +97,12 @@ class SSHTransport:
         Raises:
             SocketUnavailable: with the reason (``missing`` when the socket does not exist).
         """
-        refused = await self._forwarding_refused(path)
-        if refused is None:
+        if await self._forwards(path):
             self.method = "ssh-forward"
             return await self._serve(lambda local: self._conn().forward_local_path(local, path))
+        # sshd gives the same answer when it refuses stream forwarding and when the socket cannot be
+        # opened: ask the node what the socket is, who we are there, and what could relay to it.
         found = await probe(self.executor(), path)
-        if not refused and found.access == "rw":
-            # The login may use the socket and sshd forwards streams, yet connecting failed.
-            raise SocketUnavailable(
-                f"{path} exists and user {found.user!r} may read and write it, but it cannot be opened: "
-                "is containerd running?"
-            )
         relay = choose_relay(found, path, may_sudo=self._spec.become)
         self.method = f"ssh-exec:{relay.label}"
         executor = self.executor()
@@ -117,16 +112,16 @@ class SSHTransport:
         await server.start()
         return server
 
-    async def _forwarding_refused(self, path: str) -> bool | None:
-        """None when a stream to ``path`` opens; else whether sshd refused forwarding outright."""
+    async def _forwards(self, path: str) -> bool:
+        """Whether sshd opens a stream to ``path`` for us."""
         try:
             _, writer = await self._conn().open_unix_connection(path)
-        except asyncssh.ChannelOpenError as err:
-            return err.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
+        except asyncssh.ChannelOpenError:
+            return False
         except asyncssh.Error as err:
             raise NodeError(f"the SSH connection failed: {err}") from err
         writer.close()
-        return None
+        return True
 
     async def _serve(self, listen: Callable[[str], Awaitable[Closer]]) -> str:
         """Listen on a private local unix socket (0600 in a 0700 directory); its gRPC target."""
