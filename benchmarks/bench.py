@@ -1,6 +1,6 @@
 """nodeload vs `docker save | ssh node ctr -n k8s.io images import -`, side by side.
 
-Sections (all by default; ``--only SECTION`` picks some): ``pushes`` and ``fanout``.
+Sections (all by default; ``--only SECTION`` picks some): ``pushes``, ``fanout``, ``fallback``.
 
 pushes:
 Three fresh sandbox nodes, one per contender, so none benefits from another:
@@ -37,13 +37,15 @@ from typing import Any
 from rich.console import Console
 
 from benchmarks.common import MiB, bench_env, nodeload_argv, print_checks, print_table, timed
+from benchmarks.fallback import HEADERS as FALLBACK_HEADERS
+from benchmarks.fallback import fallback, fallback_rows
 from benchmarks.fanout import HEADERS as FANOUT_HEADERS
 from benchmarks.fanout import fanout, fanout_checks, fanout_rows
 from nodeload.report import human_bytes
 from nodeload.sandbox import LayerSpec, Sandbox, build_image, docker_client, sweep_leftovers
 
 IMAGE = "nodeload-bench/app"
-SECTIONS = ("pushes", "fanout")
+SECTIONS = ("pushes", "fanout", "fallback")
 SCENARIOS = (("cold", "v1"), ("warm", "v2"), ("repeat", "v2"))
 BASELINE, DAEMON, LAYOUT = "save|import", "nodeload docker-daemon:", "nodeload oci:"
 
@@ -142,6 +144,10 @@ def main() -> int:
         title = f"Fan-out: {args.size_mib} MiB image, cold, each node behind {args.fanout_mbit:g} Mbit/s"
         print_table(title, FANOUT_HEADERS, fanout_rows(runs), args.markdown)
         print_checks(fanout_checks(runs))
+    if "fallback" in sections:
+        runs = fallback(client, IMAGE, console)
+        title = f"ctr-import fallback: {args.size_mib} MiB image, {args.changed_mib} MiB changed, loopback"
+        print_table(title, FALLBACK_HEADERS, fallback_rows(runs), args.markdown)
     return 0
 
 

@@ -107,6 +107,17 @@ def test_a_bastion_with_an_unknown_host_key_is_refused(
     assert content_sizes(fleet.node("node-4")) == before
 
 
+def test_jump_host_from_the_command_line(fleet: Sandbox, app_images: dict[str, str], tmp_path: Any) -> None:
+    config = tmp_path / "ssh_config"  # the same aliases, without ProxyJump: -J does it
+    config.write_text(fleet.ssh_config_path.read_text().replace("    ProxyJump bastion\n", ""))
+    assert fleet.bastion is not None
+    before = fleet.bastion.rx_bytes()
+    result = _push(fleet, app_images["v1"], "node-4", "-J", "bastion", "--name", "example.com/j:v1",
+                   config=str(config))  # fmt: skip
+    assert (result["status"], result["transport"]) == ("ok", "ssh-forward"), result
+    assert fleet.bastion.rx_bytes() - before >= result["wire_bytes_sent"]  # it went through the bastion
+
+
 # -- node containers: kind and k3d ------------------------------------------------------------------
 
 

@@ -44,7 +44,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
-AllowStreamLocalForwarding yes
+AllowStreamLocalForwarding {forwarding}
 LogLevel {log_level}
 """
 
@@ -145,7 +145,7 @@ def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-def start_sshd(root: Path, log_level: str = "ERROR") -> Sshd:
+def start_sshd(root: Path, log_level: str = "ERROR", *, forwarding: bool = True) -> Sshd:
     """Start sshd with a fresh host key and client key; wait until it accepts.
 
     Its log (``root/sshd.log``) is at ``log_level`` (DEBUG1 shows every channel request).
@@ -157,7 +157,11 @@ def start_sshd(root: Path, log_level: str = "ERROR") -> Sshd:
     (root / "authorized_keys").write_text((root / "client_ed25519.pub").read_text())
     port = free_port()
     config = root / "sshd_config"
-    config.write_text(SSHD_CONFIG.format(port=port, root=root, log_level=log_level))
+    config.write_text(
+        SSHD_CONFIG.format(
+            port=port, root=root, log_level=log_level, forwarding="yes" if forwarding else "no"
+        )
+    )
     host_pub = (root / "host_ed25519.pub").read_text().split()
     line = f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}"
     (root / "known_hosts").write_text(line + "\n")
