@@ -66,7 +66,8 @@ if command -v nc >/dev/null 2>&1 && nc -h 2>&1 | grep -q -- ' -U'; then echo rel
 command -v python3 >/dev/null 2>&1 && echo relay=python3
 if [ -S "$p" ] && [ -r "$p" ] && [ -w "$p" ]; then
   if command -v socat >/dev/null 2>&1; then
-    if socat -u OPEN:/dev/null UNIX-CONNECT:"$p" 2>/dev/null; then echo connect=ok; else echo connect=refused; fi
+    if socat -u OPEN:/dev/null UNIX-CONNECT:"$p" 2>/dev/null
+    then echo connect=ok; else echo connect=refused; fi
   elif command -v python3 >/dev/null 2>&1; then
     if python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$p" 2>/dev/null
     then echo connect=ok; else echo connect=refused; fi
