@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from nodeload.report import NodeResult, human_bytes
 from nodeload.text import printable
+
+if TYPE_CHECKING:
+    from nodeload.registry.server import ServeOutcome
 
 
 def print_summary(console: Console, results: Sequence[NodeResult]) -> None:
@@ -60,3 +64,22 @@ def _failure_lines(results: Sequence[NodeResult]) -> list[str]:
         if not result.ok and result.image not in explained:
             lines.append(f"{result.node}: FAILED: {result.error}")
     return lines
+
+
+def print_serve_summary(console: Console, outcome: ServeOutcome) -> None:
+    """What ``nodeload serve`` left on each node: images, bytes received, failures."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("node", "status", "received", "images"):
+        table.add_column(column, justify="right" if column == "received" else "left")
+    for session in outcome.sessions:
+        status = "[red]FAILED[/]" if session.errors else "[green]ok[/]"
+        names = ", ".join(printable(r.name) for r in session.results if r.ok) or "-"
+        table.add_row(printable(session.name), status, human_bytes(session.bytes_received), names)
+    for name in outcome.unreachable:
+        table.add_row(printable(name), "[red]FAILED[/]", human_bytes(0), "-")
+    console.print(table)
+    for session in outcome.sessions:
+        for error in session.errors:
+            console.print(printable(f"{session.name}: FAILED: {error}"), markup=False)
+    for name, why in outcome.unreachable.items():
+        console.print(printable(f"{name}: FAILED: {why}"), markup=False)

@@ -11,7 +11,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -215,8 +215,12 @@ class ContainerdClient:
         """Hold a lease so garbage collection keeps half-pushed content.
 
         The lease expires by itself if we die, so an interrupted push leaves
-        nothing pinned forever; a clean exit deletes it at once.
+        nothing pinned forever; a clean exit deletes it at once. Under a lease
+        already held (``nodeload serve`` holds one for its whole run), that one is used.
         """
+        if self.lease:
+            yield self.lease
+            return
         expiry = (datetime.now(UTC) + LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
         lease_id = f"nodeload-{secrets.token_hex(6)}"
         req = leases_pb2.CreateRequest(id=lease_id, labels={"containerd.io/gc.expire": expiry})
@@ -264,6 +268,81 @@ class ContainerdClient:
         async for resp in self._content.List(content_pb2.ListContentRequest(filters=[flt]), **self._opts()):
             found.extend(resp.info)
         return found
+
+    async def read_blob(self, digest: str, offset: int = 0) -> AsyncIterator[bytes]:
+        """A blob's bytes from ``offset``, as containerd sends them (no deadline: blobs are big)."""
+        req = content_pb2.ReadContentRequest(digest=digest, offset=offset, size=0)
+        try:
+            async for resp in self._content.Read(req, metadata=self._md()):
+                yield resp.data
+        except grpc.aio.AioRpcError as err:
+            _raise_push_error(f"reading {digest}", err)
+
+    async def append(self, ref: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
+        """Add ``chunks`` to the ingest ``ref`` at ``offset`` without committing it; the new offset.
+
+        For uploads whose digest is known only at the end (registry uploads): the ingest
+        stays on the node, under the lease, until :meth:`commit_ingest`.
+
+        Raises:
+            PushFailed: when the ingest is not at ``offset`` (a lost or concurrent upload).
+        """
+        req = content_pb2.WriteContentRequest
+        call = self._content.Write(metadata=self._md())
+        try:
+            async with asyncio.timeout(self.timeout) as deadline:
+                await call.write(req(action=content_pb2.STAT, ref=ref))
+                status = await call.read()
+                if status is grpc.aio.EOF or int(status.offset) != offset:
+                    at = "nothing" if status is grpc.aio.EOF else int(status.offset)
+                    raise PushFailed(f"the upload {ref} is at {at} on the node, not {offset}")
+                drained = asyncio.ensure_future(_drain(call))
+                async for data in chunks:
+                    for start in range(0, len(data), WRITE_CHUNK):
+                        piece = data[start : start + WRITE_CHUNK]
+                        await call.write(req(action=content_pb2.WRITE, ref=ref, offset=offset, data=piece))
+                        offset += len(piece)
+                    deadline.reschedule(asyncio.get_running_loop().time() + self.timeout)
+                await call.done_writing()
+                await drained
+        except grpc.aio.AioRpcError as err:
+            _raise_push_error(f"receiving {ref}", err)
+        except TimeoutError:
+            raise ContainerdTimeout(f"containerd stopped taking data for {ref}") from None
+        finally:
+            call.cancel()
+        return offset
+
+    async def commit_ingest(self, ref: str, size: int, digest: str, labels: Mapping[str, str]) -> bool:
+        """Commit the ingest ``ref`` as ``digest``; True when the blob was already there.
+
+        Raises:
+            BlobMismatch: when what was uploaded is not ``digest``.
+        """
+        req = content_pb2.WriteContentRequest
+        call = self._content.Write(metadata=self._md())
+        try:
+            await call.write(req(action=content_pb2.STAT, ref=ref, total=size, expected=digest))
+            await call.read()
+            await call.write(
+                req(
+                    action=content_pb2.COMMIT,
+                    ref=ref,
+                    offset=size,
+                    total=size,
+                    expected=digest,
+                    labels=dict(labels),
+                )
+            )
+            await call.done_writing()
+            await _drain(call)
+        except grpc.aio.AioRpcError as err:
+            if _code(err) == grpc.StatusCode.ALREADY_EXISTS:
+                return True
+            if _code(err) in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE):
+                raise BlobMismatch(f"the upload is not {digest} ({err.details()})") from err
+            _raise_push_error(f"committing {digest}", err)
+        return False
 
     async def read_head(self, digest: str, size: int) -> bytes:
         """The first ``size`` bytes of a blob (to sniff its compression)."""

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import io
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import IO, TypeVar
 
@@ -167,6 +167,24 @@ class ContainerdTarget:
         self._info = info
         self._socket = socket
         self._method = method
+
+    @property
+    def client(self) -> ContainerdClient:
+        """The node's containerd client (``nodeload serve`` stores blobs with it directly)."""
+        return self._client
+
+    async def store_document(self, desc: Descriptor, data: bytes, labels: Mapping[str, str]) -> None:
+        """Write one small document (a manifest pushed by digest) with its GC labels."""
+        stream = io.BytesIO(data)
+
+        def open_at(offset: int) -> AbstractContextManager[IO[bytes]]:
+            stream.seek(offset)
+            return contextlib.nullcontext(stream)
+
+        await _translated(
+            f"storing {desc.digest}",
+            self._client.write_blob(f"nodeload-{desc.digest}", desc, open_at, labels),
+        )
 
     async def push(self, image: PreparedImage, options: TargetOptions, result: NodeResult) -> None:
         """Push ``image`` and fill ``result`` as it goes.

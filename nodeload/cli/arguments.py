@@ -1,21 +1,12 @@
-"""The ``nodeload`` command line: argument parsing and output over the library (``nodeload.api``)."""
+"""The command line's arguments: one parser, argument groups shared by the commands."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import logging
-import signal
-import sys
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
 from nodeload import __version__
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_TIMEOUT = 60.0  # the library's default (nodeload.containerd.client), without importing grpc
 DEFAULT_PARALLEL = 8
 
@@ -28,7 +19,7 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
         "sending only the blobs each node lacks.",
     )
     parser.add_argument("--version", action="version", version=f"nodeload {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
     push = commands.add_parser(
         "push",
         help="push images to nodes",
@@ -46,9 +37,52 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
     _selection_arguments(push)
     _push_arguments(push)
     _ssh_arguments(push)
-    push.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
-    push.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    _output_arguments(push)
+    _serve_command(commands)
     return parser
+
+
+def _serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="a temporary registry whose storage is the nodes' containerd",
+        description="Serve the selected nodes as an OCI registry on 127.0.0.1 while CMD runs (or until\n"
+        "Ctrl-C): docker push, skopeo copy, buildx, crane... push straight into the nodes. CMD gets\n"
+        "NODELOAD_REGISTRY (host:port), DOCKER_CONFIG and REGISTRY_AUTH_FILE (per-run credentials).",
+        epilog="examples:\n"
+        "  nodeload serve --all-nodes -- sh -c 'docker tag app:dev $NODELOAD_REGISTRY/app:dev &&\n"
+        "                                       docker push $NODELOAD_REGISTRY/app:dev'\n"
+        "  nodeload serve --node worker-1 -- skopeo copy --dest-tls-verify=false \\\n"
+        "      oci:./out:dev docker://\\$NODELOAD_REGISTRY/app:dev\n\n"
+        "exit status: CMD's; 1 when CMD succeeded but a node failed; 2 usage error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _selection_arguments(serve)
+    group = serve.add_argument_group("the registry")
+    group.add_argument(
+        "--namespace",
+        default="k8s.io",
+        metavar="NS",
+        help="containerd namespace images land in (default k8s.io)",
+    )
+    group.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        metavar="127.0.0.1:PORT",
+        help="loopback address (default: a free port)",
+    )
+    group.add_argument("--containerd-socket", metavar="PATH", help="containerd socket on the nodes")
+    group.add_argument(
+        "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="containerd deadline"
+    )
+    _ssh_arguments(serve)
+    _output_arguments(serve)
+    serve.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command to run")
+
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
 
 
 def _selection_arguments(push: argparse.ArgumentParser) -> None:
@@ -174,130 +208,3 @@ def _seconds(text: str) -> float:
     if not 0 < value < 86400:
         raise argparse.ArgumentTypeError(f"invalid seconds {text!r}: a number above 0")
     return value
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``nodeload`` console script."""
-    return _run(build_parser().parse_args(argv))
-
-
-def kubectl_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``kubectl-nodeload``: ``kubectl nodeload push ...`` (nodes come from the cluster)."""
-    args = build_parser("kubectl nodeload").parse_args(argv)
-    args.kubernetes_by_default = True
-    return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from nodeload.errors import NodeloadError, UsageError
-    from nodeload.text import printable
-
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    if args.debug:
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
-    _terminate_like_interrupt()
-    try:
-        return _push(args, err)
-    except KeyboardInterrupt:
-        err.print("nodeload: interrupted; rerun the same command to resume", markup=False)
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # the boundary: a message and a report, never a bare traceback
-        known = isinstance(exc, NodeloadError)
-        if args.debug or not known:
-            logging.getLogger("nodeload").debug("the push failed", exc_info=True)
-        text = str(exc) if known else f"internal error: {type(exc).__name__}: {exc}"
-        hint = "" if known or args.debug else " (--debug shows where)"
-        err.print(f"nodeload: error: {printable(text)}{hint}", markup=False)
-        if args.json:  # scripts still get a report to parse
-            print(json.dumps(_report(args.images, [], error=text), indent=2))
-        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
-
-
-def _terminate_like_interrupt() -> None:
-    """SIGTERM (CI cancelling a job, ``kill``) unwinds like Ctrl-C: temporary files are removed."""
-    with contextlib.suppress(ValueError):  # not the main thread (tests calling main())
-
-        def interrupt(signum: int, frame: object) -> None:
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, interrupt)
-
-
-def _push(args: argparse.Namespace, err: Any) -> int:
-    from nodeload.api import PushOptions, push
-    from nodeload.errors import UsageError
-    from nodeload.nodes.select import NodeSelection, select_nodes
-    from nodeload.platforms import Platform
-    from nodeload.progress import NullProgress, ProgressSink, RichProgress
-    from nodeload.summary import print_failures, print_summary
-    from nodeload.transports.ssh import SSHOptions
-
-    if args.ssh_config is not None and not args.ssh_config.is_file():
-        raise UsageError(f"-F {args.ssh_config}: no such file")
-    nodes = select_nodes(
-        NodeSelection(
-            names=tuple(args.node),
-            all_nodes=args.all_nodes,
-            inventory=args.inventory,
-            limit=args.limit,
-            kubeconfig=args.kubeconfig,
-            context=args.context,
-            selector=args.selector,
-            exclude_control_plane=args.exclude_control_plane,
-            address_type=args.address_type,
-            ssh_user=args.ssh_user,
-            sudo=args.sudo,
-            kind_cluster=args.kind_cluster,
-            k3d_cluster=args.k3d_cluster,
-            kubernetes_by_default=getattr(args, "kubernetes_by_default", False),
-        )
-    )
-    if args.insecure_skip_host_key_check:
-        err.print(
-            "warning: --insecure-skip-host-key-check: node host keys are NOT verified; anyone on the "
-            "network path can pose as a node, receive the image and fake containerd's answers",
-            markup=False,
-        )
-    options = PushOptions(
-        namespace=args.namespace,
-        name=args.name,
-        platform=Platform.parse(args.platform) if args.platform else None,
-        containerd_socket=args.containerd_socket,
-        snapshotter=args.snapshotter,
-        unpack=not args.no_unpack,
-        timeout=args.timeout,
-        parallel=args.parallel,
-        ssh=SSHOptions(
-            identity=args.identity,
-            ssh_config=args.ssh_config,
-            known_hosts=args.known_hosts,
-            verify_host_keys=not args.insecure_skip_host_key_check,
-            jump=args.jump,
-        ),
-    )
-
-    def notify(text: str) -> None:  # stderr: --json output on stdout stays clean
-        err.print(text if text.startswith("warning:") else f"nodeload: {text}", markup=False)
-
-    bars = err.is_terminal and not args.json
-    shown: AbstractContextManager[ProgressSink]
-    shown = RichProgress(err) if bars else contextlib.nullcontext(NullProgress())
-    with shown as progress:
-        results = push(args.images, nodes, options, progress=progress, notify=notify)
-    if args.json:
-        print(json.dumps(_report(args.images, [r.to_json() for r in results]), indent=2))
-        print_failures(err, results)
-    else:
-        print_summary(err, results)
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
-
-
-def _report(images: Sequence[str], nodes: list[dict[str, Any]], error: str | None = None) -> dict[str, Any]:
-    """The ``--json`` document: one entry per (image, node) under ``nodes``."""
-    return {"images": list(images), "error": error, "nodes": nodes}
-
-
-if __name__ == "__main__":
-    sys.exit(main())

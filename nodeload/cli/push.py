@@ -1,0 +1,46 @@
+"""``nodeload push``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from contextlib import AbstractContextManager
+
+from rich.console import Console
+
+from nodeload.cli.common import notifier, selected_nodes, ssh_options
+
+
+def run_push(args: argparse.Namespace, err: Console) -> int:
+    """Push each image to each selected node; the exit status."""
+    from nodeload.api import PushOptions, push
+    from nodeload.platforms import Platform
+    from nodeload.progress import NullProgress, ProgressSink, RichProgress
+    from nodeload.summary import print_failures, print_summary
+
+    ssh = ssh_options(args, err)
+    nodes = selected_nodes(args)
+    options = PushOptions(
+        namespace=args.namespace,
+        name=args.name,
+        platform=Platform.parse(args.platform) if args.platform else None,
+        containerd_socket=args.containerd_socket,
+        snapshotter=args.snapshotter,
+        unpack=not args.no_unpack,
+        timeout=args.timeout,
+        parallel=args.parallel,
+        ssh=ssh,
+    )
+    bars = err.is_terminal and not args.json
+    shown: AbstractContextManager[ProgressSink]
+    shown = RichProgress(err) if bars else contextlib.nullcontext(NullProgress())
+    with shown as progress:
+        results = push(args.images, nodes, options, progress=progress, notify=notifier(err))
+    if args.json:
+        report = {"images": list(args.images), "error": None, "nodes": [r.to_json() for r in results]}
+        print(json.dumps(report, indent=2))
+        print_failures(err, results)
+    else:
+        print_summary(err, results)
+    return 0 if all(r.ok for r in results) else 1

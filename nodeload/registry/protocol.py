@@ -1,0 +1,264 @@
+"""The OCI distribution API (``/v2/``) on aiohttp, over a :class:`~nodeload.registry.store.NodesStore`.
+
+Only the protocol lives here: routes, headers, status codes, credentials, OCI error bodies.
+Pulls (blob and manifest GET/HEAD), pushes (monolithic and chunked uploads with resumable
+offsets, cross-repository mounts, manifests and indexes by tag and digest) and tag lists.
+Deleting is not offered: the nodes' images are managed with ctr/crictl.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from nodeload.image import sha256_digest
+from nodeload.jsondoc import MAX_DOCUMENT_BYTES
+from nodeload.registry.errors import RegistryError, invalid
+from nodeload.registry.store import NodesStore, Upload
+
+_NAME = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+# A registry host at the front (ghcr.io/me/app) is part of the repository path here.
+_REPOSITORY = re.compile(rf"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_NAME}")
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_CHUNK = 1 << 20
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The per-run login that every request must present (HTTP Basic)."""
+
+    username: str
+    password: str
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        """Fresh credentials for one run."""
+        return cls("nodeload", secrets.token_urlsafe(24))
+
+    @property
+    def basic(self) -> str:
+        """base64(user:password), as Docker's config.json and skopeo's auth.json store it."""
+        return base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+
+    def accepts(self, header: str | None) -> bool:
+        """Whether an Authorization header carries these credentials."""
+        scheme, _, value = (header or "").partition(" ")
+        return scheme.lower() == "basic" and secrets.compare_digest(
+            value.strip().encode(), self.basic.encode()
+        )
+
+
+def build_app(store: NodesStore, credentials: Credentials) -> web.Application:
+    """The registry application."""
+    middlewares: list[Any] = [_errors, _authenticated(credentials), _checked_names]
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_DOCUMENT_BYTES)
+    repo = "/v2/{name:.+}"
+    routes = [
+        web.get("/v2/", _version),
+        web.get(repo + "/blobs/{digest:[^/]+}", _blob(store)),  # and HEAD
+        web.post(repo + "/blobs/uploads/", _start_upload(store)),
+        web.patch(repo + "/blobs/uploads/{uuid:[^/]+}", _patch_upload(store)),
+        web.put(repo + "/blobs/uploads/{uuid:[^/]+}", _put_upload(store)),
+        web.get(repo + "/blobs/uploads/{uuid:[^/]+}", _upload_status(store)),
+        web.delete(repo + "/blobs/uploads/{uuid:[^/]+}", _cancel_upload(store)),
+        web.get(repo + "/manifests/{ref:[^/]+}", _manifest(store)),  # and HEAD
+        web.put(repo + "/manifests/{ref:[^/]+}", _put_manifest(store)),
+    ]
+    app.add_routes(routes)
+    return app
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RegistryError as err:
+        response = err.response()
+        response.headers.update(API_VERSION)
+        return response
+    except web.HTTPException as err:
+        if err.status == 404:
+            return RegistryError(404, "NAME_UNKNOWN", f"no such route: {request.path}").response()
+        if err.status == 405:
+            return RegistryError(405, "UNSUPPORTED", f"{request.method} is not supported here").response()
+        raise
+
+
+@web.middleware
+async def _checked_names(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Names, digests and tags as the distribution spec allows them, or its error codes."""
+    info = request.match_info
+    if "name" in info and not _REPOSITORY.fullmatch(info["name"]):
+        raise invalid("NAME_INVALID", f"invalid repository name {info['name']!r}")
+    if "digest" in info:
+        _checked_digest(info["digest"])
+    ref = info.get("ref")
+    if ref is not None and not (_DIGEST.fullmatch(ref) or _TAG.fullmatch(ref)):
+        raise invalid("TAG_INVALID", f"invalid tag or digest {ref!r}")
+    return await handler(request)
+
+
+def _authenticated(
+    credentials: Credentials,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not credentials.accepts(request.headers.get("Authorization")):
+            refused = RegistryError(401, "UNAUTHORIZED", "authentication required").response()
+            refused.headers["WWW-Authenticate"] = 'Basic realm="nodeload"'
+            refused.headers.update(API_VERSION)
+            return refused
+        response = await handler(request)
+        response.headers.update(API_VERSION)
+        return response
+
+    return check
+
+
+async def _version(request: web.Request) -> web.Response:
+    return web.json_response({})
+
+
+def _blob(store: NodesStore) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        digest = request.match_info["digest"]
+        if request.method == "HEAD":  # answered by the nodes: present only if every node has it
+            size = await store.blob_size(digest)
+            return web.Response(headers={"Content-Length": str(size), "Docker-Content-Digest": digest})
+        size, chunks = await store.read_blob(digest)
+        response = web.StreamResponse(headers={"Docker-Content-Digest": digest})
+        response.content_type = "application/octet-stream"
+        response.content_length = size
+        await response.prepare(request)
+        async for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    return handle
+
+
+def _upload_headers(name: str, upload: Upload) -> dict[str, str]:
+    return {
+        "Location": f"/v2/{name}/blobs/uploads/{upload.uuid}",
+        "Range": f"0-{max(upload.offset - 1, 0)}",
+        "Docker-Upload-UUID": upload.uuid,
+    }
+
+
+def _created(name: str, digest: str) -> web.Response:
+    return web.Response(
+        status=201, headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest}
+    )
+
+
+def _start_upload(store: NodesStore) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        mount = request.query.get("mount")
+        if mount and _DIGEST.fullmatch(mount) and await store.mount(mount):
+            return _created(name, mount)
+        upload = store.start_upload()
+        digest = request.query.get("digest")
+        if digest is not None:  # monolithic: the whole blob in this request
+            await store.append(upload, _body(request))
+            await store.finish(upload, _checked_digest(digest))
+            return _created(name, digest)
+        return web.Response(status=202, headers=_upload_headers(name, upload))
+
+    return handle
+
+
+def _patch_upload(store: NodesStore) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        name, upload = request.match_info["name"], store.upload(request.match_info["uuid"])
+        content_range = request.headers.get("Content-Range")
+        if content_range:
+            start = content_range.partition("-")[0]
+            if not start.isdigit() or int(start) != upload.offset:
+                response = RegistryError(
+                    416, "BLOB_UPLOAD_INVALID", f"the upload is at {upload.offset}"
+                ).response()
+                response.headers.update(_upload_headers(name, upload))
+                return response
+        await store.append(upload, _body(request))
+        return web.Response(status=202, headers=_upload_headers(name, upload))
+
+    return handle
+
+
+def _put_upload(store: NodesStore) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        name, upload = request.match_info["name"], store.upload(request.match_info["uuid"])
+        digest = _checked_digest(request.query.get("digest", ""))
+        if request.content_length or request.body_exists:
+            await store.append(upload, _body(request))
+        await store.finish(upload, digest)
+        return _created(name, digest)
+
+    return handle
+
+
+def _upload_status(store: NodesStore) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        upload = store.upload(request.match_info["uuid"])
+        return web.Response(status=204, headers=_upload_headers(request.match_info["name"], upload))
+
+    return handle
+
+
+def _cancel_upload(store: NodesStore) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        await store.cancel(store.upload(request.match_info["uuid"]))
+        return web.Response(status=204)
+
+    return handle
+
+
+def _manifest(store: NodesStore) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        media_type, data = await store.get_manifest(request.match_info["name"], request.match_info["ref"])
+        digest = sha256_digest(data)
+        headers = {"Docker-Content-Digest": digest, "Content-Type": media_type}
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(data))
+            return web.Response(headers=headers)
+        return web.Response(body=data, headers=headers)
+
+    return handle
+
+
+def _put_manifest(store: NodesStore) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        name, reference = request.match_info["name"], request.match_info["ref"]
+        data = await request.read()
+        media_type = request.headers.get("Content-Type", "").split(";")[0].strip()
+        digest = await store.put_manifest(name, reference, media_type, data)
+        return web.Response(
+            status=201,
+            headers={"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": digest},
+        )
+
+    return handle
+
+
+def _checked_digest(digest: str) -> str:
+    if not _DIGEST.fullmatch(digest):
+        raise invalid("DIGEST_INVALID", f"unsupported or malformed digest {digest!r} (sha256 only)")
+    return digest
+
+
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        yield chunk

@@ -1,0 +1,265 @@
+"""Running ``nodeload serve``: open the nodes, listen on loopback, hand credentials to a command.
+
+The endpoint lives as long as the wrapped command (or until Ctrl-C without one). The
+command gets ``NODELOAD_REGISTRY`` (host:port), and ``DOCKER_CONFIG`` and
+``REGISTRY_AUTH_FILE`` pointing at per-run credential files, so docker, skopeo, buildah and
+crane authenticate with no login step. Nothing listens beyond loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from nodeload import scratch
+from nodeload.containerd.client import DEFAULT_TIMEOUT
+from nodeload.dockerapi import docker_config_dir
+from nodeload.errors import NodeloadError, UsageError
+from nodeload.nodes.connect import transport_for
+from nodeload.nodes.spec import NodeSpec
+from nodeload.progress import NullProgress, ProgressSink
+from nodeload.registry.protocol import Credentials, build_app
+from nodeload.registry.store import NodeSession, NodesStore
+from nodeload.targets.base import CRI_NAMESPACE
+from nodeload.targets.containerd import ContainerdTarget, open_containerd
+from nodeload.transports.ssh_connect import SSHOptions
+
+Notify = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How to serve: the namespace images land in, where to listen, how nodes are reached."""
+
+    namespace: str = CRI_NAMESPACE
+    listen: str = "127.0.0.1:0"
+    containerd_socket: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    ssh: SSHOptions = field(default_factory=SSHOptions)
+
+
+@dataclass
+class ServeOutcome:
+    """What a run of ``nodeload serve`` did."""
+
+    address: str
+    command_status: int | None
+    sessions: list[NodeSession]
+    unreachable: dict[str, str]  # node -> why it could not be opened
+
+    @property
+    def nodes_ok(self) -> bool:
+        """Every node was reached and took everything pushed to it."""
+        return not self.unreachable and not any(s.errors for s in self.sessions)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document."""
+        nodes = [
+            {
+                "node": s.name,
+                "status": "failed" if s.errors else "ok",
+                "bytes_received": s.bytes_received,
+                "images": [r.to_json() for r in s.results],
+                "errors": s.errors,
+            }
+            for s in self.sessions
+        ]
+        nodes += [{"node": n, "status": "failed", "bytes_received": 0, "images": [], "errors": [why]}
+                  for n, why in self.unreachable.items()]  # fmt: skip
+        return {"registry": self.address, "command_status": self.command_status, "nodes": nodes}
+
+
+def loopback(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` to listen on, which must be a loopback address.
+
+    Raises:
+        UsageError: for anything else (the endpoint writes into nodes: never expose it).
+    """
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        address = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
+        number = int(port)
+    except ValueError:
+        raise UsageError(f"--listen {listen!r}: expected 127.0.0.1:PORT") from None
+    if not address.is_loopback or not 0 <= number < 65536:
+        raise UsageError(f"--listen {listen!r}: nodeload serve listens on loopback only (127.0.0.1:PORT)")
+    return str(address), number
+
+
+async def serve(
+    nodes: Sequence[NodeSpec],
+    options: ServeOptions,
+    command: Sequence[str] | None,
+    *,
+    progress: ProgressSink | None = None,
+    notify: Notify | None = None,
+    ready: Callable[[str, dict[str, str]], None] | None = None,
+    stdout_to_stderr: bool = False,
+) -> ServeOutcome:
+    """Serve the nodes as a registry until ``command`` ends (or until cancelled without one).
+
+    ``ready`` is told the address and the environment a client needs, once listening.
+    ``stdout_to_stderr`` sends the command's output to stderr (stdout carries ``--json``).
+
+    Raises:
+        UsageError: a non-loopback ``listen``.
+        NodeloadError: when no node can be reached at all.
+    """
+    host, port = loopback(options.listen)
+    progress = progress or NullProgress()
+    say = notify or (lambda text: None)
+    async with contextlib.AsyncExitStack() as stack:
+        sessions, unreachable = await _open_sessions(stack, nodes, options, progress)
+        if not sessions:
+            raise NodeloadError(
+                "no node could be reached: " + "; ".join(f"{n}: {w}" for n, w in unreachable.items())
+            )
+        for name, why in unreachable.items():
+            say(f"{name}: FAILED: {why}")
+        store = NodesStore(sessions, options.namespace, progress)
+        stack.push_async_callback(store.close)
+        credentials = Credentials.generate()
+        address = await _listen(stack, build_app(store, credentials), host, port)
+        env = _client_environment(stack, address, credentials)
+        if ready is not None:
+            ready(address, env)
+        status = await _run(command, env, stdout_to_stderr) if command else await _forever()
+        return ServeOutcome(address, status, sessions, unreachable)
+    raise AssertionError("unreachable")  # pragma: no cover (the with block returns or raises)
+
+
+async def _open_sessions(
+    stack: contextlib.AsyncExitStack, nodes: Sequence[NodeSpec], options: ServeOptions, progress: ProgressSink
+) -> tuple[list[NodeSession], dict[str, str]]:
+    """Connect to every node at once; those that fail are reported, the others served."""
+
+    async def open_one(spec: NodeSpec) -> NodeSession:
+        if spec.problem:
+            raise NodeloadError(spec.problem)
+        transport = transport_for(spec, options.ssh)
+        assert transport is not None
+        await stack.enter_async_context(transport)
+        opener = open_containerd(
+            transport, spec, progress, socket=options.containerd_socket, timeout=options.timeout
+        )
+        target = await stack.enter_async_context(opener)
+        if not isinstance(target, ContainerdTarget):
+            raise NodeloadError(
+                "nodeload serve needs a stream to containerd; this node only allows ctr import"
+            )
+        target.client.namespace = spec.namespace or options.namespace
+        await stack.enter_async_context(target.client.leased())  # keeps uploads until images name them
+        return NodeSession(spec.name, target, target.client)
+
+    outcomes = await asyncio.gather(*(open_one(spec) for spec in nodes), return_exceptions=True)
+    sessions: list[NodeSession] = []
+    unreachable: dict[str, str] = {}
+    for spec, outcome in zip(nodes, outcomes, strict=True):
+        if isinstance(outcome, NodeSession):
+            sessions.append(outcome)
+        elif isinstance(outcome, Exception):
+            unreachable[spec.name] = str(outcome) if isinstance(outcome, NodeloadError) else repr(outcome)
+        else:
+            raise outcome
+    return sessions, unreachable
+
+
+async def _listen(stack: contextlib.AsyncExitStack, app: web.Application, host: str, port: int) -> str:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
+    await web.SockSite(runner, sock).start()
+    bound = sock.getsockname()[1]
+    return f"[{host}]:{bound}" if family == socket.AF_INET6 else f"{host}:{bound}"
+
+
+def _client_environment(
+    stack: contextlib.ExitStack | contextlib.AsyncExitStack, address: str, credentials: Credentials
+) -> dict[str, str]:
+    """Per-run credential files for docker and for skopeo/buildah/podman; the variables naming them."""
+    directory = Path(scratch.mkdtemp("nodeload-serve-auth-"))
+    stack.callback(shutil.rmtree, directory, True)
+    docker_dir = directory / "docker"
+    docker_dir.mkdir(mode=0o700)
+    _docker_config(docker_dir, address, credentials)
+    auth_file = directory / "auth.json"
+    _write_private(auth_file, {"auths": {address: {"auth": credentials.basic}}})
+    return {
+        "NODELOAD_REGISTRY": address,
+        "DOCKER_CONFIG": str(docker_dir),
+        "REGISTRY_AUTH_FILE": str(auth_file),
+    }
+
+
+def _docker_config(directory: Path, address: str, credentials: Credentials) -> None:
+    """The user's Docker config (contexts, plugins, other logins) plus this endpoint's login.
+
+    A credential store would be asked for this endpoint instead of ``auths``: it is dropped
+    for the wrapped command (other registries' logins stored there are then not available).
+    """
+    user_dir = docker_config_dir()
+    config: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        loaded = json.loads((user_dir / "config.json").read_text())
+        config = loaded if isinstance(loaded, dict) else {}
+    config.pop("credsStore", None)
+    if isinstance(config.get("credHelpers"), dict):
+        config["credHelpers"].pop(address, None)
+    auths = config.get("auths")
+    config["auths"] = {**(auths if isinstance(auths, dict) else {}), address: {"auth": credentials.basic}}
+    _write_private(directory / "config.json", config)
+    if user_dir.is_dir():  # contexts, cli-plugins (buildx), buildx state...
+        for entry in user_dir.iterdir():
+            if entry.name != "config.json":
+                (directory / entry.name).symlink_to(entry)
+
+
+def _write_private(path: Path, document: dict[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump(document, file)
+
+
+async def _run(command: Sequence[str], env: dict[str, str], stdout_to_stderr: bool) -> int:
+    """Run the wrapped command with the endpoint's environment; its exit status."""
+    stdout = sys.stderr.fileno() if stdout_to_stderr else None
+    try:
+        process = await asyncio.create_subprocess_exec(*command, env={**os.environ, **env}, stdout=stdout)
+    except OSError as err:
+        raise UsageError(f"cannot run {command[0]!r}: {err.strerror or err}") from err
+    try:
+        return await process.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(process.wait(), 10)
+        raise
+
+
+async def _forever() -> int | None:
+    """Serve until cancelled (Ctrl-C or SIGTERM, turned into KeyboardInterrupt by the CLI)."""
+    await asyncio.Event().wait()
+    return None

@@ -1,0 +1,398 @@
+"""The registry's storage: the content stores of the selected nodes.
+
+A blob exists for a client when every node holds it (``HEAD`` is answered by the nodes
+themselves), so a client uploads exactly when some node lacks it. Uploads go to the nodes
+as they arrive, each into a containerd ingest that is committed with the digest the client
+names at the end. When the nodes disagree about what they lack (a new node joined), the
+upload is kept in a private local file instead and sent, once its digest is known, only
+to the nodes without it. A manifest pushed by tag is finished on each node with the push
+path's own target: children labelled, layers unpacked, the image named last, CRI checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import secrets
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from nodeload import scratch
+from nodeload.containerd.client import ContainerdClient
+from nodeload.errors import BlobMismatch, NodeloadError, SourceError
+from nodeload.image import Descriptor, sha256_digest
+from nodeload.jsondoc import MAX_DOCUMENT_BYTES, Doc, parse
+from nodeload.plan import LABEL_GC_CONTENT, manifest_labels
+from nodeload.platforms import Platform
+from nodeload.progress import ProgressSink
+from nodeload.reference import parse_reference
+from nodeload.registry.errors import RegistryError, blob_unknown, invalid, manifest_unknown, upload_unknown
+from nodeload.report import NodeResult
+from nodeload.targets.base import PreparedImage, TargetOptions
+from nodeload.targets.containerd import ContainerdTarget
+
+_QUEUE_DEPTH = 4  # chunks in flight per node: the slowest node paces the upload
+
+
+@dataclass
+class NodeSession:
+    """One node as the registry's storage: its containerd target, client and what it received."""
+
+    name: str
+    target: ContainerdTarget
+    client: ContainerdClient
+    bytes_received: int = 0
+    results: list[NodeResult] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Upload:
+    """A blob upload in progress (``/v2/NAME/blobs/uploads/UUID``)."""
+
+    uuid: str
+    nodes: list[NodeSession]  # written as the bytes arrive (empty when spooled)
+    spool: Path | None = None  # the local copy, when the nodes disagree about what they lack
+    offset: int = 0
+    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
+
+    @property
+    def ref(self) -> str:
+        """The containerd ingest of this upload on each node."""
+        return f"nodeload-upload-{self.uuid}"
+
+
+class NodesStore:
+    """Blobs and manifests kept in every selected node's containerd."""
+
+    def __init__(self, sessions: Sequence[NodeSession], namespace: str, progress: ProgressSink) -> None:
+        """Serve ``sessions`` (open targets, each under a lease for the whole run)."""
+        self.sessions = list(sessions)
+        self._namespace, self._progress = namespace, progress
+        self._uploads: dict[str, Upload] = {}
+        self._lacking: dict[str, frozenset[str]] = {}  # digest -> nodes lacking it, from HEADs
+        self._spool_dir: str | None = None
+
+    # -- blobs ----------------------------------------------------------------------------------
+
+    async def blob_size(self, digest: str) -> int:
+        """The size of a blob every node holds.
+
+        Raises:
+            RegistryError: BLOB_UNKNOWN when a node lacks it.
+        """
+        infos = await asyncio.gather(*(s.client.content_info(digest) for s in self.sessions))
+        lacking = frozenset(s.name for s, info in zip(self.sessions, infos, strict=True) if info is None)
+        self._lacking[digest] = lacking
+        if lacking:
+            raise blob_unknown(digest)
+        return int(infos[0].size) if infos[0] is not None else 0
+
+    async def read_blob(self, digest: str) -> tuple[int, AsyncIterator[bytes]]:
+        """A blob's size and bytes, from a node that holds it."""
+        for session in self.sessions:
+            info = await session.client.content_info(digest)
+            if info is not None:
+                return int(info.size), session.client.read_blob(digest)
+        raise blob_unknown(digest)
+
+    async def mount(self, digest: str) -> bool:
+        """Cross-repository mount: nodes share one content store, so it is there if every node has it."""
+        try:
+            await self.blob_size(digest)
+        except RegistryError:
+            return False
+        return True
+
+    # -- uploads --------------------------------------------------------------------------------
+
+    def start_upload(self) -> Upload:
+        """A new upload, streamed to every node, or spooled when the nodes disagree."""
+        uuid = secrets.token_hex(16)
+        everyone = frozenset(s.name for s in self.sessions)
+        pending = [nodes for nodes in self._lacking.values() if nodes]
+        if all(nodes == everyone for nodes in pending):
+            upload = Upload(uuid, list(self.sessions))
+        else:  # we cannot tell yet which nodes need this blob: keep it here until its digest is known
+            upload = Upload(uuid, [], spool=self._new_spool(uuid))
+        self._uploads[uuid] = upload
+        return upload
+
+    def upload(self, uuid: str) -> Upload:
+        """The upload ``uuid``."""
+        try:
+            return self._uploads[uuid]
+        except KeyError:
+            raise upload_unknown(uuid) from None
+
+    async def append(self, upload: Upload, chunks: AsyncIterable[bytes]) -> None:
+        """Add a request body's bytes to the upload (to its nodes as they arrive, or its spool)."""
+        if upload.spool is not None:
+            with upload.spool.open("ab") as spool:
+                async for data in chunks:
+                    spool.write(data)
+                    upload.hasher.update(data)
+                    upload.offset += len(data)
+            return
+        start = upload.offset
+        queues = [asyncio.Queue[bytes | None](_QUEUE_DEPTH) for _ in upload.nodes]
+        writers = [
+            asyncio.ensure_future(self._feed_node(session, upload.ref, start, queue))
+            for session, queue in zip(upload.nodes, queues, strict=True)
+        ]
+        try:
+            async for data in chunks:
+                upload.hasher.update(data)
+                upload.offset += len(data)
+                for queue, writer in zip(queues, writers, strict=True):
+                    if not writer.done():
+                        await queue.put(data)
+        finally:
+            for queue, writer in zip(queues, writers, strict=True):
+                if not writer.done():
+                    await queue.put(None)
+        kept = await asyncio.gather(*writers)
+        upload.nodes = [s for s, ok in zip(upload.nodes, kept, strict=True) if ok]
+
+    async def _feed_node(
+        self, session: NodeSession, ref: str, start: int, queue: asyncio.Queue[bytes | None]
+    ) -> bool:
+        """Write what arrives on ``queue`` into the node's ingest; False (recorded) if the node failed."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while (data := await queue.get()) is not None:
+                yield data
+
+        try:
+            end = await session.client.append(ref, start, chunks())
+        except NodeloadError as err:
+            session.errors.append(f"receiving upload {ref}: {err}")
+            while await queue.get() is not None:  # let the other nodes go on
+                pass
+            return False
+        session.bytes_received += end - start
+        return True
+
+    async def finish(self, upload: Upload, digest: str) -> None:
+        """Commit the upload as ``digest`` on the nodes that lack it.
+
+        Raises:
+            RegistryError: DIGEST_INVALID when the bytes are not ``digest``.
+        """
+        del self._uploads[upload.uuid]
+        if "sha256:" + upload.hasher.hexdigest() != digest:
+            await self.cancel(upload)
+            raise invalid("DIGEST_INVALID", f"the uploaded bytes are not {digest}")
+        if upload.spool is not None:
+            await self._send_spool(upload, digest)
+        else:
+            await asyncio.gather(*(self._commit(s, upload, digest) for s in upload.nodes))
+        self._lacking.pop(digest, None)
+
+    async def _commit(self, session: NodeSession, upload: Upload, digest: str) -> None:
+        try:
+            await session.client.commit_ingest(upload.ref, upload.offset, digest, {})
+        except BlobMismatch as err:
+            session.errors.append(f"{digest}: {err}")
+        except NodeloadError as err:
+            session.errors.append(f"committing {digest}: {err}")
+
+    async def _send_spool(self, upload: Upload, digest: str) -> None:
+        assert upload.spool is not None
+        spool = upload.spool
+        desc = Descriptor("application/octet-stream", digest, upload.offset)
+
+        def open_at(offset: int) -> AbstractContextManager[IO[bytes]]:
+            stream = spool.open("rb")
+            stream.seek(offset)
+            return stream
+
+        async def send(session: NodeSession) -> None:
+            if await session.client.content_info(digest) is not None:
+                return  # this node had it: nothing crosses the wire
+            try:
+                outcome = await session.client.write_blob(f"nodeload-{digest}", desc, open_at, {})
+                session.bytes_received += outcome.bytes_sent
+            except NodeloadError as err:
+                session.errors.append(f"writing {digest}: {err}")
+
+        try:
+            await asyncio.gather(*(send(s) for s in self.sessions))
+        finally:
+            spool.unlink(missing_ok=True)
+
+    async def cancel(self, upload: Upload) -> None:
+        """Throw an upload away (its ingests, or its spool)."""
+        self._uploads.pop(upload.uuid, None)
+        if upload.spool is not None:
+            upload.spool.unlink(missing_ok=True)
+        for session in upload.nodes:
+            with contextlib.suppress(Exception):
+                await session.client.abort(upload.ref)
+
+    def _new_spool(self, uuid: str) -> Path:
+        if self._spool_dir is None:
+            self._spool_dir = scratch.mkdtemp("nodeload-serve-")
+        path = Path(self._spool_dir) / uuid
+        path.touch(mode=0o600)
+        return path
+
+    async def close(self) -> None:
+        """Abort unfinished uploads and remove spooled files."""
+        for upload in list(self._uploads.values()):
+            await self.cancel(upload)
+        if self._spool_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._spool_dir, ignore_errors=True)
+
+    # -- manifests ----------------------------------------------------------------------------------
+
+    async def put_manifest(self, repository: str, reference: str, media_type: str, body: bytes) -> str:
+        """Store a manifest or index; pushed by tag, it becomes a named image on every node.
+
+        Returns:
+            The manifest's digest.
+
+        Raises:
+            RegistryError: a digest that does not match, a malformed document, a missing blob.
+        """
+        if len(body) > MAX_DOCUMENT_BYTES:
+            raise invalid("MANIFEST_INVALID", "the manifest is too large")
+        digest = sha256_digest(body)
+        if reference.startswith("sha256:") and reference != digest:
+            raise invalid("DIGEST_INVALID", f"the manifest is {digest}, not {reference}")
+        try:
+            doc = parse(body, f"manifest {reference}")
+        except SourceError as err:
+            raise invalid("MANIFEST_INVALID", str(err)) from err
+        kind = media_type or doc.text("mediaType")
+        root = Descriptor(kind, digest, len(body))
+        name = _image_name(repository, None if reference.startswith("sha256:") else reference)
+        results = await asyncio.gather(*(self._finish(s, root, body, doc, name) for s in self.sessions))
+        if not any(r.ok for r in results):
+            raise RegistryError(500, "UNKNOWN", f"no node took the manifest: {results[0].error}")
+        return digest
+
+    async def _finish(
+        self, session: NodeSession, root: Descriptor, body: bytes, doc: Doc, name: str | None
+    ) -> NodeResult:
+        """Finish the image on one node with the push path's target (nothing but documents to send)."""
+        result = NodeResult(node=session.name, image=name or root.digest)
+        try:
+            documents = {root.digest: body}
+            await self._gather_documents(session.client, doc, documents)
+            source = _Documents(root, documents, name)
+            options = TargetOptions(
+                namespace=self._namespace, name=name or "", platform=_platform_of(doc, documents)
+            )
+            if name:
+                await session.target.push(PreparedImage(source, options), options, result)
+                session.results.append(result)
+            else:  # by digest (an index's child): stored with its references, named by the index later
+                await session.target.store_document(root, body, _references(doc))
+                result.status = "ok"
+        except NodeloadError as err:
+            result.fail(err)
+            session.errors.append(f"{name or root.digest}: {err}")
+        return result
+
+    async def _gather_documents(
+        self, client: ContainerdClient, doc: Doc, documents: dict[str, bytes]
+    ) -> None:
+        """Read the config (and for an index, each child's manifest and config) from the node."""
+        for child in doc.objs("manifests"):
+            desc = Descriptor.from_json(child)
+            body = await _read_small(client, desc.digest)
+            documents[desc.digest] = body
+            await self._gather_documents(client, parse(body, desc.digest), documents)
+        config = doc.opt_obj("config")
+        if config is not None:
+            desc = Descriptor.from_json(config)
+            documents[desc.digest] = await _read_small(client, desc.digest)
+
+    async def get_manifest(self, repository: str, reference: str) -> tuple[str, bytes]:
+        """A manifest's media type and bytes, by tag (an image record) or digest."""
+        session = self.sessions[0]
+        if reference.startswith("sha256:"):
+            digest, media_type = reference, ""
+        else:
+            name = _image_name(repository, reference)
+            image = await session.client.get_image(name or "")
+            if image is None:
+                raise manifest_unknown(reference)
+            digest, media_type = image.target.digest, image.target.media_type
+        if await session.client.content_info(digest) is None:
+            raise manifest_unknown(reference)
+        body = await _read_small(session.client, digest)
+        if not media_type:
+            media_type = parse(body, digest).text("mediaType")
+        return media_type, body
+
+
+class _Documents:
+    """An ImageSource made of the documents of an image whose layers are already on the nodes."""
+
+    def __init__(self, root: Descriptor, documents: dict[str, bytes], name: str | None) -> None:
+        self._root, self._documents, self._name = root, documents, name
+
+    @property
+    def reference(self) -> str | None:
+        return self._name
+
+    @property
+    def root(self) -> Descriptor:
+        return self._root
+
+    @property
+    def rewritable(self) -> bool:
+        return False
+
+    def open_blob(self, desc: Descriptor, offset: int = 0) -> AbstractContextManager[IO[bytes]]:
+        data = self._documents.get(desc.digest)
+        if data is None:
+            raise SourceError(f"blob {desc.digest} was never uploaded to this node")
+        return contextlib.nullcontext(io.BytesIO(data[offset:]))
+
+    def refresh(self, desc: Descriptor) -> bool:
+        return False
+
+
+async def _read_small(client: ContainerdClient, digest: str) -> bytes:
+    data = bytearray()
+    async for chunk in client.read_blob(digest):
+        data += chunk
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise invalid("MANIFEST_INVALID", f"{digest} is too large for a document")
+    return bytes(data)
+
+
+def _references(doc: Doc) -> dict[str, str]:
+    """The GC labels containerd puts on a manifest (config, layers) or an index (children)."""
+    config = doc.opt_obj("config")
+    if config is not None:
+        layers = [Descriptor.from_json(layer) for layer in doc.objs("layers")]
+        return manifest_labels(Descriptor.from_json(config), layers)
+    return {
+        f"{LABEL_GC_CONTENT}.m.{i}": child.text("digest") for i, child in enumerate(doc.objs("manifests"))
+    }
+
+
+def _platform_of(doc: Doc, documents: dict[str, bytes]) -> Platform | None:
+    """A single-platform image is stored as it is (whatever the node runs); an index picks the node's."""
+    config = doc.opt_obj("config")
+    if config is None:
+        return None
+    body = documents.get(config.text("digest"))
+    platform = Platform.from_json(parse(body, "config")) if body else None
+    return platform if platform and platform.os and platform.architecture else None
+
+
+def _image_name(repository: str, tag: str | None) -> str | None:
+    """The image created on the nodes: ``myapp:dev`` -> ``docker.io/library/myapp:dev``."""
+    return parse_reference(f"{repository}:{tag}").normalized() if tag else None
