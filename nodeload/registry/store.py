@@ -293,6 +293,8 @@ class NodesStore:
             )
             if name:
                 await session.target.push(PreparedImage(source, options), options, result)
+                if "manifests" in doc:  # an index keeps every platform that was pushed, not just the node's
+                    await session.client.set_labels(root.digest, _references(doc))
                 session.results.append(result)
             else:  # by digest (an index's child): stored with its references, named by the index later
                 await session.target.store_document(root, body, _references(doc))
