@@ -58,6 +58,11 @@ class PushOptions:
         timeout: Seconds containerd may leave a call unanswered or an upload without progress.
         parallel: Nodes worked on at once.
         ssh: How SSH nodes are reached.
+        export: How a Docker-engine image leaves the engine: ``save`` (``docker save``, nodeload
+            compresses and caches the layers), ``push`` (the engine's own ``docker push`` into an
+            endpoint over the nodes: only changed layers leave it), or ``auto`` (push, unless a node
+            holds some of the image's layers in a form push would send again, or the engine
+            cannot reach loopback).
     """
 
     namespace: str = CRI_NAMESPACE
@@ -69,6 +74,7 @@ class PushOptions:
     timeout: float = DEFAULT_TIMEOUT
     parallel: int = DEFAULT_PARALLEL
     ssh: SSHOptions = field(default_factory=SSHOptions)
+    export: str = "auto"
 
     def check(self, images: Sequence[str]) -> None:
         """Raise UsageError for settings that cannot work."""
@@ -81,6 +87,8 @@ class PushOptions:
             raise UsageError("--name names one image; it cannot be used when pushing several")
         if self.parallel < 1:
             raise UsageError(f"--parallel must be at least 1, not {self.parallel}")
+        if self.export not in ("auto", "save", "push"):
+            raise UsageError(f"--export must be auto, save or push, not {self.export!r}")
 
 
 def push(
@@ -128,6 +136,10 @@ async def push_async(
     specs = [parse_node(n) if isinstance(n, str) else n for n in nodes]
     if not specs:
         raise UsageError("no target node")
+    if options.export != "save":
+        pushed = await _push_with_engine(texts, specs, options, progress or NullProgress(), say)
+        if pushed is not None:
+            return pushed
     node_jobs = [NodeJob(spec, transport_for(spec, options.ssh)) for spec in specs]
     with contextlib.ExitStack() as stack:
         image_jobs = [ImageJob(text, partial(_prepare, text, options, stack, say)) for text in texts]
@@ -137,10 +149,51 @@ async def push_async(
         )
 
 
+async def _push_with_engine(
+    texts: Sequence[str], nodes: Sequence[NodeSpec], options: PushOptions, progress: ProgressSink, say: Notify
+) -> list[NodeResult] | None:
+    """The engine's ``docker push`` path, when it fits the run (None: use ``docker save``)."""
+    from nodeload.dockerapi import engine_client
+    from nodeload.registry.docker_push import (
+        EngineCannotPush,
+        engine_can_reach_loopback,
+        engine_images,
+        push_with_engine,
+    )
+    from nodeload.registry.server import ServeOptions
+
+    forced = options.export == "push"
+    special = not options.unpack or options.snapshotter or options.platform
+    images = None if special else engine_images(texts, options.name)
+    if images is None:
+        if forced:
+            raise UsageError("--export push needs Docker-engine images, unpacked, without --platform")
+        return None
+    client = engine_client()
+    unreachable = engine_can_reach_loopback(client)
+    if unreachable:
+        if forced:
+            raise UsageError(f"--export push is not possible: {unreachable}")
+        return None
+    serve = ServeOptions(
+        options.namespace,
+        containerd_socket=options.containerd_socket,
+        timeout=options.timeout,
+        ssh=options.ssh,
+    )
+    try:
+        return await push_with_engine(images, nodes, serve, progress)
+    except EngineCannotPush as err:
+        if forced:
+            raise
+        say(f"exporting with docker save rather than docker push: {err}")
+        return None
+
+
 def _prepare(text: str, options: PushOptions, stack: contextlib.ExitStack, say: Notify) -> PreparedImage:
     """Open one source (a ``docker save`` and compression, maybe) and settle its name."""
     source = stack.enter_context(open_source(text))
-    name, from_source = _target_name(options.name, text, source.reference)
+    name, from_source = target_name(options.name, text, source.reference)
     if from_source:
         say(f"using the name {printable(name)} found inside {text} (--name sets another)")
     if parse_reference(name).floats:
@@ -160,7 +213,7 @@ def _prepare(text: str, options: PushOptions, stack: contextlib.ExitStack, say: 
     return PreparedImage(source, target)
 
 
-def _target_name(explicit: str | None, image: str, reference: str | None) -> tuple[str, bool]:
+def target_name(explicit: str | None, image: str, reference: str | None) -> tuple[str, bool]:
     """The name to create on the nodes, and whether it came from inside the source.
 
     A name the user wrote (``--name``, or the IMAGE argument itself, as in ``myapp:dev``)

@@ -156,6 +156,14 @@ def _push_arguments(push: argparse.ArgumentParser) -> None:
         "--no-unpack", action="store_true", help="store the content only; do not unpack layers"
     )
     group.add_argument(
+        "--export",
+        choices=("auto", "save", "push"),
+        default="auto",
+        help="how a Docker-engine image leaves the engine: save (docker save; nodeload compresses "
+        "and caches), push (the engine's docker push into a loopback endpoint over the nodes: only "
+        "changed layers leave it), auto (push, unless that would resend layers a node holds)",
+    )
+    group.add_argument(
         "--parallel",
         type=int,
         default=DEFAULT_PARALLEL,

@@ -31,6 +31,7 @@ def run_push(args: argparse.Namespace, err: Console) -> int:
         timeout=args.timeout,
         parallel=args.parallel,
         ssh=ssh,
+        export=args.export,
     )
     bars = err.is_terminal and not args.json
     shown: AbstractContextManager[ProgressSink]

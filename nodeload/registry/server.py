@@ -17,7 +17,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ class ServeOptions:
 
     namespace: str = CRI_NAMESPACE
     listen: str = "127.0.0.1:0"
+    fallback_port: bool = False  # when the listen port is taken, use a free one instead of failing
     containerd_socket: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     ssh: SSHOptions = field(default_factory=SSHOptions)
@@ -100,6 +101,54 @@ def loopback(listen: str) -> tuple[str, int]:
     return str(address), number
 
 
+@dataclass
+class Endpoint:
+    """A running registry over open node sessions (see :func:`open_endpoint`)."""
+
+    address: str
+    credentials: Credentials
+    store: NodesStore
+    unreachable: dict[str, str]
+
+    @property
+    def sessions(self) -> list[NodeSession]:
+        """The nodes being served."""
+        return self.store.sessions
+
+
+@contextlib.asynccontextmanager
+async def open_endpoint(
+    nodes: Sequence[NodeSpec],
+    options: ServeOptions,
+    progress: ProgressSink,
+    *,
+    require_all: bool = False,
+    name_from_source: bool = False,
+) -> AsyncIterator[Endpoint]:
+    """Connect to the nodes and listen; everything is closed on leaving.
+
+    Args:
+        require_all: Fail unless every node can be served (for ``push``, which has another path).
+        name_from_source: Image names come from inside the source: never repoint existing images.
+
+    Raises:
+        NodeloadError: when no node (with ``require_all``: some node) cannot be served.
+    """
+    host, port = loopback(options.listen)
+    async with contextlib.AsyncExitStack() as stack:
+        sessions, unreachable = await _open_sessions(stack, nodes, options, progress)
+        if not sessions or (require_all and unreachable):
+            reasons = "; ".join(f"{name}: {why}" for name, why in unreachable.items())
+            raise NodeloadError(f"cannot serve the nodes: {reasons}")
+        store = NodesStore(sessions, options.namespace, progress, name_from_source=name_from_source)
+        stack.push_async_callback(store.close)
+        credentials = Credentials.generate()
+        address = await _listen(
+            stack, build_app(store, credentials), host, port, fallback=options.fallback_port
+        )
+        yield Endpoint(address, credentials, store, unreachable)
+
+
 async def serve(
     nodes: Sequence[NodeSpec],
     options: ServeOptions,
@@ -119,26 +168,18 @@ async def serve(
         UsageError: a non-loopback ``listen``.
         NodeloadError: when no node can be reached at all.
     """
-    host, port = loopback(options.listen)
-    progress = progress or NullProgress()
     say = notify or (lambda text: None)
-    async with contextlib.AsyncExitStack() as stack:
-        sessions, unreachable = await _open_sessions(stack, nodes, options, progress)
-        if not sessions:
-            raise NodeloadError(
-                "no node could be reached: " + "; ".join(f"{n}: {w}" for n, w in unreachable.items())
-            )
-        for name, why in unreachable.items():
+    async with (
+        open_endpoint(nodes, options, progress or NullProgress()) as endpoint,
+        contextlib.AsyncExitStack() as files,
+    ):
+        for name, why in endpoint.unreachable.items():
             say(f"{name}: FAILED: {why}")
-        store = NodesStore(sessions, options.namespace, progress)
-        stack.push_async_callback(store.close)
-        credentials = Credentials.generate()
-        address = await _listen(stack, build_app(store, credentials), host, port)
-        env = _client_environment(stack, address, credentials)
+        env = _client_environment(files, endpoint.address, endpoint.credentials)
         if ready is not None:
-            ready(address, env)
+            ready(endpoint.address, env)
         status = await _run(command, env, stdout_to_stderr) if command else await _forever()
-        return ServeOutcome(address, status, sessions, unreachable)
+        return ServeOutcome(endpoint.address, status, endpoint.sessions, endpoint.unreachable)
     raise AssertionError("unreachable")  # pragma: no cover (the with block returns or raises)
 
 
@@ -163,7 +204,7 @@ async def _open_sessions(
             )
         target.client.namespace = spec.namespace or options.namespace
         await stack.enter_async_context(target.client.leased())  # keeps uploads until images name them
-        return NodeSession(spec.name, target, target.client)
+        return NodeSession(spec.name, target, target.client, transport)
 
     outcomes = await asyncio.gather(*(open_one(spec) for spec in nodes), return_exceptions=True)
     sessions: list[NodeSession] = []
@@ -178,7 +219,9 @@ async def _open_sessions(
     return sessions, unreachable
 
 
-async def _listen(stack: contextlib.AsyncExitStack, app: web.Application, host: str, port: int) -> str:
+async def _listen(
+    stack: contextlib.AsyncExitStack, app: web.Application, host: str, port: int, *, fallback: bool = False
+) -> str:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
@@ -188,8 +231,10 @@ async def _listen(stack: contextlib.AsyncExitStack, app: web.Application, host: 
     try:
         sock.bind((host, port))
     except OSError as err:
-        sock.close()
-        raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
+        if not (fallback and port):
+            sock.close()
+            raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
+        sock.bind((host, 0))  # the usual port is taken (another run): any port will do
     await web.SockSite(runner, sock).start()
     bound = sock.getsockname()[1]
     return f"[{host}]:{bound}" if family == socket.AF_INET6 else f"{host}:{bound}"

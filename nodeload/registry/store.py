@@ -35,6 +35,7 @@ from nodeload.registry.errors import RegistryError, blob_unknown, invalid, manif
 from nodeload.report import NodeResult
 from nodeload.targets.base import PreparedImage, TargetOptions
 from nodeload.targets.containerd import ContainerdTarget
+from nodeload.transports.base import Transport
 
 _QUEUE_DEPTH = 4  # chunks in flight per node: the slowest node paces the upload
 
@@ -46,7 +47,9 @@ class NodeSession:
     name: str
     target: ContainerdTarget
     client: ContainerdClient
+    transport: Transport | None = None
     bytes_received: int = 0
+    blobs_received: int = 0
     results: list[NodeResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -70,9 +73,21 @@ class Upload:
 class NodesStore:
     """Blobs and manifests kept in every selected node's containerd."""
 
-    def __init__(self, sessions: Sequence[NodeSession], namespace: str, progress: ProgressSink) -> None:
-        """Serve ``sessions`` (open targets, each under a lease for the whole run)."""
+    def __init__(
+        self,
+        sessions: Sequence[NodeSession],
+        namespace: str,
+        progress: ProgressSink,
+        *,
+        name_from_source: bool = False,
+    ) -> None:
+        """Serve ``sessions`` (open targets, each under a lease for the whole run).
+
+        ``name_from_source``: the tags pushed are names found inside the pushed image, which
+        may not repoint an existing image (see TargetOptions).
+        """
         self.sessions = list(sessions)
+        self.name_from_source = name_from_source
         self._namespace, self._progress = namespace, progress
         self._uploads: dict[str, Upload] = {}
         self._lacking: dict[str, frozenset[str]] = {}  # digest -> nodes lacking it, from HEADs
@@ -196,7 +211,8 @@ class NodesStore:
 
     async def _commit(self, session: NodeSession, upload: Upload, digest: str) -> None:
         try:
-            await session.client.commit_ingest(upload.ref, upload.offset, digest, {})
+            if not await session.client.commit_ingest(upload.ref, upload.offset, digest, {}):
+                session.blobs_received += 1
         except BlobMismatch as err:
             session.errors.append(f"{digest}: {err}")
         except NodeloadError as err:
@@ -218,6 +234,7 @@ class NodesStore:
             try:
                 outcome = await session.client.write_blob(f"nodeload-{digest}", desc, open_at, {})
                 session.bytes_received += outcome.bytes_sent
+                session.blobs_received += 1
             except NodeloadError as err:
                 session.errors.append(f"writing {digest}: {err}")
 

@@ -78,7 +78,7 @@ def open_docker_daemon(
     if config is None or any(cache.lookup(d) is None for d in diff_ids):
         config = _Export(api, image_id, frozenset(diff_ids), cache).run()
     layers = [_cached_blob(api, cache, image_id, d, ref) for d in diff_ids]
-    return SynthesizedImage(_reference(ref, info), config, layers)
+    return SynthesizedImage(own_name(ref, info), config, layers)
 
 
 def _inspect(api: EngineAPI, ref: str) -> dict[str, Any]:
@@ -121,7 +121,7 @@ def _cached(cache: LayerCache, diff_id: str, ref: str) -> CachedLayer:
     return layer
 
 
-def _reference(ref: str, info: dict[str, Any]) -> str | None:
+def own_name(ref: str, info: dict[str, Any]) -> str | None:
     """The name the user gave if it is one of the image's tags, else its first tag."""
     tags = [name for name in map(name_or_none, Doc(info, "docker inspect").texts("RepoTags")) if name]
     mine = name_or_none(ref)

@@ -271,7 +271,7 @@ class ContainerdTarget:
         if rewritable:
             for layer, diff_id in zip(graph.layers, graph.diff_ids, strict=True):
                 if layer.digest not in present:
-                    twin = await self._equivalent_blob(diff_id)
+                    twin = await self.equivalent_blob(diff_id)
                     if twin is not None:
                         equivalents[diff_id] = twin
         present |= {twin.digest for twin in equivalents.values()}
@@ -282,7 +282,7 @@ class ContainerdTarget:
                 break  # a committed chain implies its parents
         return NodeState(frozenset(present), equivalents, frozenset(snapshots))
 
-    async def _equivalent_blob(self, diff_id: str) -> Descriptor | None:
+    async def equivalent_blob(self, diff_id: str) -> Descriptor | None:
         """A blob on the node with the same uncompressed content, if any.
 
         Either the layer stored uncompressed under its own digest (what

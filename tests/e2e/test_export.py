@@ -1,0 +1,61 @@
+"""A Docker-engine image leaving the engine by ``docker push`` into nodeload's endpoint (no export),
+and the fall-back to ``docker save`` when a push would resend layers a node already holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nodeload.sandbox import Sandbox
+from tests.e2e.pushing import content_sizes, nodeload, run_image
+
+pytestmark = pytest.mark.e2e
+
+WIRE_FIXED = 256 * 1024
+
+
+def _push(sandbox: Sandbox, image: str, cache: Path, *args: str) -> tuple[dict[str, Any], str]:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    proc = nodeload(
+        "push", image, "--node", "node-1", "-F", str(sandbox.ssh_config_path), "--json", *args, env=env
+    )
+    (result,) = json.loads(proc.stdout)["nodes"]
+    return dict(result), proc.stderr
+
+
+def test_docker_push_path_sends_only_the_changed_layer(
+    node_sandbox: Sandbox, app_images: dict[str, str], tmp_path: Path
+) -> None:
+    node = node_sandbox.node("node-1")
+    cold, _ = _push(node_sandbox, app_images["v1"], tmp_path, "--export", "push")
+    assert (cold["status"], cold["transport"]) == ("ok", "docker-push:ssh-forward"), cold
+    assert cold["bytes_sent"] == sum(content_sizes(node).values())
+
+    before, rx = content_sizes(node), node.rx_bytes()
+    warm, _ = _push(node_sandbox, app_images["v2"], tmp_path)  # auto: the engine pushed these layers before
+    arrived = {d: s for d, s in content_sizes(node).items() if d not in before}
+    assert warm["transport"] == "docker-push:ssh-forward"
+    assert warm["bytes_sent"] == sum(arrived.values()) and warm["blobs_sent"] == len(arrived) == 3
+    assert node.rx_bytes() - rx <= warm["bytes_sent"] * 1.05 + WIRE_FIXED
+    assert run_image(node, "docker.io/nodeload-e2e/app:v2", f"t-{secrets.token_hex(4)}") == "hello from v2"
+
+    rx = node.rx_bytes()
+    repeat, _ = _push(node_sandbox, app_images["v2"], tmp_path)
+    assert (repeat["bytes_sent"], repeat["blobs_sent"]) == (0, 0)
+    assert node.rx_bytes() - rx < WIRE_FIXED
+
+
+def test_auto_keeps_to_docker_save_when_a_node_holds_the_layers_another_way(
+    node_sandbox: Sandbox, app_images: dict[str, str], tmp_path: Path
+) -> None:
+    node = node_sandbox.node("node-1")
+    node.ctr_import(app_images["v1"])  # uncompressed layers under their diffIDs
+    result, err = _push(node_sandbox, app_images["v1"], tmp_path)
+    assert "exporting with docker save rather than docker push" in err
+    assert result["transport"] == "ssh-forward"
+    assert result["blobs_sent"] == 1  # only a manifest: every layer was there already
