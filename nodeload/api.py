@@ -210,7 +210,9 @@ def _prepare(text: str, options: PushOptions, stack: contextlib.ExitStack, say: 
         unpack=options.unpack,
         name_from_source=from_source,
     )
-    return PreparedImage(source, target)
+    return PreparedImage(
+        source, target, export="docker-save" if parse_source(text).scheme == "docker-daemon" else None
+    )
 
 
 def target_name(explicit: str | None, image: str, reference: str | None) -> tuple[str, bool]:

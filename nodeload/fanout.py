@@ -137,6 +137,7 @@ async def _push_image(
         options = image.options
         if node.namespace:
             options = dataclasses.replace(options, namespace=node.namespace)
+        result.export = image.export
         await target.push(image, options, result)
         result.status = "ok"
     except Exception as err:

@@ -32,6 +32,7 @@ class NodeResult:
     wire_bytes_sent: int | None = None
     wire_bytes_received: int | None = None
     transport: str = ""  # how the node was reached: ssh-forward, ssh-exec:sudo:socat, ctr-import...
+    export: str | None = None  # how a Docker-engine image left the engine: docker-save or docker-push
     socket: str = ""
     containerd_version: str = ""
     warnings: list[str] = field(default_factory=list)

@@ -221,7 +221,7 @@ def _result(
     result.bytes_skipped = max(result.bytes_skipped - uploaded, 0)
     result.blobs_sent += blobs
     result.blobs_skipped = max(result.blobs_skipped - blobs, 0)
-    result.transport = f"docker-push:{result.transport or 'ssh'}"
+    result.export = "docker-push"
     after = _traffic(session)
     if traffic_before[0] >= 0 and after[0] >= 0:
         result.wire_bytes_sent = after[0] - traffic_before[0]

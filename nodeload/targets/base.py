@@ -48,6 +48,7 @@ class PreparedImage:
 
     source: ImageSource
     options: TargetOptions
+    export: str | None = None  # how a Docker-engine image left the engine (for reports)
     _graphs: dict[Platform, ImageGraph] = field(default_factory=dict, compare=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 

@@ -33,13 +33,13 @@ def test_docker_push_path_sends_only_the_changed_layer(
 ) -> None:
     node = node_sandbox.node("node-1")
     cold, _ = _push(node_sandbox, app_images["v1"], tmp_path, "--export", "push")
-    assert (cold["status"], cold["transport"]) == ("ok", "docker-push:ssh-forward"), cold
+    assert (cold["status"], cold["export"], cold["transport"]) == ("ok", "docker-push", "ssh-forward"), cold
     assert cold["bytes_sent"] == sum(content_sizes(node).values())
 
     before, rx = content_sizes(node), node.rx_bytes()
     warm, _ = _push(node_sandbox, app_images["v2"], tmp_path)  # auto: the engine pushed these layers before
     arrived = {d: s for d, s in content_sizes(node).items() if d not in before}
-    assert warm["transport"] == "docker-push:ssh-forward"
+    assert warm["export"] == "docker-push"
     assert warm["bytes_sent"] == sum(arrived.values()) and warm["blobs_sent"] == len(arrived) == 3
     assert node.rx_bytes() - rx <= warm["bytes_sent"] * 1.05 + WIRE_FIXED
     assert run_image(node, "docker.io/nodeload-e2e/app:v2", f"t-{secrets.token_hex(4)}") == "hello from v2"
@@ -57,5 +57,5 @@ def test_auto_keeps_to_docker_save_when_a_node_holds_the_layers_another_way(
     node.ctr_import(app_images["v1"])  # uncompressed layers under their diffIDs
     result, err = _push(node_sandbox, app_images["v1"], tmp_path)
     assert "exporting with docker save rather than docker push" in err
-    assert result["transport"] == "ssh-forward"
+    assert result["export"] == "docker-save"
     assert result["blobs_sent"] == 1  # only a manifest: every layer was there already

@@ -54,6 +54,8 @@ def test_killed_push_resumes(slow_node: Sandbox, docker_client: docker.DockerCli
         "nodeload",
         "push",
         BIG,
+        "--export",
+        "save",  # resuming inside a blob is the save path's (docker push restarts an upload)
         "--json",
         "-F",
         str(slow_node.ssh_config_path),
@@ -78,7 +80,7 @@ def test_killed_push_resumes(slow_node: Sandbox, docker_client: docker.DockerCli
     assert 0 < partial < BIG_LAYER
 
     node.unshape()
-    [rerun] = push_json(slow_node, BIG)
+    [rerun] = push_json(slow_node, BIG, extra=("--export", "save"))
     total = sum(content_sizes(node).values())
     assert rerun["bytes_resumed"] == partial
     assert rerun["bytes_sent"] == total - committed_before - partial
@@ -86,5 +88,5 @@ def test_killed_push_resumes(slow_node: Sandbox, docker_client: docker.DockerCli
     assert _active_ingest_offset(slow_node) == 0
     assert run_image(node, "docker.io/nodeload-e2e/big:v1", f"t-{secrets.token_hex(4)}") == "big one"
 
-    [again] = push_json(slow_node, BIG)
+    [again] = push_json(slow_node, BIG, extra=("--export", "save"))
     assert again["bytes_sent"] == 0
