@@ -31,6 +31,7 @@ from nodeload.sources import open_source, parse_source
 from nodeload.sources.base import name_or_none
 from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, TargetOptions
 from nodeload.targets.containerd import open_containerd
+from nodeload.targets.docker_engine import open_docker_engine
 from nodeload.text import printable
 from nodeload.transports.ssh import SSHOptions
 
@@ -58,6 +59,8 @@ class PushOptions:
         timeout: Seconds containerd may leave a call unanswered or an upload without progress.
         parallel: Nodes worked on at once.
         ssh: How SSH nodes are reached.
+        target: What is written on the nodes: ``containerd`` (kubelet's, nerdctl's...) or ``docker``
+            (a remote Docker Engine, through its socket; its containerd store through ``moby``).
         export: How a Docker-engine image leaves the engine: ``save`` (``docker save``, nodeload
             compresses and caches the layers), ``push`` (the engine's own ``docker push`` into an
             endpoint over the nodes: only changed layers leave it), or ``auto`` (push, unless a node
@@ -75,6 +78,7 @@ class PushOptions:
     parallel: int = DEFAULT_PARALLEL
     ssh: SSHOptions = field(default_factory=SSHOptions)
     export: str = "auto"
+    target: str = "containerd"
 
     def check(self, images: Sequence[str]) -> None:
         """Raise UsageError for settings that cannot work."""
@@ -89,6 +93,10 @@ class PushOptions:
             raise UsageError(f"--parallel must be at least 1, not {self.parallel}")
         if self.export not in ("auto", "save", "push"):
             raise UsageError(f"--export must be auto, save or push, not {self.export!r}")
+        if self.target not in ("containerd", "docker"):
+            raise UsageError(f"--target must be containerd or docker, not {self.target!r}")
+        if self.target == "docker" and self.export == "push":
+            raise UsageError("--export push writes into containerd; with --target docker use save")
 
 
 def push(
@@ -136,14 +144,15 @@ async def push_async(
     specs = [parse_node(n) if isinstance(n, str) else n for n in nodes]
     if not specs:
         raise UsageError("no target node")
-    if options.export != "save":
+    if options.export != "save" and options.target == "containerd":
         pushed = await _push_with_engine(texts, specs, options, progress or NullProgress(), say)
         if pushed is not None:
             return pushed
     node_jobs = [NodeJob(spec, transport_for(spec, options.ssh)) for spec in specs]
     with contextlib.ExitStack() as stack:
         image_jobs = [ImageJob(text, partial(_prepare, text, options, stack, say)) for text in texts]
-        opener = partial(open_containerd, socket=options.containerd_socket, timeout=options.timeout)
+        open_store = open_docker_engine if options.target == "docker" else open_containerd
+        opener = partial(open_store, socket=options.containerd_socket, timeout=options.timeout)
         return await push_all(
             image_jobs, node_jobs, opener, progress or NullProgress(), parallel=options.parallel
         )

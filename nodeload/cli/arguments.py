@@ -156,6 +156,13 @@ def _push_arguments(push: argparse.ArgumentParser) -> None:
         "--no-unpack", action="store_true", help="store the content only; do not unpack layers"
     )
     group.add_argument(
+        "--target",
+        choices=("containerd", "docker"),
+        default="containerd",
+        help="what is written on the nodes: containerd (default) or a Docker Engine (its socket over SSH; "
+        "--containerd-socket then names the Docker socket)",
+    )
+    group.add_argument(
         "--export",
         choices=("auto", "save", "push"),
         default="auto",

@@ -32,6 +32,7 @@ def run_push(args: argparse.Namespace, err: Console) -> int:
         parallel=args.parallel,
         ssh=ssh,
         export=args.export,
+        target=args.target,
     )
     bars = err.is_terminal and not args.json
     shown: AbstractContextManager[ProgressSink]

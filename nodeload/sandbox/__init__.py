@@ -16,6 +16,7 @@ from nodeload.sandbox.node_image import (
     SandboxError,
     cache_dir,
     docker_client,
+    ensure_dockerd_node_image,
     ensure_node_image,
     node_image_tag,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "build_image",
     "cache_dir",
     "docker_client",
+    "ensure_dockerd_node_image",
     "ensure_node_image",
     "layer_diff_ids",
     "new_session_id",

@@ -43,6 +43,11 @@ for program in ${NODELOAD_REMOVE:-}; do
     [ -n "$path" ] && rm -f "$path"
 done
 
+# A node with its own Docker Engine (nodeload-node-dockerd image); no iptables in a container.
+if [ "${NODELOAD_DOCKERD:-no}" = yes ]; then
+    dockerd --iptables=false --ip-forward=false --bridge=none >/var/log/dockerd.log 2>&1 &
+fi
+
 # A node may listen where k3s does; ctr follows CONTAINERD_ADDRESS.
 socket=${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}
 mkdir -p "$(dirname "$socket")"

@@ -60,6 +60,7 @@ class NodeVariant:
         name: The container name (kind's node names are its container names).
         internal: Only reachable through the sandbox's bastion (no published port).
         sshd_log_level: sshd's LogLevel (DEBUG1 shows every channel request).
+        dockerd: Also run a Docker Engine (needs the image of ``ensure_dockerd_node_image``).
     """
 
     containerd_socket: str = DEFAULT_CONTAINERD_SOCKET
@@ -72,6 +73,7 @@ class NodeVariant:
     name: str | None = None
     internal: bool = False
     sshd_log_level: str = "INFO"
+    dockerd: bool = False
 
     @property
     def has_ctr(self) -> bool:
@@ -90,6 +92,8 @@ class NodeVariant:
             env.update(NODELOAD_LOGIN_USER=self.login, NODELOAD_SUDO=self.sudo)
         if self.remove:
             env["NODELOAD_REMOVE"] = " ".join(self.remove)
+        if self.dockerd:
+            env["NODELOAD_DOCKERD"] = "yes"
         return env
 
 
@@ -119,6 +123,8 @@ class NodeReadyWaitStrategy(WaitStrategy):
         ]
         if node.variant.has_ctr:
             checks.append(("CRI plugin", lambda: _exec_ok(node, ["sh", "-c", _CRI_OK])))
+        if node.variant.dockerd:
+            checks.append(("Docker Engine", lambda: _exec_ok(node, ["docker", "info"])))
         if node.variant.sshd and not node.variant.internal:
             checks.append(("SSH banner", lambda: _ssh_banner(node.ssh_host, node.ssh_port)))
         elif node.variant.sshd:
@@ -279,6 +285,9 @@ class NodeContainer(DockerContainer):
             self.get_docker_client().client.volumes.create(name, labels=self._labels())
             self._volume = name
             self.with_volume_mapping(name, "/var/lib/containerd", "rw")
+            if self.variant.dockerd:  # overlay2 cannot live on the container's own overlayfs either
+                self.get_docker_client().client.volumes.create(f"{name}-docker", labels=self._labels())
+                self.with_volume_mapping(f"{name}-docker", "/var/lib/docker", "rw")
 
     def stop(self, force: bool = True, delete_volume: bool = True) -> None:
         """Remove the container and its containerd volume (also after a failed start)."""
@@ -286,8 +295,9 @@ class NodeContainer(DockerContainer):
         try:
             self._remove_container()
             if self._volume is not None and delete_volume:
-                with contextlib.suppress(docker.errors.NotFound):
-                    client.volumes.get(self._volume).remove(force=True)
+                for volume in (self._volume, f"{self._volume}-docker"):
+                    with contextlib.suppress(docker.errors.NotFound):
+                        client.volumes.get(volume).remove(force=True)
                 self._volume = None
         finally:
             client.close()

@@ -99,6 +99,40 @@ def ensure_node_image(client: docker.DockerClient | None = None, *, base: BaseSo
     return tag
 
 
+DOCKERD_IMAGE_REPO = "nodeload-node-dockerd"
+_DOCKERD_DOCKERFILE = """ARG BASE
+FROM ${BASE}
+# A node that runs its own Docker Engine (the --target docker tests): Debian's docker.io.
+RUN apt-get update \\
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker.io \\
+    && rm -rf /var/lib/apt/lists/*
+"""
+
+
+def ensure_dockerd_node_image(client: docker.DockerClient | None = None, *, base: BaseSource = "auto") -> str:
+    """The node image plus Debian's Docker Engine, built on first use (needs Debian's archive).
+
+    Raises:
+        SandboxError: The image could not be built.
+    """
+    client = client or docker_client()
+    node = ensure_node_image(client, base=base)
+    tag = f"{DOCKERD_IMAGE_REPO}:{node.rpartition(':')[2]}"
+    if _image_exists(client, tag):
+        return tag
+    with _cache_lock():
+        if not _image_exists(client, tag):
+            log.info("building %s on %s", tag, node)
+            with tempfile.TemporaryDirectory(prefix="nodeload-dockerd-") as ctx:
+                (Path(ctx) / "Dockerfile").write_text(_DOCKERD_DOCKERFILE)
+                try:
+                    client.images.build(path=ctx, tag=tag, buildargs={"BASE": node}, rm=True, forcerm=True)
+                except docker.errors.BuildError as exc:
+                    tail = "".join(str(chunk.get("stream", chunk)) for chunk in exc.build_log)[-2000:]
+                    raise SandboxError(f"building {tag}: {exc.msg}\n{tail}") from exc
+    return tag
+
+
 def _build_node_image(client: docker.DockerClient, tag: str, base_image: str) -> None:
     log.info("building %s on %s", tag, base_image)
     with tempfile.TemporaryDirectory(prefix="nodeload-node-") as ctx:
