@@ -23,6 +23,10 @@ class ImageNotFound(SourceError):
     """The named image does not exist in the source."""
 
 
+class RegistryAuthFailed(SourceError):
+    """A registry refused access: credentials missing, wrong, or not allowed to pull."""
+
+
 class PlatformNotFound(NodeloadError):
     """An index has no manifest for the requested platform."""
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install and start what nodeload's tests and demo need on a Debian/Ubuntu host:
-# containerd + OpenSSH (integration tests run them as plain processes), skopeo,
-# and a running Docker engine (scripts/ensure-docker.sh). Idempotent; needs root.
+# containerd + OpenSSH + a registry (distribution; integration tests run them as plain
+# processes, with htpasswd from apache2-utils for its logins), skopeo, and a running
+# Docker engine (scripts/ensure-docker.sh). Idempotent; needs root.
 set -euo pipefail
 
 need=()
@@ -12,6 +13,8 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v tc >/dev/null || need+=(iproute2)
 command -v zstd >/dev/null || need+=(zstd)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing packages: ${need[*]} (run as root, or install them yourself)" >&2

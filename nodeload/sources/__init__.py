@@ -2,7 +2,8 @@
 "transport" means how a node is reached).
 
 ``docker-daemon:REF``, ``oci:DIR[:REF]``, ``oci-archive:FILE[:REF]``,
-``docker-archive:FILE[:REF]``; a bare ``REF`` means the local Docker daemon.
+``docker-archive:FILE[:REF]``, ``docker://REF`` (a registry); a bare ``REF`` means the
+local Docker daemon, and so does ``docker:latest`` (an image named docker, not a registry).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from nodeload.errors import UsageError
 from nodeload.reference import parse_reference
-from nodeload.sources.base import Source
+from nodeload.sources.base import Source, SourceOptions
 from nodeload.sources.docker_archive import open_docker_archive
 from nodeload.sources.layer_cache import LayerCache, default_cache_dir
 from nodeload.sources.oci_layout import open_oci_archive, open_oci_layout
@@ -23,17 +24,23 @@ __all__ = [
     "SCHEMES",
     "LayerCache",
     "Source",
+    "SourceOptions",
     "SourceSpec",
     "default_cache_dir",
     "open_source",
     "parse_source",
 ]
 
-SCHEMES = ("docker-daemon", "oci", "oci-archive", "docker-archive")
-# skopeo transports nodeload cannot read ("docker:" alone may be a name: docker:latest).
+SCHEMES = ("docker-daemon", "oci", "oci-archive", "docker-archive", "docker")
+_LOCAL_SCHEMES = SCHEMES[:4]
+# The registry scheme is "docker://": "docker:" alone is an image name (docker:latest).
+_REGISTRY_PREFIX = "docker://"
+# skopeo transports nodeload cannot read.
 _UNSUPPORTED = ("dir:", "containers-storage:", "ostree:", "sif:", "tarball:")
 _IMAGE_ID = r"(sha256:)?[0-9a-f]{12,64}"
-_FORMS = "docker-daemon:REF, oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF] or REF"
+_FORMS = (
+    "docker-daemon:REF, oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], docker://REF or REF"
+)
 
 
 @dataclass(frozen=True)
@@ -42,11 +49,14 @@ class SourceSpec:
 
     scheme: str  # one of SCHEMES
     path: Path | None  # the directory or file of path schemes
-    ref: str | None  # the image within: a name, tag, image ID, or "@N"
+    ref: str | None  # the image within: a name, tag, image ID, or "@N"; for "docker", the name
 
 
 def parse_source(text: str) -> SourceSpec:
     """Split ``TRANSPORT:REST`` the way skopeo does; a bare REF is the Docker daemon.
+
+    ``docker://REF`` is an image of a registry; ``docker:REF`` without the slashes is
+    not a scheme but an image named docker (``docker:latest``), as everywhere else.
 
     For path schemes, ``PATH:REF`` is split at the colon after the longest
     prefix that exists on disk (so paths and refs may both contain colons),
@@ -55,8 +65,12 @@ def parse_source(text: str) -> SourceSpec:
     Raises:
         UsageError: for an unknown or unsupported scheme, or a bad REF.
     """
+    if text.startswith(_REGISTRY_PREFIX):
+        name = text.removeprefix(_REGISTRY_PREFIX)
+        _check_name(name, text)
+        return SourceSpec("docker", None, name)
     scheme, colon, rest = text.partition(":")
-    if colon and scheme in SCHEMES:
+    if colon and scheme in _LOCAL_SCHEMES:
         if scheme == "docker-daemon":
             return SourceSpec(scheme, None, _daemon_ref(rest, text))
         path, ref = _split_path_ref(rest)
@@ -65,11 +79,6 @@ def parse_source(text: str) -> SourceSpec:
         if ref is not None and scheme == "docker-archive" and not ref.startswith("@"):
             _check_name(ref, text)
         return SourceSpec(scheme, Path(path), ref)
-    if text.startswith("docker://"):
-        raise UsageError(
-            f"{text!r}: nodeload does not pull from registries; docker pull the image and give its name,"
-            " or copy it to a directory with skopeo copy ... oci:DIR:TAG"
-        )
     unsupported = next((t for t in _UNSUPPORTED if text.startswith(t)), None)
     if unsupported:
         raise UsageError(f"{text!r}: the {unsupported[:-1]} transport is not supported; use {_FORMS}")
@@ -98,22 +107,31 @@ def _check_name(ref: str, text: str) -> None:
         raise UsageError(f"{text!r} is not an image source ({exc}); expected {_FORMS}") from exc
 
 
-def open_source(text: str, *, cache: LayerCache | None = None) -> Source:
+def open_source(
+    text: str, *, cache: LayerCache | None = None, options: SourceOptions | None = None
+) -> Source:
     """Open the image source ``text`` names (see :func:`parse_source`).
 
     Close the result (or use it in a ``with`` block): archive sources hold
-    files, and compressed archives a temporary decompressed copy.
+    files, compressed archives a temporary decompressed copy, registries connections.
 
     Args:
-        text: e.g. ``myapp:dev``, ``oci:./out:v1``, ``docker-archive:app.tar``.
+        text: e.g. ``myapp:dev``, ``oci:./out:v1``, ``docker-archive:app.tar``,
+            ``docker://ghcr.io/me/app:1``.
         cache: the layer cache (default: ``${XDG_CACHE_HOME:-~/.cache}/nodeload``).
+        options: how to reach a registry (default: TLS verified).
 
     Raises:
         UsageError: when ``text`` is not a valid source.
         ImageNotFound: when the image is not there.
-        SourceError: when the source cannot be read.
+        SourceError: when the source cannot be read (RegistryAuthFailed: a registry refused access).
     """
     spec = parse_source(text)
+    if spec.scheme == "docker":
+        from nodeload.sources.registry import open_registry  # imports requests
+
+        assert spec.ref is not None
+        return open_registry(spec.ref, tls_verify=(options or SourceOptions()).tls_verify)
     if spec.scheme == "docker-daemon":
         from nodeload.sources.docker_daemon import open_docker_daemon  # imports the docker SDK
 

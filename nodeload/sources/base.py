@@ -1,7 +1,8 @@
-"""What every source object is besides an ImageSource: something to close."""
+"""What every source object is besides an ImageSource: something to close; and how to open one."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -23,6 +24,19 @@ class Source(ImageSource, Protocol):
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to open a source; only registries (``docker://``) read these today.
+
+    Attributes:
+        tls_verify: False accepts any certificate and plain HTTP from a registry, like
+            skopeo's ``--src-tls-verify=false``. Registries on loopback (``localhost``,
+            ``127.0.0.0/8``, ``::1``) may answer over plain HTTP even when it is True.
+    """
+
+    tls_verify: bool = True
 
 
 class Closeable:

@@ -13,8 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.registry import Registry, need_registry, start_registry
 from tests.integration.cli import USER, Cli
 from tests.integration.nodes import Containerd, Sshd, start_containerd, start_sshd
+
+# The users of the registry with htpasswd auth.
+REGISTRY_USERS = {"puller": "pull-secret-1"}
 
 
 def _need(*binaries: str) -> None:
@@ -114,3 +118,19 @@ def login_user(sshd: Sshd) -> str:
     # sshd reads the (global) AuthorizedKeysFile as the user: open the 0700 directory holding it.
     sshd.root.chmod(0o711)
     return USER
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A distribution registry on 127.0.0.1 over plain HTTP, open to anyone."""
+    need_registry()
+    with start_registry(tmp_path_factory.mktemp("registry")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A distribution registry that wants a login (htpasswd: REGISTRY_USERS, Basic auth)."""
+    need_registry()
+    with start_registry(tmp_path_factory.mktemp("auth-registry"), REGISTRY_USERS) as server:
+        yield server

@@ -35,6 +35,9 @@ def _read_all(source: ImageSource, desc: Descriptor, offset: int = 0, chunk: int
     return b"".join(parts)
 
 
+# Reading blobs, offsets, resolving platforms and a missing ref: test_source_conformance.py.
+
+
 def test_single_manifest_layout(tmp_path: Path) -> None:
     info = write_layout(tmp_path / "img", ref="v1")
     with open_source(f"oci:{info.path}") as source:
@@ -42,29 +45,13 @@ def test_single_manifest_layout(tmp_path: Path) -> None:
         assert source.root.media_type == MEDIA_OCI_MANIFEST
         assert source.rewritable is False
         assert source.reference is None  # "v1" alone is a tag, not a name
-        graph = resolve(source, Platform("linux", "amd64"))
-        assert graph.diff_ids == info.images[0].diff_ids
-        for layer in info.images[0].layers:
-            assert _read_all(source, layer) == info.blobs[layer.digest]
 
 
-def test_multi_platform_index(tmp_path: Path) -> None:
+def test_multi_platform_layout_has_the_index_as_root(tmp_path: Path) -> None:
     info = write_layout(tmp_path / "img", platforms=["linux/amd64", "linux/arm64"])
     assert info.index is not None
     with open_oci_layout(info.path) as source:
-        assert source.root.media_type == MEDIA_OCI_INDEX
-        arm = resolve(source, Platform.parse("linux/arm64"))
-        assert arm.manifest.desc.digest == info.images[1].manifest.digest
-        assert arm.config.data == info.images[1].config_bytes
-
-
-def test_blob_streams_in_chunks_from_an_offset(tmp_path: Path) -> None:
-    info = write_layout(tmp_path / "img", [ImageSpec((5,), layer_size=300_000)])
-    layer = info.images[0].layers[0]
-    with open_oci_layout(info.path) as source:
-        assert _read_all(source, layer, offset=12345, chunk=4096) == info.blobs[layer.digest][12345:]
-        with source.open_blob(layer, layer.size) as stream:
-            assert stream.read() == b""
+        assert (source.root.media_type, source.root.digest) == (MEDIA_OCI_INDEX, info.index.digest)
 
 
 @pytest.fixture()

@@ -53,6 +53,13 @@ def test_path_with_colons_is_kept_whole_when_it_exists(tmp_path: Path) -> None:
     assert parse_source(f"oci:{odd}:reg:5000/app:v1") == SourceSpec("oci", odd, "reg:5000/app:v1")
 
 
+@pytest.mark.parametrize(
+    "name", ["ghcr.io/me/app:1", "alpine", "localhost:5000/app@sha256:" + "c" * 64, "[::1]:5000/a:b"]
+)
+def test_registry_scheme(name: str) -> None:
+    assert parse_source(f"docker://{name}") == SourceSpec("docker", None, name)
+
+
 def test_docker_archive_position_ref(tmp_path: Path) -> None:
     assert parse_source(f"docker-archive:{tmp_path}:@1").ref == "@1"
 
@@ -60,7 +67,9 @@ def test_docker_archive_position_ref(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "hint"),
     [
-        ("docker://alpine", "does not pull from registries"),
+        ("docker://", "invalid image reference"),
+        ("docker://Upper/app", "lowercase"),
+        ("docker://ghcr.io/app:bad tag", "is not an image source"),
         ("dir:/tmp/x", "dir transport is not supported"),
         ("containers-storage:app", "not supported"),
         ("oci:", "needs a path"),
