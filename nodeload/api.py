@@ -28,7 +28,7 @@ from nodeload.progress import NullProgress, ProgressSink
 from nodeload.reference import parse_reference
 from nodeload.report import NodeResult
 from nodeload.sources import open_source, parse_source
-from nodeload.sources.base import name_or_none
+from nodeload.sources.base import SourceOptions, name_or_none
 from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, TargetOptions
 from nodeload.targets.containerd import open_containerd
 from nodeload.targets.docker_engine import open_docker_engine
@@ -59,6 +59,8 @@ class PushOptions:
         timeout: Seconds containerd may leave a call unanswered or an upload without progress.
         parallel: Nodes worked on at once.
         ssh: How SSH nodes are reached.
+        source_tls_verify: Verify a ``docker://`` registry's certificate (skopeo's
+            ``--src-tls-verify``); False also allows plain HTTP.
         target: What is written on the nodes: ``containerd`` (kubelet's, nerdctl's...) or ``docker``
             (a remote Docker Engine, through its socket; its containerd store through ``moby``).
         export: How a Docker-engine image leaves the engine: ``save`` (``docker save``, nodeload
@@ -79,6 +81,7 @@ class PushOptions:
     ssh: SSHOptions = field(default_factory=SSHOptions)
     export: str = "auto"
     target: str = "containerd"
+    source_tls_verify: bool = True
 
     def check(self, images: Sequence[str]) -> None:
         """Raise UsageError for settings that cannot work."""
@@ -201,7 +204,9 @@ async def _push_with_engine(
 
 def _prepare(text: str, options: PushOptions, stack: contextlib.ExitStack, say: Notify) -> PreparedImage:
     """Open one source (a ``docker save`` and compression, maybe) and settle its name."""
-    source = stack.enter_context(open_source(text))
+    source = stack.enter_context(
+        open_source(text, options=SourceOptions(tls_verify=options.source_tls_verify))
+    )
     name, from_source = target_name(options.name, text, source.reference)
     if from_source:
         say(f"using the name {printable(name)} found inside {text} (--name sets another)")

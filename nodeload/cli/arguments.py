@@ -25,7 +25,7 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
         help="push images to nodes",
         description="Push each IMAGE to each selected node, sending only the blobs the node lacks.\n\n"
         "IMAGE is docker-daemon:REF, oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],\n"
-        "or a bare REF from the local Docker daemon.",
+        "docker://REF (a registry this machine reaches), or a bare REF from the local Docker daemon.",
         epilog="examples:\n"
         "  nodeload push myapp:dev --node root@10.0.0.11 --node root@10.0.0.12\n"
         "  nodeload push oci:./out:dev --node worker-1 --json\n\n"
@@ -156,6 +156,13 @@ def _push_arguments(push: argparse.ArgumentParser) -> None:
         "--no-unpack", action="store_true", help="store the content only; do not unpack layers"
     )
     group.add_argument(
+        "--src-tls-verify",
+        type=_boolean,
+        default=True,
+        metavar="BOOL",
+        help="verify a docker:// registry's TLS certificate (default true; false also allows plain HTTP)",
+    )
+    group.add_argument(
         "--target",
         choices=("containerd", "docker"),
         default="containerd",
@@ -213,6 +220,14 @@ def _ssh_arguments(push: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not verify node host keys (unsafe: anyone on the path can impersonate a node)",
     )
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}: true or false")
 
 
 def _seconds(text: str) -> float:

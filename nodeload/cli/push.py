@@ -33,6 +33,7 @@ def run_push(args: argparse.Namespace, err: Console) -> int:
         ssh=ssh,
         export=args.export,
         target=args.target,
+        source_tls_verify=args.src_tls_verify,
     )
     bars = err.is_terminal and not args.json
     shown: AbstractContextManager[ProgressSink]
