@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from nodeload.containerd.client import DEFAULT_TIMEOUT
 from nodeload.errors import UsageError
@@ -31,7 +32,6 @@ from nodeload.sources import open_source, parse_source
 from nodeload.sources.base import SourceOptions, name_or_none
 from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, TargetOptions
 from nodeload.targets.containerd import open_containerd
-from nodeload.targets.docker_engine import open_docker_engine
 from nodeload.text import printable
 from nodeload.transports.ssh import SSHOptions
 
@@ -154,7 +154,7 @@ async def push_async(
     node_jobs = [NodeJob(spec, transport_for(spec, options.ssh)) for spec in specs]
     with contextlib.ExitStack() as stack:
         image_jobs = [ImageJob(text, partial(_prepare, text, options, stack, say)) for text in texts]
-        open_store = open_docker_engine if options.target == "docker" else open_containerd
+        open_store = _docker_engine_opener() if options.target == "docker" else open_containerd
         opener = partial(open_store, socket=options.containerd_socket, timeout=options.timeout)
         return await push_all(
             image_jobs, node_jobs, opener, progress or NullProgress(), parallel=options.parallel
@@ -165,6 +165,9 @@ async def _push_with_engine(
     texts: Sequence[str], nodes: Sequence[NodeSpec], options: PushOptions, progress: ProgressSink, say: Notify
 ) -> list[NodeResult] | None:
     """The engine's ``docker push`` path, when it fits the run (None: use ``docker save``)."""
+    forced = options.export == "push"
+    if not forced and any(parse_source(text).scheme != "docker-daemon" for text in texts):
+        return None  # not Docker-engine images: nothing of the engine's (or of aiohttp) to load
     from nodeload.dockerapi import engine_client
     from nodeload.registry.docker_push import (
         EngineCannotPush,
@@ -174,7 +177,6 @@ async def _push_with_engine(
     )
     from nodeload.registry.server import ServeOptions
 
-    forced = options.export == "push"
     special = not options.unpack or options.snapshotter or options.platform
     images = None if special else engine_images(texts, options.name)
     if images is None:
@@ -200,6 +202,12 @@ async def _push_with_engine(
             raise
         say(f"exporting with docker save rather than docker push: {err}")
         return None
+
+
+def _docker_engine_opener() -> Callable[..., Any]:
+    from nodeload.targets.docker_engine import open_docker_engine  # the docker SDK: only when used
+
+    return open_docker_engine
 
 
 def _prepare(text: str, options: PushOptions, stack: contextlib.ExitStack, say: Notify) -> PreparedImage:

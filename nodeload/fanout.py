@@ -98,6 +98,7 @@ async def _push_node(
             if transport is None:
                 raise NodeError(job.node.problem or "nodeload cannot reach this node")
             async with transport, open_target(transport, job.node, progress) as target:
+                results[0].timings["connect"] = round(loop.time() - started, 4)
                 since: Traffic | None = None
                 for result, prepared in zip(results, ready, strict=True):
                     await _push_image(target, transport, job.node, prepared, result, started, since)

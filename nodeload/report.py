@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,6 +39,8 @@ class NodeResult:
     socket: str = ""
     containerd_version: str = ""
     warnings: list[str] = field(default_factory=list)
+    # Seconds spent per phase: connect (first image only), plan, write, unpack, record.
+    timings: dict[str, float] = field(default_factory=dict)
 
     # The exception behind ``error`` (not in the JSON report).
     cause: BaseException | None = field(default=None, repr=False, compare=False)
@@ -44,6 +49,15 @@ class NodeResult:
     def ok(self) -> bool:
         """True when the push succeeded."""
         return self.status == "ok"
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the time spent in the ``with`` block to ``timings[phase]``."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[phase] = round(self.timings.get(phase, 0.0) + time.monotonic() - start, 4)
 
     def fail(self, cause: BaseException, seconds: float | None = None) -> None:
         """Record the failure ``cause`` (its text is the report's ``error``)."""

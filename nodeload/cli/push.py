@@ -16,7 +16,7 @@ def run_push(args: argparse.Namespace, err: Console) -> int:
     """Push each image to each selected node; the exit status."""
     from nodeload.api import PushOptions, push
     from nodeload.platforms import Platform
-    from nodeload.progress import NullProgress, ProgressSink, RichProgress
+    from nodeload.progress import NullProgress, ProgressSink
     from nodeload.summary import print_failures, print_summary
 
     ssh = ssh_options(args, err)
@@ -37,7 +37,12 @@ def run_push(args: argparse.Namespace, err: Console) -> int:
     )
     bars = err.is_terminal and not args.json
     shown: AbstractContextManager[ProgressSink]
-    shown = RichProgress(err) if bars else contextlib.nullcontext(NullProgress())
+    if bars:
+        from nodeload.progress_bars import RichProgress
+
+        shown = RichProgress(err)
+    else:
+        shown = contextlib.nullcontext(NullProgress())
     with shown as progress:
         results = push(args.images, nodes, options, progress=progress, notify=notifier(err))
     if args.json:

@@ -168,8 +168,12 @@ class ContainerdClient:
 
     async def node_info(self) -> NodeInfo:
         """Version, platform and snapshotters of the node's containerd."""
-        version = await self.version()
-        resp = await self._introspection.Plugins(introspection_pb2.PluginsRequest(), **self._opts())
+        # One round trip for all three questions: they do not depend on each other.
+        version, resp, cri_status = await asyncio.gather(
+            self.version(),
+            self._introspection.Plugins(introspection_pb2.PluginsRequest(), **self._opts()),
+            self._cri_snapshotter(),
+        )
         platform: Platform | None = None
         snapshotters: list[str] = []
         has_cri = False
@@ -191,7 +195,7 @@ class ContainerdClient:
                 ),
                 Platform("linux", "amd64"),
             )
-        cri_snapshotter = await self._cri_snapshotter() if has_cri else None
+        cri_snapshotter = cri_status if has_cri else None
         return NodeInfo(version, platform, tuple(snapshotters), cri_snapshotter, has_cri)
 
     async def _cri_snapshotter(self) -> str | None:
@@ -244,9 +248,14 @@ class ContainerdClient:
             raise RuntimeError("protect() needs a lease")
         resources = [leases_pb2.Resource(id=d, type="content") for d in digests]
         resources += [leases_pb2.Resource(id=key, type=f"snapshots/{name}") for name, key in snapshots]
-        for resource in resources:
-            req = leases_pb2.AddResourceRequest(id=self.lease, resource=resource)
-            await self._leases.AddResource(req, **self._opts(lease=False))
+        await asyncio.gather(
+            *(
+                self._leases.AddResource(
+                    leases_pb2.AddResourceRequest(id=self.lease, resource=resource), **self._opts(lease=False)
+                )
+                for resource in resources
+            )
+        )
 
     # -- content ----------------------------------------------------------
 

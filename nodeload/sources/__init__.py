@@ -16,9 +16,7 @@ from pathlib import Path
 from nodeload.errors import UsageError
 from nodeload.reference import parse_reference
 from nodeload.sources.base import Source, SourceOptions
-from nodeload.sources.docker_archive import open_docker_archive
 from nodeload.sources.layer_cache import LayerCache, default_cache_dir
-from nodeload.sources.oci_layout import open_oci_archive, open_oci_layout
 
 __all__ = [
     "SCHEMES",
@@ -138,8 +136,12 @@ def open_source(
         assert spec.ref is not None
         return open_docker_daemon(spec.ref, cache=cache)
     assert spec.path is not None
-    if spec.scheme == "oci":
-        return open_oci_layout(spec.path, spec.ref)
-    if spec.scheme == "oci-archive":
+    if spec.scheme in ("oci", "oci-archive"):
+        from nodeload.sources.oci_layout import open_oci_archive, open_oci_layout
+
+        if spec.scheme == "oci":
+            return open_oci_layout(spec.path, spec.ref)
         return open_oci_archive(spec.path, spec.ref, cache=cache)
+    from nodeload.sources.docker_archive import open_docker_archive  # each source loads what it needs
+
     return open_docker_archive(spec.path, spec.ref, cache=cache)

@@ -25,9 +25,11 @@ from nodeload.containerd.client import (
     WriteResult,
     rpc_error,
 )
-from nodeload.errors import BlobMismatch, ContainerdUnavailable, PlatformNotFound, PushFailed
+from nodeload.errors import BlobMismatch, ContainerdUnavailable, PlatformNotFound
 from nodeload.graph import ImageGraph
 from nodeload.image import (
+    INDEX_MEDIA_TYPES,
+    MANIFEST_MEDIA_TYPES,
     MEDIA_DOCKER_LAYER_GZIP,
     MEDIA_DOCKER_LAYER_TAR,
     MEDIA_OCI_LAYER_ZSTD,
@@ -48,6 +50,8 @@ from nodeload.transports.bridge import NoRelay, SocketUnavailable
 T = TypeVar("T")
 
 DEFAULT_SNAPSHOTTER = "overlayfs"
+# Blobs in flight per node: one stream rarely fills a tunnel (each 1 MiB write waits its turn).
+_PARALLEL_BLOBS = 3
 _CRI_WAIT_SECONDS = 10.0
 # Where containerd listens on common distributions, in the order they are tried.
 DEFAULT_SOCKETS = (
@@ -138,6 +142,12 @@ async def _translated(what: str, call: Awaitable[T]) -> T:
         raise rpc_error(what, err) from err
 
 
+def _digests(graph: ImageGraph) -> list[str]:
+    """Every blob of the image's chosen platform: layers, config, manifest, indexes."""
+    digests = [d.digest for d in graph.layers] + [graph.config.desc.digest, graph.manifest.desc.digest]
+    return digests + [doc.desc.digest for doc, _ in graph.indexes]
+
+
 def _check_platform(graph: ImageGraph, info: NodeInfo, options: TargetOptions) -> None:
     """A single-platform image for another platform is almost surely a mistake: say so."""
     declared = graph.platform
@@ -204,24 +214,46 @@ class ContainerdTarget:
         _check_platform(graph, info, options)
         snapshotter = self._snapshotter(info, options)
         async with self._client.leased():
-            plan = await self._plan(graph, snapshotter, source.rewritable, options.unpack)
-            result.platform = str(graph.platform)
-            result.digest = plan.target.digest
-            result.blobs_total = len(plan.blobs)
-            result.blobs_skipped = sum(1 for b in plan.blobs if b.present)
-            result.bytes_skipped = plan.bytes_skipped
-            await self._check_name(options, plan.target)
+            with result.timed("plan"):
+                plan = await self._plan(graph, snapshotter, source.rewritable, options.unpack)
+                result.platform = str(graph.platform)
+                result.digest = plan.target.digest
+                result.blobs_total = len(plan.blobs)
+                result.blobs_skipped = sum(1 for b in plan.blobs if b.present)
+                result.bytes_skipped = plan.bytes_skipped
+                await self._check_name(options, plan.target)
             self._progress.message(self._node, f"sending {len(plan.to_send)} of {len(plan.blobs)} blobs")
-            for step in plan.blobs:
-                await self._put_blob(source, step, result)
+            with result.timed("write"):
+                await self._put_blobs(source, plan, result)
             if options.unpack:
-                await self._unpack(plan, snapshotter, result)
+                with result.timed("unpack"):
+                    await self._unpack(plan, snapshotter, result)
             self._progress.message(self._node, "tagging")
-            await self._client.put_image(options.name, plan.target)
+            with result.timed("record"):
+                await self._client.put_image(options.name, plan.target)
         # CRI only indexes images it could run: the node's own platform.
         if options.namespace == CRI_NAMESPACE and info.has_cri and graph.platform.matches(info.platform):
-            result.cri_indexed = await self._wait_for_cri(options.name, plan.config_digest)
+            with result.timed("record"):
+                result.cri_indexed = await self._wait_for_cri(options.name, plan.config_digest)
         result.status = "ok"
+
+    async def _put_blobs(self, source: ImageSource, plan: Plan, result: NodeResult) -> None:
+        """Layers and configs a few at a time (keeping the link full), then their manifests and indexes.
+
+        Parents still come after their children: a manifest is written once what it references is.
+        """
+        documents = INDEX_MEDIA_TYPES | MANIFEST_MEDIA_TYPES
+        children = [step for step in plan.blobs if step.desc.media_type not in documents]
+        parents = [step for step in plan.blobs if step.desc.media_type in documents]
+        gate = asyncio.Semaphore(_PARALLEL_BLOBS)
+
+        async def put(step: BlobStep) -> None:
+            async with gate:
+                await self._put_blob(source, step, result)
+
+        await asyncio.gather(*(put(step) for step in children))
+        for step in parents:
+            await self._put_blob(source, step, result)
 
     async def _check_name(self, options: TargetOptions, target: Descriptor) -> None:
         existing = await self._client.get_image(options.name) if options.name_from_source else None
@@ -230,19 +262,23 @@ class ContainerdTarget:
     async def _plan(self, graph: ImageGraph, snapshotter: str, rewritable: bool, unpack: bool) -> Plan:
         """Plan against what the node holds, with all of that pinned by our lease.
 
-        What we rely on is added to the lease first and looked at again after:
-        if something vanished in between (a concurrent deletion), plan again.
+        Every blob and snapshot the image could use is added to the lease *before* the node
+        is asked what it holds, so whatever it reports stays (a concurrent deletion or
+        kubelet's image GC cannot collect it mid-push). A layer's twin (found only by
+        looking) is pinned after, and dropped from the plan if it vanished in between.
         """
-        state = await self._node_state(graph, snapshotter, rewritable, unpack)
-        for _ in range(3):
-            await self._client.protect(state.present, [(snapshotter, s) for s in state.snapshots])
-            again = await self._node_state(graph, snapshotter, rewritable, unpack)
-            if again == state:
-                return make_plan(graph, state, snapshotter, rewritable)
-            state = again
-        raise PushFailed(
-            "what the node holds kept changing while planning (concurrent pushes or deletions); rerun"
-        )
+        chains = chain_ids(graph.diff_ids) if unpack else []
+        await self._client.protect(_digests(graph), [(snapshotter, chain) for chain in chains])
+        state = await self._node_state(graph, snapshotter, rewritable, chains)
+        if state.equivalents:
+            twins = [twin.digest for twin in state.equivalents.values()]
+            await self._client.protect(twins)
+            still = await asyncio.gather(*(self._client.content_info(d) for d in twins))
+            kept = {k: t for (k, t), info in zip(state.equivalents.items(), still, strict=True) if info}
+            state = NodeState(
+                state.present - {d for d, i in zip(twins, still, strict=True) if not i}, kept, state.snapshots
+            )
+        return make_plan(graph, state, snapshotter, rewritable)
 
     def _snapshotter(self, info: NodeInfo, options: TargetOptions) -> str:
         if options.snapshotter:
@@ -260,27 +296,28 @@ class ContainerdTarget:
         return wanted
 
     async def _node_state(
-        self, graph: ImageGraph, snapshotter: str, rewritable: bool, unpack: bool
+        self, graph: ImageGraph, snapshotter: str, rewritable: bool, chains: list[str]
     ) -> NodeState:
-        """Ask the node which of the image's blobs (or their twins) and snapshots it holds."""
-        digests = [d.digest for d in graph.layers] + [graph.config.desc.digest, graph.manifest.desc.digest]
-        digests += [doc.desc.digest for doc, _ in graph.indexes]
-        infos = await asyncio.gather(*(self._client.content_info(d) for d in digests))
+        """Ask the node which of the image's blobs (or their twins) and snapshots it holds, all at once."""
+        digests = _digests(graph)
+        infos, committed = await asyncio.gather(
+            asyncio.gather(*(self._client.content_info(d) for d in digests)),
+            asyncio.gather(*(self._client.snapshot_exists(snapshotter, chain) for chain in chains)),
+        )
         present = {d for d, i in zip(digests, infos, strict=True) if i is not None}
         equivalents: dict[str, Descriptor] = {}
         if rewritable:
-            for layer, diff_id in zip(graph.layers, graph.diff_ids, strict=True):
-                if layer.digest not in present:
-                    twin = await self.equivalent_blob(diff_id)
-                    if twin is not None:
-                        equivalents[diff_id] = twin
+            wanted = [
+                (layer, d)
+                for layer, d in zip(graph.layers, graph.diff_ids, strict=True)
+                if layer.digest not in present
+            ]
+            twins = await asyncio.gather(*(self.equivalent_blob(diff_id) for _, diff_id in wanted))
+            equivalents = {diff_id: twin for (_, diff_id), twin in zip(wanted, twins, strict=True) if twin}
         present |= {twin.digest for twin in equivalents.values()}
-        snapshots = set()
-        for chain_id in reversed(chain_ids(graph.diff_ids) if unpack else []):
-            if await self._client.snapshot_exists(snapshotter, chain_id):
-                snapshots.add(chain_id)
-                break  # a committed chain implies its parents
-        return NodeState(frozenset(present), equivalents, frozenset(snapshots))
+        # A committed chain implies its parents: the highest one is all the plan needs.
+        top = [chain for chain, ok in zip(chains, committed, strict=True) if ok][-1:]
+        return NodeState(frozenset(present), equivalents, frozenset(top))
 
     async def equivalent_blob(self, diff_id: str) -> Descriptor | None:
         """A blob on the node with the same uncompressed content, if any.
