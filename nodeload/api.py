@@ -61,6 +61,9 @@ class PushOptions:
         ssh: How SSH nodes are reached.
         source_tls_verify: Verify a ``docker://`` registry's certificate (skopeo's
             ``--src-tls-verify``); False also allows plain HTTP.
+        source_socket: The socket of the local containerd ``containerd:`` images are read from
+            (default: ``$CONTAINERD_ADDRESS``, else ``/run/containerd/containerd.sock``).
+        source_namespace: Its namespace (default: ``$CONTAINERD_NAMESPACE``, else ``default``).
         target: What is written on the nodes: ``containerd`` (kubelet's, nerdctl's...) or ``docker``
             (a remote Docker Engine, through its socket; its containerd store through ``moby``).
         export: How a Docker-engine image leaves the engine: ``save`` (``docker save``, nodeload
@@ -82,6 +85,8 @@ class PushOptions:
     export: str = "auto"
     target: str = "containerd"
     source_tls_verify: bool = True
+    source_socket: str | None = None
+    source_namespace: str | None = None
 
     def check(self, images: Sequence[str]) -> None:
         """Raise UsageError for settings that cannot work."""
@@ -213,7 +218,14 @@ def _docker_engine_opener() -> Callable[..., Any]:
 def _prepare(text: str, options: PushOptions, stack: contextlib.ExitStack, say: Notify) -> PreparedImage:
     """Open one source (a ``docker save`` and compression, maybe) and settle its name."""
     source = stack.enter_context(
-        open_source(text, options=SourceOptions(tls_verify=options.source_tls_verify))
+        open_source(
+            text,
+            options=SourceOptions(
+                tls_verify=options.source_tls_verify,
+                containerd_address=options.source_socket,
+                containerd_namespace=options.source_namespace,
+            ),
+        )
     )
     name, from_source = target_name(options.name, text, source.reference)
     if from_source:

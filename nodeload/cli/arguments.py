@@ -25,9 +25,11 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
         help="push images to nodes",
         description="Push each IMAGE to each selected node, sending only the blobs the node lacks.\n\n"
         "IMAGE is docker-daemon:REF, oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],\n"
-        "docker://REF (a registry this machine reaches), or a bare REF from the local Docker daemon.",
+        "docker://REF (a registry this machine reaches), containerd:REF (a containerd on this machine:\n"
+        "nerdctl, BuildKit, Docker's containerd image store), or a bare REF from the local Docker daemon.",
         epilog="examples:\n"
         "  nodeload push myapp:dev --node root@10.0.0.11 --node root@10.0.0.12\n"
+        "  nodeload push containerd:myapp:dev --source-namespace moby --all-nodes\n"
         "  nodeload push oci:./out:dev --node worker-1 --json\n\n"
         "exit status: 0 every node has every image, 1 a node or a source failed, 2 usage error, "
         "130 interrupted",
@@ -161,6 +163,18 @@ def _push_arguments(push: argparse.ArgumentParser) -> None:
         default=True,
         metavar="BOOL",
         help="verify a docker:// registry's TLS certificate (default true; false also allows plain HTTP)",
+    )
+    group.add_argument(
+        "--source-socket",
+        metavar="PATH",
+        help="the local containerd of containerd:REF images (default $CONTAINERD_ADDRESS, else "
+        "/run/containerd/containerd.sock)",
+    )
+    group.add_argument(
+        "--source-namespace",
+        metavar="NS",
+        help="its namespace: default (nerdctl), moby (Docker), k8s.io, buildkit... (default "
+        "$CONTAINERD_NAMESPACE, else default)",
     )
     group.add_argument(
         "--target",

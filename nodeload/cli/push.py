@@ -34,6 +34,8 @@ def run_push(args: argparse.Namespace, err: Console) -> int:
         export=args.export,
         target=args.target,
         source_tls_verify=args.src_tls_verify,
+        source_socket=args.source_socket,
+        source_namespace=args.source_namespace,
     )
     bars = err.is_terminal and not args.json
     shown: AbstractContextManager[ProgressSink]

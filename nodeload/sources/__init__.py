@@ -2,8 +2,9 @@
 "transport" means how a node is reached).
 
 ``docker-daemon:REF``, ``oci:DIR[:REF]``, ``oci-archive:FILE[:REF]``,
-``docker-archive:FILE[:REF]``, ``docker://REF`` (a registry); a bare ``REF`` means the
-local Docker daemon, and so does ``docker:latest`` (an image named docker, not a registry).
+``docker-archive:FILE[:REF]``, ``docker://REF`` (a registry), ``containerd:REF`` (a containerd
+on this machine, as nerdctl and BuildKit leave images); a bare ``REF`` means the local Docker
+daemon, and so does ``docker:latest`` (an image named docker, not a registry).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ __all__ = [
     "parse_source",
 ]
 
-SCHEMES = ("docker-daemon", "oci", "oci-archive", "docker-archive", "docker")
+SCHEMES = ("docker-daemon", "oci", "oci-archive", "docker-archive", "docker", "containerd")
 _LOCAL_SCHEMES = SCHEMES[:4]
 # The registry scheme is "docker://": "docker:" alone is an image name (docker:latest).
 _REGISTRY_PREFIX = "docker://"
@@ -37,7 +38,8 @@ _REGISTRY_PREFIX = "docker://"
 _UNSUPPORTED = ("dir:", "containers-storage:", "ostree:", "sif:", "tarball:")
 _IMAGE_ID = r"(sha256:)?[0-9a-f]{12,64}"
 _FORMS = (
-    "docker-daemon:REF, oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], docker://REF or REF"
+    "docker-daemon:REF, oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], docker://REF, "
+    "containerd:REF or REF"
 )
 
 
@@ -47,7 +49,7 @@ class SourceSpec:
 
     scheme: str  # one of SCHEMES
     path: Path | None  # the directory or file of path schemes
-    ref: str | None  # the image within: a name, tag, image ID, or "@N"; for "docker", the name
+    ref: str | None  # the image within: a name, tag, image ID, or "@N"; for named schemes, the name
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -68,6 +70,9 @@ def parse_source(text: str) -> SourceSpec:
         _check_name(name, text)
         return SourceSpec("docker", None, name)
     scheme, colon, rest = text.partition(":")
+    if colon and scheme == "containerd" and rest:
+        _check_name(rest, text)
+        return SourceSpec(scheme, None, rest)
     if colon and scheme in _LOCAL_SCHEMES:
         if scheme == "docker-daemon":
             return SourceSpec(scheme, None, _daemon_ref(rest, text))
@@ -117,7 +122,7 @@ def open_source(
         text: e.g. ``myapp:dev``, ``oci:./out:v1``, ``docker-archive:app.tar``,
             ``docker://ghcr.io/me/app:1``.
         cache: the layer cache (default: ``${XDG_CACHE_HOME:-~/.cache}/nodeload``).
-        options: how to reach a registry (default: TLS verified).
+        options: how to reach a registry (default: TLS verified) or a local containerd.
 
     Raises:
         UsageError: when ``text`` is not a valid source.
@@ -130,6 +135,14 @@ def open_source(
 
         assert spec.ref is not None
         return open_registry(spec.ref, tls_verify=(options or SourceOptions()).tls_verify)
+    if spec.scheme == "containerd":
+        from nodeload.sources.containerd_store import open_containerd_store
+
+        assert spec.ref is not None
+        opts = options or SourceOptions()
+        return open_containerd_store(
+            spec.ref, address=opts.containerd_address, namespace=opts.containerd_namespace
+        )
     if spec.scheme == "docker-daemon":
         from nodeload.sources.docker_daemon import open_docker_daemon  # imports the docker SDK
 

@@ -28,15 +28,20 @@ class Source(ImageSource, Protocol):
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """How to open a source; only registries (``docker://``) read these today.
+    """How to open a source: a registry (``docker://``) or a local containerd (``containerd:``).
 
     Attributes:
         tls_verify: False accepts any certificate and plain HTTP from a registry, like
             skopeo's ``--src-tls-verify=false``. Registries on loopback (``localhost``,
             ``127.0.0.0/8``, ``::1``) may answer over plain HTTP even when it is True.
+        containerd_address: The socket of a ``containerd:`` source (default:
+            ``$CONTAINERD_ADDRESS``, else ``/run/containerd/containerd.sock``).
+        containerd_namespace: Its namespace (default: ``$CONTAINERD_NAMESPACE``, else ``default``).
     """
 
     tls_verify: bool = True
+    containerd_address: str | None = None
+    containerd_namespace: str | None = None
 
 
 class Closeable:

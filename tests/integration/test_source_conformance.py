@@ -2,7 +2,8 @@
 its images: a new source is one more entry in ``KINDS``.
 
 For each kind, an image is made the way users make it (``docker build`` into the local
-engine, ``docker save``, an OCI layout, a tar of it, ``skopeo copy --all`` into a registry),
+engine, ``docker save``, an OCI layout, a tar of it, ``skopeo copy --all`` into a registry,
+``ctr images import --all-platforms`` into a containerd as nerdctl would hold it),
 then read back through :func:`nodeload.sources.open_source` as the user would name it:
 
 * every blob of the host's platform (index, manifest, config, layers) streams, in bounded
@@ -37,15 +38,16 @@ from nodeload.errors import ImageNotFound
 from nodeload.graph import ImageGraph, resolve
 from nodeload.image import Descriptor, ImageSource
 from nodeload.platforms import Platform
-from nodeload.sources import LayerCache, Source, open_source
+from nodeload.sources import LayerCache, Source, SourceOptions, open_source
 from tests.helpers.docker_images import build_image, docker_client, remove_images
 from tests.helpers.oci import LayoutInfo, tar_directory, write_layout
 from tests.helpers.registry import Registry
+from tests.integration.nodes import Containerd
 
 pytestmark = pytest.mark.integration
 
-KINDS = ("docker-daemon", "docker-archive", "oci", "oci-archive", "docker")
-MULTI_PLATFORM = ("oci", "oci-archive", "docker")
+KINDS = ("docker-daemon", "docker-archive", "oci", "oci-archive", "docker", "containerd")
+MULTI_PLATFORM = ("oci", "oci-archive", "docker", "containerd")
 
 HOST = Platform.parse(f"linux/{platform.machine()}")
 OTHER = Platform.parse("linux/arm64" if HOST.architecture == "amd64" else "linux/amd64")
@@ -111,6 +113,16 @@ def registry_image(registry: Registry, layout: LayoutInfo) -> str:
     return "conformance/app:v1"
 
 
+@pytest.fixture(scope="module")
+def containerd_image(
+    containerd: Containerd, layout: LayoutInfo, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """The layout, both platforms, imported into the containerd's ``default`` namespace (nerdctl's)."""
+    archive = tar_directory(layout.path, tmp_path_factory.mktemp("import") / "layout.tar")
+    containerd.ctr("images", "import", "--all-platforms", str(archive), namespace="default")
+    return LAYOUT_NAME
+
+
 def _cached(cache: Path) -> Callable[[str], AbstractContextManager[Source]]:
     return lambda text: open_source(text, cache=LayerCache(cache))
 
@@ -133,6 +145,16 @@ def _case(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Case:
     if kind == "oci-archive":
         archive = tar_directory(layout.path, tmp_path / "layout.tar")
         return Case(f"oci-archive:{archive}:v1", LAYOUT_NAME, f"oci-archive:{archive}:absent", opener)
+    if kind == "containerd":
+        name = request.getfixturevalue("containerd_image")
+        node: Containerd = request.getfixturevalue("containerd")
+        options = SourceOptions(containerd_address=str(node.socket), containerd_namespace="default")
+        return Case(
+            f"containerd:{name}",
+            name,
+            "containerd:example.com/conformance/absent:v1",
+            lambda text: open_source(text, options=options),
+        )
     assert kind == "docker"
     registry: Registry = request.getfixturevalue("registry")
     name = request.getfixturevalue("registry_image")

@@ -93,3 +93,16 @@ def test_open_source_missing_directory_names_it(tmp_path: Path) -> None:
 def test_open_source_missing_archive_names_it(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"missing\.tar"):
         open_source(f"docker-archive:{tmp_path / 'missing.tar'}")
+
+
+@pytest.mark.parametrize(
+    "name", ["myapp:dev", "docker.io/library/app:v1", "ghcr.io/me/app@sha256:" + "d" * 64]
+)
+def test_containerd_scheme_names_an_image(name: str) -> None:
+    assert parse_source(f"containerd:{name}") == SourceSpec("containerd", None, name)
+
+
+@pytest.mark.parametrize("text", ["containerd:", "containerd:Not Valid", "containerd:app:"])
+def test_containerd_scheme_needs_a_valid_name(text: str) -> None:
+    with pytest.raises(UsageError, match="invalid image reference"):
+        parse_source(text)
