@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any
 
 from nodeload.containerd.client import DEFAULT_TIMEOUT
+from nodeload.early import LayerListener
 from nodeload.errors import UsageError
 from nodeload.fanout import DEFAULT_PARALLEL, ImageJob, NodeJob, push_all
 from nodeload.nodes.connect import transport_for
@@ -158,7 +159,9 @@ async def push_async(
             return pushed
     node_jobs = [NodeJob(spec, transport_for(spec, options.ssh)) for spec in specs]
     with contextlib.ExitStack() as stack:
-        image_jobs = [ImageJob(text, partial(_prepare, text, options, stack, say)) for text in texts]
+        image_jobs = [
+            ImageJob(text, partial(_prepare, text, options, stack, say), options.namespace) for text in texts
+        ]
         open_store = _docker_engine_opener() if options.target == "docker" else open_containerd
         opener = partial(open_store, socket=options.containerd_socket, timeout=options.timeout)
         return await push_all(
@@ -215,11 +218,14 @@ def _docker_engine_opener() -> Callable[..., Any]:
     return open_docker_engine
 
 
-def _prepare(text: str, options: PushOptions, stack: contextlib.ExitStack, say: Notify) -> PreparedImage:
+def _prepare(
+    text: str, options: PushOptions, stack: contextlib.ExitStack, say: Notify, listener: LayerListener
+) -> PreparedImage:
     """Open one source (a ``docker save`` and compression, maybe) and settle its name."""
     source = stack.enter_context(
         open_source(
             text,
+            listener=listener,
             options=SourceOptions(
                 tls_verify=options.source_tls_verify,
                 containerd_address=options.source_socket,

@@ -3,8 +3,9 @@
 Orchestration only. How a node is reached is its transport's business, what is
 written is its target's; both turn their own errors into :class:`NodeError`s.
 Images are prepared (opened, exported, compressed) once each, in a background
-thread, while the nodes are being connected to. One node's failure is recorded
-in its results and does not stop the others.
+thread, while the nodes are being connected to; the layers a source finishes first
+go to the nodes that can take them early (see :mod:`nodeload.early`). One node's
+failure is recorded in its results and does not stop the others.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
+from nodeload.early import EarlyLayers, LayerListener
 from nodeload.errors import (
     ConnectionLost,
     ContainerdTimeout,
@@ -29,7 +33,7 @@ from nodeload.errors import (
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import ProgressSink
 from nodeload.report import NodeResult
-from nodeload.targets.base import PreparedImage, Target, TargetOpener
+from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, Target, TargetOpener
 from nodeload.transports.base import Traffic, Transport
 
 log = logging.getLogger(__name__)
@@ -41,10 +45,23 @@ _SESSION_LOST = (ConnectionLost, ContainerdTimeout, NodeUnreachable)
 
 @dataclass(frozen=True)
 class ImageJob:
-    """One image of the run: how the user wrote it, and how to open it (blocking)."""
+    """One image of the run: how the user wrote it, and how to open it (blocking; it tells the
+    listener of layers ready early), and the namespace it goes to unless a node says otherwise."""
 
     label: str
-    prepare: Callable[[], PreparedImage]
+    prepare: Callable[[LayerListener], PreparedImage]
+    namespace: str = CRI_NAMESPACE
+
+
+@runtime_checkable
+class EarlyReceiver(Protocol):
+    """A target that can take layers of an image still being prepared."""
+
+    def receiving(
+        self, early: EarlyLayers, namespace: str, result: NodeResult
+    ) -> AbstractAsyncContextManager[None]:
+        """Send ``early``'s layers the node lacks while the block runs; ``push`` counts them as sent."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -68,11 +85,12 @@ async def push_all(
     At most ``parallel`` nodes are worked on at once. An image that cannot be
     prepared fails on every node with its error; the other images go on.
     """
-    ready = _prepare_in_background(images)
+    early = [EarlyLayers() for _ in images]
+    ready = _prepare_in_background(images, early)
     gate = asyncio.Semaphore(max(1, parallel))
     try:
         per_node = await asyncio.gather(
-            *(_push_node(job, images, ready, open_target, progress, gate) for job in nodes)
+            *(_push_node(job, images, ready, early, open_target, progress, gate) for job in nodes)
         )
     finally:
         for future in ready:
@@ -84,6 +102,7 @@ async def _push_node(
     job: NodeJob,
     images: Sequence[ImageJob],
     ready: Sequence[asyncio.Future[PreparedImage]],
+    early: Sequence[EarlyLayers],
     open_target: TargetOpener,
     progress: ProgressSink,
     gate: asyncio.Semaphore,
@@ -100,8 +119,10 @@ async def _push_node(
             async with transport, open_target(transport, job.node, progress) as target:
                 results[0].timings["connect"] = round(loop.time() - started, 4)
                 since: Traffic | None = None
-                for result, prepared in zip(results, ready, strict=True):
-                    await _push_image(target, transport, job.node, prepared, result, started, since)
+                for image, result, prepared, layers in zip(images, results, ready, early, strict=True):
+                    namespace = job.node.namespace or image.namespace
+                    pushing = _Pushing(target, transport, job.node, namespace, prepared, layers)
+                    await pushing.run(result, started, since)
                     if isinstance(result.cause, _SESSION_LOST):
                         break
                     started, since = loop.time(), transport.traffic()
@@ -119,33 +140,41 @@ async def _push_node(
     return results
 
 
-async def _push_image(
-    target: Target,
-    transport: Transport,
-    node: NodeSpec,
-    prepared: asyncio.Future[PreparedImage],
-    result: NodeResult,
-    started: float,
-    since: Traffic | None,
-) -> None:
-    """Push one image through an open target; failures land in ``result``.
+@dataclass(frozen=True)
+class _Pushing:
+    """One image to one node, through an open target."""
 
-    Time and traffic count from ``started`` and ``since`` (None: the connection's start).
-    """
-    loop = asyncio.get_running_loop()
-    try:
-        image = await asyncio.shield(prepared)
-        options = image.options
-        if node.namespace:
-            options = dataclasses.replace(options, namespace=node.namespace)
+    target: Target
+    transport: Transport
+    node: NodeSpec
+    namespace: str
+    prepared: asyncio.Future[PreparedImage]
+    early: EarlyLayers
+
+    async def run(self, result: NodeResult, started: float, since: Traffic | None) -> None:
+        """Push; failures land in ``result``.
+
+        Time and traffic count from ``started`` and ``since`` (None: the connection's start).
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            if isinstance(self.target, EarlyReceiver) and not self.prepared.done():
+                async with self.target.receiving(self.early, self.namespace, result):
+                    await self._push(result)
+            else:
+                await self._push(result)
+            result.status = "ok"
+        except Exception as err:
+            result.fail(_as_node_error(self.node, err))
+        finally:
+            result.seconds = round(loop.time() - started, 3)
+            _count_traffic(self.transport, result, since)
+
+    async def _push(self, result: NodeResult) -> None:
+        image = await asyncio.shield(self.prepared)
+        options = dataclasses.replace(image.options, namespace=self.namespace)
         result.export = image.export
-        await target.push(image, options, result)
-        result.status = "ok"
-    except Exception as err:
-        result.fail(_as_node_error(node, err))
-    finally:
-        result.seconds = round(loop.time() - started, 3)
-        _count_traffic(transport, result, since)
+        await self.target.push(image, options, result)
 
 
 def _count_traffic(transport: Transport, result: NodeResult, before: Traffic | None) -> None:
@@ -165,7 +194,9 @@ def _as_node_error(node: NodeSpec, err: BaseException) -> NodeloadError:
     return InternalError(f"internal error: {type(err).__name__}: {err} (--debug shows where)")
 
 
-def _prepare_in_background(images: Sequence[ImageJob]) -> list[asyncio.Future[PreparedImage]]:
+def _prepare_in_background(
+    images: Sequence[ImageJob], early: Sequence[EarlyLayers]
+) -> list[asyncio.Future[PreparedImage]]:
     """Prepare the images one after another in a daemon thread; a future for each.
 
     A daemon thread, so that Ctrl-C is not held up by a ``docker save`` (asyncio's default
@@ -185,11 +216,12 @@ def _prepare_in_background(images: Sequence[ImageJob]) -> list[asyncio.Future[Pr
             future.set_result(outcome)
 
     def run() -> None:
-        for image, future in zip(images, futures, strict=True):
+        for image, future, layers in zip(images, futures, early, strict=True):
             try:
-                outcome: PreparedImage | BaseException = image.prepare()
+                outcome: PreparedImage | BaseException = image.prepare(layers)
             except BaseException as err:  # handed over to the awaiting coroutines
                 outcome = err
+            layers.close()
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
                 loop.call_soon_threadsafe(settle, future, outcome)
 

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nodeload.early import LayerListener
 from nodeload.errors import UsageError
 from nodeload.reference import parse_reference
 from nodeload.sources.base import Source, SourceOptions
@@ -111,7 +112,11 @@ def _check_name(ref: str, text: str) -> None:
 
 
 def open_source(
-    text: str, *, cache: LayerCache | None = None, options: SourceOptions | None = None
+    text: str,
+    *,
+    cache: LayerCache | None = None,
+    options: SourceOptions | None = None,
+    listener: LayerListener | None = None,
 ) -> Source:
     """Open the image source ``text`` names (see :func:`parse_source`).
 
@@ -123,6 +128,8 @@ def open_source(
             ``docker://ghcr.io/me/app:1``.
         cache: the layer cache (default: ``${XDG_CACHE_HOME:-~/.cache}/nodeload``).
         options: how to reach a registry (default: TLS verified) or a local containerd.
+        listener: hears of layers ready before the whole image is (sources that export and
+            compress: the Docker engine's); the others tell nothing.
 
     Raises:
         UsageError: when ``text`` is not a valid source.
@@ -147,7 +154,7 @@ def open_source(
         from nodeload.sources.docker_daemon import open_docker_daemon  # imports the docker SDK
 
         assert spec.ref is not None
-        return open_docker_daemon(spec.ref, cache=cache)
+        return open_docker_daemon(spec.ref, cache=cache, listener=listener)
     assert spec.path is not None
     if spec.scheme in ("oci", "oci-archive"):
         from nodeload.sources.oci_layout import open_oci_archive, open_oci_layout

@@ -18,7 +18,7 @@ this way: ``docker save -o FILE`` and ``docker-archive:FILE`` read it.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,6 +27,7 @@ import docker.errors
 import requests
 
 from nodeload.dockerapi import engine_client, unreachable
+from nodeload.early import LayerListener, ReadyLayer
 from nodeload.errors import ImageNotFound, SourceError
 from nodeload.image import check_digest, sha256_digest
 from nodeload.jsondoc import MAX_DOCUMENT_BYTES, Doc
@@ -35,7 +36,7 @@ from nodeload.sources.compress import hash_stream, open_uncompressed
 from nodeload.sources.layer_cache import CachedLayer, LayerCache
 from nodeload.sources.oci_layout import digest_of_blob_path
 from nodeload.sources.streams import CHUNK, IterReader, Prefixed, Reader, read_full
-from nodeload.sources.synthesized import LayerBlob, SynthesizedImage
+from nodeload.sources.synthesized import LayerBlob, SynthesizedImage, layer_descriptor
 from nodeload.sources.tarstream import TarStreamError, iter_files
 
 
@@ -62,9 +63,16 @@ def engine_api() -> EngineAPI:
 
 
 def open_docker_daemon(
-    ref: str, *, api: EngineAPI | None = None, cache: LayerCache | None = None
+    ref: str,
+    *,
+    api: EngineAPI | None = None,
+    cache: LayerCache | None = None,
+    listener: LayerListener | None = None,
 ) -> SynthesizedImage:
     """The image ``ref`` (a name or an image ID) of the local Docker engine.
+
+    ``listener`` hears of each layer as soon as it can be streamed (cached ones at once, the
+    others as the export compresses them), so that nodes can start on them early.
 
     Raises:
         ImageNotFound: when the engine has no such image.
@@ -75,10 +83,29 @@ def open_docker_daemon(
     info = _inspect(api, ref)
     image_id, diff_ids = _identity(info, ref)
     config = cache.load_config(image_id)
+    on_layer = _announcer(listener, cache, diff_ids)
     if config is None or any(cache.lookup(d) is None for d in diff_ids):
-        config = _Export(api, image_id, frozenset(diff_ids), cache).run()
+        config = _Export(api, image_id, frozenset(diff_ids), cache, on_layer).run()
     layers = [_cached_blob(api, cache, image_id, d, ref) for d in diff_ids]
     return SynthesizedImage(own_name(ref, info), config, layers)
+
+
+def _announcer(
+    listener: LayerListener | None, cache: LayerCache, diff_ids: list[str]
+) -> Callable[[CachedLayer], None]:
+    """Tell ``listener`` the image's layers and each one already cached; the callback for the rest."""
+    if listener is None:
+        return lambda layer: None
+
+    def announce(layer: CachedLayer) -> None:
+        listener.ready(ReadyLayer(layer_descriptor(layer.digest, layer.size), layer.diff_id, layer.open))
+
+    listener.expect(diff_ids)
+    for diff_id in dict.fromkeys(diff_ids):
+        cached = cache.lookup(diff_id)
+        if cached is not None:
+            announce(cached)
+    return announce
 
 
 def _inspect(api: EngineAPI, ref: str) -> dict[str, Any]:
@@ -136,6 +163,7 @@ class _Export:
     image_id: str
     needed: frozenset[str]
     cache: LayerCache
+    on_layer: Callable[[CachedLayer], None] = lambda layer: None  # each needed layer, once cached
     learned: dict[str, str] = field(default_factory=dict)  # member name -> diffID
     config: bytes = b""
     # Per pass: uncompressed size -> cached needed layers not yet seen in the stream.
@@ -182,8 +210,11 @@ class _Export:
             return True
         digest = digest_of_blob_path(name)
         if digest in self.needed:
-            if self.cache.lookup(digest) is None and self.cache.add(member, {digest}) is None:
-                raise SourceError(f"docker save of {self.image_id}: {name} does not match its digest")
+            if self.cache.lookup(digest) is None:
+                layer = self.cache.add(member, {digest})
+                if layer is None:
+                    raise SourceError(f"docker save of {self.image_id}: {name} does not match its digest")
+                self.on_layer(layer)
         elif name.endswith("/layer.tar") or digest is not None:
             self._unnamed_layer(name, size, member, guess)
         return False
@@ -215,6 +246,7 @@ class _Export:
             layer = self.cache.add(tar, self.needed)
         if layer is not None:
             self.learned[name] = layer.diff_id
+            self.on_layer(layer)
 
     def _expect_cached(self) -> None:
         """Index the cached layers by uncompressed size: a legacy member of that size is probably one."""

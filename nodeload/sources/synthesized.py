@@ -53,6 +53,11 @@ class LayerBlob:
         return cls(layer.diff_id, layer.digest, layer.size, layer.open, rebuild)
 
 
+def layer_descriptor(digest: str, size: int) -> Descriptor:
+    """How a synthesized manifest describes a gzip layer."""
+    return Descriptor(MEDIA_DOCKER_LAYER_GZIP, digest, size)
+
+
 def parse_config(data: bytes, where: str) -> Doc:
     """An image config as JSON, or SourceError naming ``where`` it came from."""
     return parse(data, f"the image config {where}")
@@ -108,7 +113,7 @@ class SynthesizedImage(Closeable):
 
     @staticmethod
     def _layer_descriptor(layer: LayerBlob) -> Descriptor:
-        return Descriptor(MEDIA_DOCKER_LAYER_GZIP, layer.digest, layer.size)
+        return layer_descriptor(layer.digest, layer.size)
 
     @property
     def reference(self) -> str | None:

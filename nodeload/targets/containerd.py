@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import io
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import IO, TypeVar
 
@@ -25,6 +25,7 @@ from nodeload.containerd.client import (
     WriteResult,
     rpc_error,
 )
+from nodeload.early import EarlyLayers, ReadyLayer
 from nodeload.errors import BlobMismatch, ContainerdUnavailable, PlatformNotFound
 from nodeload.graph import ImageGraph
 from nodeload.image import (
@@ -48,6 +49,7 @@ from nodeload.transports.base import Transport
 from nodeload.transports.bridge import NoRelay, SocketUnavailable
 
 T = TypeVar("T")
+BlobOpener = Callable[[Descriptor, int], AbstractContextManager[IO[bytes]]]
 
 DEFAULT_SNAPSHOTTER = "overlayfs"
 # Blobs in flight per node: one stream rarely fills a tunnel (each 1 MiB write waits its turn).
@@ -148,6 +150,10 @@ def _digests(graph: ImageGraph) -> list[str]:
     return digests + [doc.desc.digest for doc, _ in graph.indexes]
 
 
+def _cannot_refresh(desc: Descriptor) -> bool:
+    return False  # an early layer was compressed a moment ago; push's own write may refresh it
+
+
 def _check_platform(graph: ImageGraph, info: NodeInfo, options: TargetOptions) -> None:
     """A single-platform image for another platform is almost surely a mistake: say so."""
     declared = graph.platform
@@ -177,6 +183,8 @@ class ContainerdTarget:
         self._info = info
         self._socket = socket
         self._method = method
+        self._early: asyncio.Task[None] | None = None  # layers sent while the image is prepared
+        self._sent_early: set[str] = set()
 
     @property
     def client(self) -> ContainerdClient:
@@ -208,19 +216,64 @@ class ContainerdTarget:
         self._client.namespace = options.namespace
         await _translated("a request", self._push(image, options, result))
 
+    @asynccontextmanager
+    async def receiving(self, early: EarlyLayers, namespace: str, result: NodeResult) -> AsyncIterator[None]:
+        """Send the layers ``early`` announces, the ones the node lacks, while the block runs.
+
+        They are written under the lease :meth:`push` then plans under (it holds them until the
+        image record refers to them), and :meth:`push` counts them as sent, not as found.
+        Layers the node holds, or holds a twin of, are left to the plan.
+        """
+        self._client.namespace = namespace
+        async with self._client.leased():
+            self._sent_early = set()
+            self._early = asyncio.create_task(self._receive(early, result))
+            try:
+                yield
+            finally:
+                task, self._early = self._early, None
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task  # its error, if any, already reached push (or the push failed first)
+
+    async def _receive(self, early: EarlyLayers, result: NodeResult) -> None:
+        if not await early.expected():
+            return
+        announced: set[str] = set()
+        gate = asyncio.Semaphore(_PARALLEL_BLOBS)
+        with result.timed("write_early"):  # overlaps preparing: waits for layers as well
+            async with asyncio.TaskGroup() as group:
+                async for layer in early.follow():
+                    if layer.desc.digest not in announced:
+                        announced.add(layer.desc.digest)
+                        group.create_task(self._receive_layer(layer, gate, result))
+
+    async def _receive_layer(self, layer: ReadyLayer, gate: asyncio.Semaphore, result: NodeResult) -> None:
+        async with gate:
+            if await self._client.content_info(layer.desc.digest) or await self.equivalent_blob(
+                layer.diff_id
+            ):
+                return  # the plan finds it (or its twin) and protects it
+            step = BlobStep(layer.desc, present=False, labels={})
+            if await self._put_blob(lambda desc, offset: layer.open(offset), _cannot_refresh, step, result):
+                self._sent_early.add(layer.desc.digest)
+
     async def _push(self, image: PreparedImage, options: TargetOptions, result: NodeResult) -> None:
         info, source = self._info, image.source
         graph = await asyncio.to_thread(image.graph, options.platform or info.platform)
         _check_platform(graph, info, options)
         snapshotter = self._snapshotter(info, options)
+        if self._early is not None:
+            await self._early  # the plan then finds what was sent early
         async with self._client.leased():
             with result.timed("plan"):
                 plan = await self._plan(graph, snapshotter, source.rewritable, options.unpack)
                 result.platform = str(graph.platform)
                 result.digest = plan.target.digest
                 result.blobs_total = len(plan.blobs)
-                result.blobs_skipped = sum(1 for b in plan.blobs if b.present)
-                result.bytes_skipped = plan.bytes_skipped
+                found = [b for b in plan.blobs if b.present and b.desc.digest not in self._sent_early]
+                result.blobs_skipped = len(found)
+                result.bytes_skipped = sum(b.desc.size for b in found)
                 await self._check_name(options, plan.target)
             self._progress.message(self._node, f"sending {len(plan.to_send)} of {len(plan.blobs)} blobs")
             with result.timed("write"):
@@ -249,11 +302,11 @@ class ContainerdTarget:
 
         async def put(step: BlobStep) -> None:
             async with gate:
-                await self._put_blob(source, step, result)
+                await self._put_blob(source.open_blob, source.refresh, step, result)
 
         await asyncio.gather(*(put(step) for step in children))
         for step in parents:
-            await self._put_blob(source, step, result)
+            await self._put_blob(source.open_blob, source.refresh, step, result)
 
     async def _check_name(self, options: TargetOptions, target: Descriptor) -> None:
         existing = await self._client.get_image(options.name) if options.name_from_source else None
@@ -336,10 +389,13 @@ class ContainerdTarget:
                 return Descriptor(media_type=media_type, digest=info.digest, size=int(info.size))
         return None
 
-    async def _put_blob(self, source: ImageSource, step: BlobStep, result: NodeResult) -> None:
+    async def _put_blob(
+        self, open_blob: BlobOpener, refresh: Callable[[Descriptor], bool], step: BlobStep, result: NodeResult
+    ) -> bool:
+        """Write one blob of the plan (or label it, when present); True when its bytes were sent."""
         if step.present:
             await self._client.set_labels(step.desc.digest, step.labels)
-            return
+            return False
         ref = f"nodeload-{step.desc.digest}"
         already = await self._client.ingest_offset(ref) or 0
         handle = self._progress.blob_started(self._node, step.desc.digest, step.desc.size, already)
@@ -349,7 +405,7 @@ class ContainerdTarget:
                 stream = io.BytesIO(step.data)
                 stream.seek(offset)
                 return contextlib.nullcontext(stream)
-            return source.open_blob(step.desc, offset)
+            return open_blob(step.desc, offset)
 
         def write() -> Awaitable[WriteResult]:
             return self._client.write_blob(
@@ -360,7 +416,7 @@ class ContainerdTarget:
             outcome = await write()
         except BlobMismatch:
             # A cache the source keeps (compressed layers) may be damaged: rebuild it once.
-            if not await asyncio.to_thread(source.refresh, step.desc):
+            if not await asyncio.to_thread(refresh, step.desc):
                 raise
             result.warnings.append(f"the cached copy of {step.desc.digest} was damaged; it was rebuilt")
             outcome = await write()
@@ -371,10 +427,11 @@ class ContainerdTarget:
             result.blobs_skipped += 1
             result.bytes_skipped += step.desc.size
             await self._client.set_labels(step.desc.digest, step.labels)
-            return
+            return False
         result.blobs_sent += 1
         result.bytes_sent += outcome.bytes_sent
         result.bytes_resumed += outcome.resumed_from
+        return True
 
     async def _unpack(self, plan: Plan, snapshotter: str, result: NodeResult) -> None:
         for i, step in enumerate(plan.unpack, 1):
