@@ -1,25 +1,29 @@
-"""nodeload vs `docker save | ssh node ctr -n k8s.io images import -`, side by side.
+"""nodeload vs `docker save | ssh node ctr -n k8s.io images import -`, side by side, in one run.
 
-Sections (all by default; ``--only SECTION`` picks some): ``pushes``, ``fanout``, ``fallback``.
+Sections (all by default; ``--only SECTION`` picks some): ``pushes``, ``speed``, ``docker``,
+``fanout``, ``fallback``; then the ratios of issue #9 against their targets, from the same run.
 
 pushes:
-Three fresh sandbox nodes, one per contender, so none benefits from another:
+Five fresh sandbox nodes, one per contender, so none benefits from another:
 
 - save|import: the usual pipeline, from the local Docker engine;
-- nodeload, from the Docker engine (`nodeload push IMG`), starting with an empty
-  layer cache;
+- nodeload, from the Docker engine (`nodeload push IMG`: --export auto, the engine's own
+  docker push into the nodes), with an empty cache at the start;
+- the same with `--export save` (docker save, nodeload's compression, pipelined);
 - nodeload, from an OCI layout (`nodeload push oci:DIR:TAG`), as written by
-  `docker buildx build --output type=oci` (here by skopeo, before the clock starts).
+  `docker buildx build --output type=oci` (here by skopeo, before the clock starts);
+- nodeload, from a local containerd (`nodeload push containerd:REF`), as nerdctl or BuildKit
+  leave images (imported with ctr before the clock starts).
 
 Three pushes each: cold (empty node), warm (the same image with one changed top
 layer), repeat (the same image again); the whole sequence is repeated on fresh
 nodes (--runs) and each cell is the median run. Bytes on the wire are the node's eth0 rx
 counter; nodeload's peak memory is the child process's max RSS (wait4).
 
-fanout: see benchmarks/fanout.py.
+speed, docker, fanout, fallback: see benchmarks/speed.py, docker_side.py, fanout.py, fallback.py.
 
     python -m benchmarks.bench [--size-mib 250] [--changed-mib 5] [--rate-mbit 100] [--runs 3]
-                               [--fanout-mbit 200] [--only pushes,fanout] [--markdown]
+                               [--fanout-mbit 200] [--only pushes,speed] [--markdown]
 """
 
 from __future__ import annotations
@@ -36,18 +40,35 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks.common import MiB, bench_env, nodeload_argv, print_checks, print_table, timed
+from benchmarks.common import (
+    MiB,
+    bench_env,
+    local_containerd,
+    nodeload_argv,
+    print_checks,
+    print_table,
+    timed,
+)
+from benchmarks.docker_side import HEADERS as SIDE_HEADERS
+from benchmarks.docker_side import docker_side, docker_side_rows
 from benchmarks.fallback import HEADERS as FALLBACK_HEADERS
 from benchmarks.fallback import fallback, fallback_rows
 from benchmarks.fanout import HEADERS as FANOUT_HEADERS
 from benchmarks.fanout import fanout, fanout_checks, fanout_rows
+from benchmarks.speed import Speed, speed
 from nodeload.report import human_bytes
 from nodeload.sandbox import LayerSpec, Sandbox, build_image, docker_client, sweep_leftovers
 
 IMAGE = "nodeload-bench/app"
-SECTIONS = ("pushes", "fanout", "fallback")
+STORED = f"docker.io/{IMAGE}"  # its name in the local containerd
+SECTIONS = ("pushes", "speed", "docker", "fanout", "fallback")
 SCENARIOS = (("cold", "v1"), ("warm", "v2"), ("repeat", "v2"))
-BASELINE, DAEMON, LAYOUT = "save|import", "nodeload docker-daemon:", "nodeload oci:"
+BASELINE, DAEMON, DAEMON_SAVE = (
+    "save|import",
+    "nodeload docker-daemon:",
+    "nodeload docker-daemon: --export save",
+)
+LAYOUT, CONTAINERD = "nodeload oci:", "nodeload containerd:"
 
 
 @dataclass
@@ -61,11 +82,11 @@ class Run:
 
 
 class Bench:
-    """The sandbox, the images and the three contenders."""
+    """The sandbox, the images and the five contenders."""
 
-    def __init__(self, sandbox: Sandbox, layouts: Path, cache: str) -> None:
-        """Contenders use node-1, node-2 and node-3 respectively."""
-        self.sandbox, self.layouts, self.cache = sandbox, layouts, cache
+    def __init__(self, sandbox: Sandbox, layouts: Path, caches: Path, containerd: Path) -> None:
+        """Contenders use node-1 to node-5, each nodeload contender a layer cache of its own."""
+        self.sandbox, self.layouts, self.caches, self.containerd = sandbox, layouts, caches, containerd
 
     def _measured(self, alias: str, push: Callable[[], Run]) -> Run:
         node = self.sandbox.node(alias)
@@ -80,13 +101,13 @@ class Bench:
         cmd = f"docker save {IMAGE}:{tag} | {ssh} ctr -n k8s.io images import -"
         return self._measured("node-1", lambda: Run(timed(["bash", "-o", "pipefail", "-c", cmd]).seconds, 0))
 
-    def nodeload(self, alias: str, image: str) -> Run:
+    def nodeload(self, alias: str, image: str, *args: str) -> Run:
         """``nodeload push``, exactly as a user runs it."""
-        argv = nodeload_argv("push", image, "--node", alias)
+        argv = nodeload_argv("push", image, "--node", alias, *args)
         argv += ["-F", str(self.sandbox.ssh_config_path), "--json", "--name", f"{IMAGE}:bench"]
 
         def push() -> Run:
-            run = timed(argv, env=bench_env(self.cache))
+            run = timed(argv, env=bench_env(str(self.caches / alias)))
             return Run(run.seconds, 0, run.peak_rss, int(json.loads(run.stdout)["nodes"][0]["bytes_sent"]))
 
         return self._measured(alias, push)
@@ -96,18 +117,27 @@ class Bench:
         return {
             BASELINE: self.baseline(tag),
             DAEMON: self.nodeload("node-2", f"{IMAGE}:{tag}"),
-            LAYOUT: self.nodeload("node-3", f"oci:{self.layouts / tag}:{tag}"),
+            DAEMON_SAVE: self.nodeload("node-3", f"{IMAGE}:{tag}", "--export", "save"),
+            LAYOUT: self.nodeload("node-4", f"oci:{self.layouts / tag}:{tag}"),
+            CONTAINERD: self.nodeload(
+                "node-5", f"containerd:{STORED}:{tag}", "--source-socket", str(self.containerd)
+            ),
         }
 
 
-def _export_layouts(directory: Path) -> None:
-    """What `docker buildx build --output type=oci` would have written (not timed)."""
+def _export_layouts(directory: Path, containerd: Path) -> None:
+    """What `docker buildx build --output type=oci` would have written, and what nerdctl or
+    BuildKit leave in their containerd (not timed)."""
     for _, tag in SCENARIOS[:2]:
         dest = f"oci:{directory / tag}:{tag}"
         subprocess.run(
             ["skopeo", "copy", "--quiet", "--dest-compress", f"docker-daemon:{IMAGE}:{tag}", dest],
             check=True,
         )
+        archive = directory / f"{tag}.tar"
+        subprocess.run(["tar", "-C", str(directory / tag), "-cf", str(archive), "."], check=True)
+        ctr = ["ctr", "--address", str(containerd), "-n", "default", "images", "import", "--no-unpack"]
+        subprocess.run([*ctr, "--base-name", STORED, str(archive)], check=True, capture_output=True)
 
 
 def main() -> int:
@@ -137,27 +167,40 @@ def main() -> int:
     )
     for tag in ("v1", "v2"):
         build_image(client, f"{IMAGE}:{tag}", tag, [*parts, LayerSpec(args.changed_mib * MiB, f"top-{tag}")])
-    if "pushes" in sections:
-        _pushes(client, args, console)
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as work, local_containerd() as containerd:
+        layouts = Path(work)
+        _export_layouts(layouts, containerd)
+        results = _pushes(client, args, console, layouts, containerd) if "pushes" in sections else None
+        measured = speed(layouts / "v1", "v1", args.runs, console, client) if "speed" in sections else None
+        if "docker" in sections:
+            side = docker_side(client, IMAGE, layouts, console)
+            title = (
+                f"The Docker side: {args.size_mib} MiB image, {args.changed_mib} MiB changed layer, loopback"
+            )
+            print_table(title, SIDE_HEADERS, docker_side_rows(side), args.markdown)
+    if results or measured:
+        _ratios(results, measured, args.markdown)
     if "fanout" in sections:
         runs = fanout(client, f"{IMAGE}:v1", args.fanout_mbit, console)
         title = f"Fan-out: {args.size_mib} MiB image, cold, each node behind {args.fanout_mbit:g} Mbit/s"
         print_table(title, FANOUT_HEADERS, fanout_rows(runs), args.markdown)
         print_checks(fanout_checks(runs))
     if "fallback" in sections:
-        runs = fallback(client, IMAGE, console)
+        fallback_runs = fallback(client, IMAGE, console)
         title = f"ctr-import fallback: {args.size_mib} MiB image, {args.changed_mib} MiB changed, loopback"
-        print_table(title, FALLBACK_HEADERS, fallback_rows(runs), args.markdown)
+        print_table(title, FALLBACK_HEADERS, fallback_rows(fallback_runs), args.markdown)
     return 0
 
 
-def _pushes(client: Any, args: argparse.Namespace, console: Console) -> None:
+def _pushes(
+    client: Any, args: argparse.Namespace, console: Console, layouts: Path, containerd: Path
+) -> dict[str, dict[str, Run]]:
     """Cold, warm and repeat pushes by every contender; medians of ``args.runs`` runs."""
     save_seconds = timed(["bash", "-c", f"docker save {IMAGE}:v2 > /dev/null"]).seconds
     runs: list[dict[str, dict[str, Run]]] = []
     for attempt in range(1, args.runs + 1):
-        console.print(f"run {attempt}/{args.runs}: three fresh nodes")
-        runs.append(_one_run(client, args.rate_mbit, console))
+        console.print(f"run {attempt}/{args.runs}: five fresh nodes")
+        runs.append(_one_run(client, args.rate_mbit, console, layouts, containerd))
     results = _median(runs)
     link = f"{args.rate_mbit:g} Mbit/s" if args.rate_mbit else "loopback, unshaped"
     title = f"{args.size_mib} MiB image, {args.changed_mib} MiB changed layer, {link}"
@@ -166,17 +209,19 @@ def _pushes(client: Any, args: argparse.Namespace, console: Console) -> None:
     _checks(results, args.changed_mib)
     floor = "the floor of a changed push from the Docker engine"
     print(f"docker save of {IMAGE}:v2 alone ({floor}): {save_seconds:.2f} s")
+    return results
 
 
-def _one_run(client: Any, rate_mbit: float | None, console: Console) -> dict[str, dict[str, Run]]:
-    """Every scenario for every contender, on fresh nodes and an empty layer cache."""
+def _one_run(
+    client: Any, rate_mbit: float | None, console: Console, layouts: Path, containerd: Path
+) -> dict[str, dict[str, Run]]:
+    """Every scenario for every contender, on fresh nodes and empty layer caches."""
     results: dict[str, dict[str, Run]] = {}
-    with tempfile.TemporaryDirectory() as tmp, Sandbox(nodes=3, client=client) as sandbox:
-        _export_layouts(Path(tmp))
+    with tempfile.TemporaryDirectory() as caches, Sandbox(nodes=5, client=client) as sandbox:
         if rate_mbit:
             for node in sandbox.nodes:
                 node.shape(rate_mbit)
-        bench = Bench(sandbox, Path(tmp), str(Path(tmp) / "cache"))
+        bench = Bench(sandbox, layouts, Path(caches), containerd)
         for scenario, tag in SCENARIOS:
             console.print(f"  {scenario} push of {IMAGE}:{tag} ...")
             results[scenario] = bench.run(tag)
@@ -198,7 +243,7 @@ HEADERS = ("push", "tool", "time", "speed vs save|import", "bytes on the wire", 
 
 
 def _rows(results: dict[str, dict[str, Run]]) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for scenario, runs in results.items():
         base = runs[BASELINE]
         for tool, run in runs.items():
@@ -226,14 +271,72 @@ def _checks(results: dict[str, dict[str, Run]], changed_mib: int) -> None:
             f"{tool}: warm push >= 10x faster than save|import",
             warm[BASELINE].seconds / warm[tool].seconds >= 10,
         )
-        for tool in (DAEMON, LAYOUT)
+        for tool in (DAEMON, LAYOUT, CONTAINERD)
     ]
     checks += [
         (f"{tool}: warm wire bytes <= 1.05 x changed layer + 64 KiB", warm[tool].wire_bytes <= budget)
-        for tool in (DAEMON, LAYOUT)
+        for tool in (DAEMON, DAEMON_SAVE, LAYOUT, CONTAINERD)
     ]
     checks.append(("nodeload peak memory < 200 MB", peak < 200e6))
     print_checks(checks)
+
+
+RATIO_HEADERS = ("measure", "nodeload", "reference", "ratio", "target", "")
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """One of the issue's ratios: nodeload's time over a reference's, or with ``faster`` the
+    reference's over nodeload's (a speed-up, or nodeload's share of the reference's throughput)."""
+
+    what: str
+    ours: float
+    reference_name: str
+    reference: float
+    limit: float
+    faster: bool = False  # the target is a speed-up (reference / ours >= limit)
+
+    @property
+    def value(self) -> float:
+        return self.reference / self.ours if self.faster else self.ours / self.reference
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.limit if self.faster else self.value <= self.limit
+
+    def row(self) -> tuple[str, ...]:
+        target = f">= {self.limit:g}" if self.faster else f"<= {self.limit:g}"
+        reference = f"{self.reference_name} {self.reference:.2f} s"
+        verdict = "PASS" if self.met else "MISS"
+        return (self.what, f"{self.ours:.2f} s", reference, f"{self.value:.2f}", target, verdict)
+
+
+def _ratios(results: dict[str, dict[str, Run]] | None, measured: Speed | None, markdown: bool) -> None:
+    """Issue #9's ratios, from this run, against their targets."""
+    ratios: list[Ratio] = []
+    if measured:
+        # Throughput is the inverse of time: nodeload's share of raw ssh's throughput, >= 0.8.
+        raw, cold_push = measured.raw_seconds, measured.cold_seconds
+        ratios.append(Ratio("throughput: cold --no-unpack", cold_push, "cat | ssh 'cat >'", raw, 0.8, True))
+        ratios.append(
+            Ratio("latency: repeat push", measured.repeat_seconds, "ssh true", measured.ssh_true_seconds, 1.2)
+        )
+    if results:
+        cold, warm = results["cold"], results["warm"]
+        for tool in (DAEMON_SAVE, DAEMON):
+            name = f"cold {tool.removeprefix('nodeload ')}"
+            ratios.append(Ratio(name, cold[tool].seconds, "oci:", cold[LAYOUT].seconds, 1.1))
+        base = warm[BASELINE].seconds
+        ratios.append(Ratio("warm containerd:", warm[CONTAINERD].seconds, "save|import", base, 15, True))
+    print_table("Issue #9: ratios of this run", RATIO_HEADERS, [r.row() for r in ratios], markdown)
+    if measured:
+        split = ", ".join(f"{k} {v:.3f} s" for k, v in measured.repeat_timings.items())
+        print(f"repeat push, nodeload's own split: {split}")
+        peak, ok = human_bytes(measured.memory_peak_rss), measured.memory_peak_rss < 200e6
+        print(
+            f"{'PASS' if ok else 'MISS'}  memory: one push to {measured.memory_nodes} nodes took "
+            f"{measured.memory_seconds:.1f} s, nodeload's peak RSS {peak} (target < 200 MB)"
+        )
 
 
 if __name__ == "__main__":

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -95,3 +98,44 @@ def print_checks(checks: Sequence[tuple[str, bool]]) -> None:
     """PASS/MISS lines for the issue's targets."""
     for text, ok in checks:
         print(f"{'PASS' if ok else 'MISS'}  {text}")
+
+
+_CONTAINERD_CONFIG = """\
+version = 2
+root = "{root}/root"
+state = "{root}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{root}/containerd.sock"
+[ttrpc]
+  address = "{root}/ttrpc.sock"
+"""
+
+
+@contextlib.contextmanager
+def local_containerd() -> Iterator[Path]:
+    """A private containerd on this machine, as a build host's (nerdctl, BuildKit); its socket."""
+    root = Path(tempfile.mkdtemp(prefix="nodeload-bench-ctd-", dir="/var/tmp"))
+    (root / "config.toml").write_text(_CONTAINERD_CONFIG.format(root=root))
+    with open(root / "containerd.log", "wb") as log:
+        proc = subprocess.Popen(["containerd", "--config", str(root / "config.toml")], stdout=log, stderr=log)
+    socket = root / "containerd.sock"
+    try:
+        for _ in range(300):
+            up = subprocess.run(["ctr", "--address", str(socket), "version"], capture_output=True)
+            if up.returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise SystemExit(f"containerd did not start: {(root / 'containerd.log').read_text()[-2000:]}")
+        yield socket
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def median(values: Sequence[float]) -> float:
+    """The middle value (the machine is noisy)."""
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]

@@ -1,8 +1,8 @@
 """Fan-out: the same cold push to 1 node and to 4 nodes, each behind its own shaped link.
 
-The image comes from the Docker engine with an empty layer cache, so the run also shows
-that the source is exported once (the engine's own ``save`` events), whatever the number
-of nodes.
+The image comes from the Docker engine (``--export save``) with an empty layer cache, so the
+run also shows that the source is exported once (the engine's own ``save`` events), whatever
+the number of nodes.
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def fanout(client: Any, image: str, rate_mbit: float, console: Console) -> list[
         with tempfile.TemporaryDirectory() as cache, Sandbox(nodes=count, client=client) as sandbox:
             for node in sandbox.nodes:
                 node.shape(rate_mbit)
-            argv = nodeload_argv("push", image, "-F", str(sandbox.ssh_config_path), "--json")
+            argv = nodeload_argv(
+                "push", image, "-F", str(sandbox.ssh_config_path), "--json", "--export", "save"
+            )
             for alias in sandbox.aliases:
                 argv += ["--node", alias]
             before = rx_bytes(sandbox, sandbox.aliases)

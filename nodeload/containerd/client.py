@@ -497,9 +497,8 @@ class ContainerdClient:
         resumed_from = attempt.resumed_from = offset
         drained = asyncio.ensure_future(_drain(call))
         try:
-            with open_at(offset) as stream:
-                while offset < desc.size:
-                    data = stream.read(min(WRITE_CHUNK, desc.size - offset))
+            async with _opened_in_thread(open_at(offset)) as stream:
+                async for data in _read_ahead(stream, desc.size - offset):
                     if not data:
                         raise PushFailed(f"source ended early while sending {desc.digest}")
                     await call.write(req(action=content_pb2.WRITE, ref=ref, offset=offset, data=data))
@@ -669,6 +668,37 @@ class _LockWatch:
         if offset != self._offset:
             self._offset, self._since = offset, now
         return now - self._since < self.PATIENCE
+
+
+@asynccontextmanager
+async def _opened_in_thread(opener: AbstractContextManager[IO[bytes]]) -> AsyncIterator[IO[bytes]]:
+    """Enter and exit a source's stream in a worker thread (opening may be a network request)."""
+    stream = await asyncio.to_thread(opener.__enter__)
+    try:
+        yield stream
+    finally:
+        await asyncio.to_thread(opener.__exit__, None, None, None)
+
+
+async def _read_ahead(stream: IO[bytes], size: int) -> AsyncIterator[bytes]:
+    """``size`` bytes of ``stream`` in chunks (b"" if it ends early), each read in a worker thread
+    while the previous one is being sent: a source on the network (a registry, a local
+    containerd) never blocks the event loop the other nodes' transfers run on."""
+    loop = asyncio.get_running_loop()
+    remaining = size
+    pending = loop.run_in_executor(None, stream.read, min(WRITE_CHUNK, remaining))
+    try:
+        while remaining > 0:
+            data = await pending
+            remaining -= len(data)
+            if data and remaining > 0:
+                pending = loop.run_in_executor(None, stream.read, min(WRITE_CHUNK, remaining))
+            yield data
+            if not data:
+                return
+    finally:
+        if not pending.done():
+            pending.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 async def _drain(call: Any) -> None:

@@ -61,7 +61,11 @@ class ContainerdStoreSource(Closeable):
         target = address if address.startswith(("unix:", "unix-abstract:")) else f"unix:{address}"
         self._channel = grpc.insecure_channel(
             target,
-            options=[("grpc.default_authority", "localhost"), ("grpc.max_receive_message_length", 32 << 20)],
+            options=[
+                ("grpc.default_authority", "localhost"),
+                ("grpc.max_receive_message_length", 32 << 20),
+                ("grpc.http2.bdp_probe", 0),
+            ],
         )
         self._content = content_pb2_grpc.ContentStub(self._channel)
         self._images = images_pb2_grpc.ImagesStub(self._channel)
@@ -154,7 +158,7 @@ class ContainerdStoreSource(Closeable):
         call = self._content.Read(request, metadata=self._metadata)
         reader = _CallReader(call, lambda err: self._blob_error(desc, err))
         try:
-            yield io.BufferedReader(reader, buffer_size=1 << 20)
+            yield reader  # type: ignore[misc]
         finally:
             call.cancel()
 

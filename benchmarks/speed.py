@@ -1,0 +1,111 @@
+"""How close nodeload gets to the floors of its own path (issue #9), each as a ratio in one run.
+
+- throughput: the image's blobs piped through ``ssh node 'cat > file'`` against a cold
+  ``nodeload push --no-unpack`` of the same OCI layout (the node's content is deleted between
+  runs, so every push is cold);
+- latency: ``ssh node true`` against a repeat ``nodeload push`` that has nothing to send;
+- memory: one push to 20 nodes (default ``--parallel``, 8 at a time), nodeload's peak RSS.
+
+The cold-from-the-engine and warm ``containerd:`` ratios come from the pushes section.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from benchmarks.common import MiB, bench_env, median, nodeload_argv, timed
+from nodeload.sandbox import LayerSpec, Sandbox, build_image
+
+MEMORY_NODES = 20
+MEMORY_IMAGE = "nodeload-bench/fanout20:v1"
+
+
+@dataclass
+class Speed:
+    """Medians of the floor measurements."""
+
+    raw_seconds: float  # cat blobs | ssh node 'cat > file'
+    cold_seconds: float  # nodeload push --no-unpack, cold
+    ssh_true_seconds: float
+    repeat_seconds: float  # nodeload push, nothing to send
+    bytes: int  # the blobs' total size
+    repeat_timings: dict[str, float]
+    memory_nodes: int = 0
+    memory_peak_rss: int = 0
+    memory_seconds: float = 0.0
+
+
+def speed(layout: Path, tag: str, runs: int, console: Console, client: Any) -> Speed:
+    """Throughput and latency against one fresh node; memory against 20."""
+    blobs = sorted((layout / "blobs" / "sha256").iterdir())
+    total = sum(blob.stat().st_size for blob in blobs)
+    name = "example.com/bench-speed:v1"
+    with tempfile.TemporaryDirectory() as cache, Sandbox(nodes=1, client=client) as sandbox:
+        config = str(sandbox.ssh_config_path)
+        node = sandbox.node("node-1")
+        ssh = ["ssh", "-F", config, "node-1"]
+        push = nodeload_argv("push", f"oci:{layout}:{tag}", "--node", "node-1", "-F", config, "--name", name)
+        env = bench_env(cache)
+        raw, cold = [], []
+        for attempt in range(1, runs + 1):
+            console.print(f"  throughput {attempt}/{runs}: raw ssh, then a cold nodeload push ...")
+            files = " ".join(str(blob) for blob in blobs)
+            pipe = f"cat {files} | {' '.join(ssh)} 'cat > /var/tmp/raw && rm /var/tmp/raw'"
+            raw.append(timed(["bash", "-o", "pipefail", "-c", pipe]).seconds)
+            cold.append(timed([*push, "--no-unpack"], env=env).seconds)
+            # CRI keeps a record of its own (named by the config digest): both go, and GC takes the rest.
+            records = node.check_output(["ctr", "-n", "k8s.io", "images", "ls", "-q"]).split()
+            node.check_output(["ctr", "-n", "k8s.io", "images", "rm", "--sync", *records])
+            if node.check_output(["ctr", "-n", "k8s.io", "content", "ls", "-q"]).strip():
+                raise SystemExit(
+                    "the node kept content after the image was deleted: the next push is not cold"
+                )
+        console.print("  latency: ssh true, then repeat pushes ...")
+        timed(push, env=env)  # the image is there (unpacked, CRI) from now on
+        ssh_true = [timed([*ssh, "true"]).seconds for _ in range(max(5, runs))]
+        repeats = [timed([*push, "--json"], env=env) for _ in range(max(5, runs))]
+        repeat = sorted(repeats, key=lambda r: r.seconds)[len(repeats) // 2]
+        timings = json.loads(repeat.stdout)["nodes"][0]["timings"]
+    result = Speed(median(raw), median(cold), median(ssh_true), repeat.seconds, total, timings)
+    _memory(result, console, client)
+    return result
+
+
+def _memory(result: Speed, console: Console, client: Any) -> None:
+    build_image(client, MEMORY_IMAGE, "v1", [LayerSpec(40 * MiB, "fanout20")])
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        layout = Path(tmp) / "layout"
+        subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--dest-compress",
+                f"docker-daemon:{MEMORY_IMAGE}",
+                f"oci:{layout}:v1",
+            ],
+            check=True,
+        )
+        console.print(f"  memory: starting {MEMORY_NODES} nodes ...")
+        with Sandbox(nodes=MEMORY_NODES, client=client) as sandbox:
+            argv = nodeload_argv("push", f"oci:{layout}:v1", "-F", str(sandbox.ssh_config_path))
+            argv += ["--name", "example.com/bench-memory:v1", "--json"]
+            for alias in sandbox.aliases:
+                argv += ["--node", alias]
+            console.print(f"  memory: one push to {MEMORY_NODES} nodes ...")
+            run = timed(argv, env=bench_env(tmp))
+            report = json.loads(run.stdout)
+            if not all(node["status"] == "ok" for node in report["nodes"]):
+                raise SystemExit(f"the {MEMORY_NODES}-node push failed: {report}")
+    result.memory_nodes, result.memory_peak_rss, result.memory_seconds = (
+        MEMORY_NODES,
+        run.peak_rss,
+        run.seconds,
+    )
