@@ -25,25 +25,34 @@ MiB = 1024 * 1024
 
 @dataclass
 class Timed:
-    """A finished command: wall time, its own peak memory, what it printed."""
+    """A finished command: wall time, its own peak memory, what it printed, and the CPU time the
+    whole machine spent meanwhile (every process: nodeload, sshd, the nodes' containerd, dockerd)."""
 
     seconds: float
     peak_rss: int
     stdout: str
+    machine_cpu: float = 0.0
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time the machine has been busy since boot, all cores together (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> Timed:
     """Run a command to completion (failing the benchmark if it fails)."""
-    start = time.monotonic()
+    start, cpu = time.monotonic(), machine_cpu_seconds()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errors:
         measured = run_measured(argv, env=env, stdout=out, stderr=errors)
-        seconds = time.monotonic() - start
+        seconds, cpu = time.monotonic() - start, machine_cpu_seconds() - cpu
         out.seek(0)
         errors.seek(0)
         text, err = out.read().decode(), errors.read().decode()
     if measured.code != 0:
         raise SystemExit(f"{' '.join(argv[:4])}... failed ({measured.code}): {err}{text}")
-    return Timed(seconds, measured.peak_rss, text)
+    return Timed(seconds, measured.peak_rss, text, cpu)
 
 
 def nodeload_argv(*args: str) -> list[str]:
@@ -88,10 +97,14 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
     Console(width=160).print(table)
     if markdown:
         print(f"\n{title}\n")
-        print("| " + " | ".join(headers) + " |")
+        print("| " + " | ".join(map(_cell, headers)) + " |")
         print("|" + "---|" * len(headers))
         for row in rows:
-            print("| " + " | ".join(map(str, row)) + " |")
+            print("| " + " | ".join(map(_cell, row)) + " |")
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|")  # save|import would end the markdown cell
 
 
 def print_checks(checks: Sequence[tuple[str, bool]]) -> None:

@@ -10,13 +10,14 @@ Docker Engine target, each against the pipeline users would otherwise use.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from benchmarks.common import nodeload_argv, timed
+from benchmarks.common import bench_env, nodeload_argv, timed
 from nodeload.report import human_bytes
 from nodeload.sandbox import NodeVariant, Sandbox, ensure_dockerd_node_image
 
@@ -41,10 +42,12 @@ def docker_side(client: Any, image: str, layouts: Path, console: Console) -> lis
     return runs
 
 
-def _measure(sandbox: Sandbox, alias: str, argv: list[str]) -> tuple[float, int]:
+def _measure(
+    sandbox: Sandbox, alias: str, argv: list[str], env: dict[str, str] | None = None
+) -> tuple[float, int]:
     node = sandbox.node(alias)
     before = node.rx_bytes()
-    seconds = timed(argv).seconds
+    seconds = timed(argv, env).seconds
     return seconds, node.rx_bytes() - before
 
 
@@ -83,7 +86,10 @@ def _docker_target(client: Any, image: str, console: Console) -> list[SideRun]:
     runs: list[SideRun] = []
     node_image = ensure_dockerd_node_image(client)
     variants = [NodeVariant(dockerd=True), NodeVariant(dockerd=True)]
-    with Sandbox(variants, image=node_image, client=client) as sandbox:
+    with (
+        tempfile.TemporaryDirectory() as cache,
+        Sandbox(variants, image=node_image, client=client) as sandbox,
+    ):
         config = str(sandbox.ssh_config_path)
         baseline = "save|docker load"
         for scenario, tag in (("cold", "v1"), ("warm", "v2")):
@@ -94,7 +100,9 @@ def _docker_target(client: Any, image: str, console: Console) -> list[SideRun]:
             push = nodeload_argv(
                 "push", f"{image}:{tag}", "--target", "docker", "--node", "node-2", "-F", config
             )
-            seconds, wire = _measure(sandbox, "node-2", push)
+            seconds, wire = _measure(
+                sandbox, "node-2", push, bench_env(cache)
+            )  # an empty layer cache at first
             runs.append(SideRun(scenario, "nodeload --target docker", seconds, wire, baseline))
     return runs
 

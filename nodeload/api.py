@@ -21,7 +21,7 @@ from typing import Any
 from nodeload.containerd.client import DEFAULT_TIMEOUT
 from nodeload.early import LayerListener
 from nodeload.errors import UsageError
-from nodeload.fanout import DEFAULT_PARALLEL, ImageJob, NodeJob, push_all
+from nodeload.fanout import DEFAULT_PARALLEL, DEFAULT_RETRIES, ImageJob, NodeJob, RetryPolicy, push_all
 from nodeload.nodes.connect import transport_for
 from nodeload.nodes.listed import parse_node
 from nodeload.nodes.spec import NodeSpec
@@ -59,6 +59,8 @@ class PushOptions:
         unpack: Unpack layers (False: store the content only).
         timeout: Seconds containerd may leave a call unanswered or an upload without progress.
         parallel: Nodes worked on at once.
+        retries: Reconnections per node when its session is lost mid-push (the SSH connection
+            dropped, containerd restarted); each resumes where the last stopped.
         ssh: How SSH nodes are reached.
         source_tls_verify: Verify a ``docker://`` registry's certificate (skopeo's
             ``--src-tls-verify``); False also allows plain HTTP.
@@ -82,6 +84,7 @@ class PushOptions:
     unpack: bool = True
     timeout: float = DEFAULT_TIMEOUT
     parallel: int = DEFAULT_PARALLEL
+    retries: int = DEFAULT_RETRIES
     ssh: SSHOptions = field(default_factory=SSHOptions)
     export: str = "auto"
     target: str = "containerd"
@@ -100,6 +103,8 @@ class PushOptions:
             raise UsageError("--name names one image; it cannot be used when pushing several")
         if self.parallel < 1:
             raise UsageError(f"--parallel must be at least 1, not {self.parallel}")
+        if self.retries < 0:
+            raise UsageError(f"--retries must be 0 or more, not {self.retries}")
         if self.export not in ("auto", "save", "push"):
             raise UsageError(f"--export must be auto, save or push, not {self.export!r}")
         if self.target not in ("containerd", "docker"):
@@ -165,7 +170,12 @@ async def push_async(
         open_store = _docker_engine_opener() if options.target == "docker" else open_containerd
         opener = partial(open_store, socket=options.containerd_socket, timeout=options.timeout)
         return await push_all(
-            image_jobs, node_jobs, opener, progress or NullProgress(), parallel=options.parallel
+            image_jobs,
+            node_jobs,
+            opener,
+            progress or NullProgress(),
+            parallel=options.parallel,
+            retry=RetryPolicy(options.retries, notify=say),
         )
 
 

@@ -36,7 +36,12 @@ class NodeSourceError(NodeloadError):
 
 
 class NodeError(NodeloadError):
-    """Something went wrong with one node; other nodes carry on."""
+    """Something went wrong with one node; other nodes carry on.
+
+    ``bytes_sent``: blob bytes that crossed the wire before the failure (they count in reports).
+    """
+
+    bytes_sent: int = 0
 
 
 class NodeUnreachable(NodeError):

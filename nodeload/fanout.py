@@ -24,6 +24,7 @@ from nodeload.early import EarlyLayers, LayerListener
 from nodeload.errors import (
     ConnectionLost,
     ContainerdTimeout,
+    ContainerdUnavailable,
     InternalError,
     LocalError,
     NodeError,
@@ -39,8 +40,13 @@ from nodeload.transports.base import Traffic, Transport
 log = logging.getLogger(__name__)
 
 DEFAULT_PARALLEL = 8
+DEFAULT_RETRIES = 3
 # After these, the node's session is gone: its remaining images fail with the same cause.
 _SESSION_LOST = (ConnectionLost, ContainerdTimeout, NodeUnreachable)
+# A session lost this way is worth another: the connection dropped, containerd went away.
+_RETRYABLE = (ConnectionLost,)
+# While reconnecting, the node or its containerd may not be back yet.
+_RETRYABLE_RECONNECT = (ConnectionLost, NodeUnreachable, ContainerdUnavailable)
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,22 @@ class NodeJob:
     transport: Transport | None
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """What to do when a node's session is lost mid-push (the SSH connection dropped, containerd
+    restarted): reconnect up to ``retries`` times, waiting ``backoff`` seconds (doubled each time,
+    at most 10), and resume: a new plan finds what arrived, the interrupted blob goes on from the
+    node's ingest offset. ``notify`` hears of each retry."""
+
+    retries: int = DEFAULT_RETRIES
+    backoff: float = 1.0
+    notify: Callable[[str], None] = log.warning
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        return min(self.backoff * 2.0 ** (retry - 1), 10.0)
+
+
 async def push_all(
     images: Sequence[ImageJob],
     nodes: Sequence[NodeJob],
@@ -79,6 +101,7 @@ async def push_all(
     progress: ProgressSink,
     *,
     parallel: int = DEFAULT_PARALLEL,
+    retry: RetryPolicy | None = None,
 ) -> list[NodeResult]:
     """Push every image to every node; one result per (image, node), image by image.
 
@@ -88,9 +111,10 @@ async def push_all(
     early = [EarlyLayers() for _ in images]
     ready = _prepare_in_background(images, early)
     gate = asyncio.Semaphore(max(1, parallel))
+    policy = retry or RetryPolicy()
     try:
         per_node = await asyncio.gather(
-            *(_push_node(job, images, ready, early, open_target, progress, gate) for job in nodes)
+            *(_NodeRun(job, images, ready, early, open_target, progress).run(gate, policy) for job in nodes)
         )
     finally:
         for future in ready:
@@ -98,46 +122,95 @@ async def push_all(
     return [per_node[n][i] for i in range(len(images)) for n in range(len(nodes))]
 
 
-async def _push_node(
-    job: NodeJob,
-    images: Sequence[ImageJob],
-    ready: Sequence[asyncio.Future[PreparedImage]],
-    early: Sequence[EarlyLayers],
-    open_target: TargetOpener,
-    progress: ProgressSink,
-    gate: asyncio.Semaphore,
-) -> list[NodeResult]:
-    """One node's session: connect, push each image in turn, report."""
-    results = [NodeResult(node=job.node.name, image=image.label) for image in images]
-    loop = asyncio.get_running_loop()
-    async with gate:
-        started = loop.time()  # the first image's time and traffic include connecting
+@dataclass
+class _NodeRun:
+    """Every image of the run on one node, over one session or, after losses, several."""
+
+    job: NodeJob
+    images: Sequence[ImageJob]
+    ready: Sequence[asyncio.Future[PreparedImage]]
+    early: Sequence[EarlyLayers]
+    open_target: TargetOpener
+    progress: ProgressSink
+
+    def __post_init__(self) -> None:
+        self.results = [NodeResult(node=self.job.node.name, image=image.label) for image in self.images]
+        # When each image's push began, and the traffic then: kept across sessions.
+        self._started: list[float | None] = [None] * len(self.images)
+        self._since: list[Traffic | None] = [None] * len(self.images)
+
+    async def run(self, gate: asyncio.Semaphore, policy: RetryPolicy) -> list[NodeResult]:
+        """Push, reconnecting after a lost session as ``policy`` allows; one result per image."""
+        async with gate:
+            for attempt in range(1, policy.retries + 2):
+                lost = await self._session(first=attempt == 1)
+                if lost is None:
+                    break
+                if attempt > policy.retries:
+                    self._give_up(lost, attempt)
+                    break
+                delay = policy.delay(attempt)
+                policy.notify(
+                    f"{self.job.node.name}: {lost}; reconnecting in {delay:g} s "
+                    f"(retry {attempt} of {policy.retries})"
+                )
+                await asyncio.sleep(delay)
+                for result in self.results:
+                    if result.cause is lost:
+                        result.retry()
+        return self.results
+
+    async def _session(self, *, first: bool) -> NodeloadError | None:
+        """One connection: push every image still pending. The error that lost the session, if
+        another session may overcome it; None when every image has its outcome."""
+        loop = asyncio.get_running_loop()
+        connecting = loop.time()
+        pending = [i for i, result in enumerate(self.results) if result.status == "pending"]
         try:
-            transport = job.transport
+            transport = self.job.transport
             if transport is None:
-                raise NodeError(job.node.problem or "nodeload cannot reach this node")
-            async with transport, open_target(transport, job.node, progress) as target:
-                results[0].timings["connect"] = round(loop.time() - started, 4)
-                since: Traffic | None = None
-                for image, result, prepared, layers in zip(images, results, ready, early, strict=True):
-                    namespace = job.node.namespace or image.namespace
-                    pushing = _Pushing(target, transport, job.node, namespace, prepared, layers)
-                    await pushing.run(result, started, since)
+                raise NodeError(self.job.node.problem or "nodeload cannot reach this node")
+            async with transport, self.open_target(transport, self.job.node, self.progress) as target:
+                connect = self.results[pending[0]].timings
+                connect["connect"] = round(connect.get("connect", 0.0) + loop.time() - connecting, 4)
+                for i in pending:
+                    if self._started[i] is None:  # the first image's time and traffic include connecting
+                        self._started[i] = connecting if i == 0 else loop.time()
+                        self._since[i] = None if i == 0 else transport.traffic()
+                    image, result = self.images[i], self.results[i]
+                    namespace = self.job.node.namespace or image.namespace
+                    pushing = _Pushing(
+                        target, transport, self.job.node, namespace, self.ready[i], self.early[i]
+                    )
+                    await pushing.run(result, self._started[i] or connecting, self._since[i])
+                    if isinstance(result.cause, _RETRYABLE):
+                        return result.cause
                     if isinstance(result.cause, _SESSION_LOST):
-                        break
-                    started, since = loop.time(), transport.traffic()
+                        self._fail_pending(result.cause)  # images after a lost session were never tried
+                        return None
         except BaseException as err:
             if not isinstance(err, Exception):  # Ctrl-C, cancellation: not a node failure
                 raise
-            cause = _as_node_error(job.node, err)
-            for result in results:
-                if result.status == "pending":
-                    result.fail(cause, round(loop.time() - started, 3))
-        lost = next((r.cause for r in results if isinstance(r.cause, _SESSION_LOST)), None)
-        for result in results:  # images after a lost session were never tried
-            if result.status == "pending" and lost is not None:
-                result.fail(lost)
-    return results
+            cause = _as_node_error(self.job.node, err)
+            # Reconnecting after a loss, the node may still be coming back (containerd restarting).
+            if not first and isinstance(cause, _RETRYABLE_RECONNECT):
+                return cause
+            self._fail_pending(cause, round(loop.time() - connecting, 3))
+        return None
+
+    def _fail_pending(self, cause: NodeloadError, seconds: float | None = None) -> None:
+        for result in self.results:
+            if result.status == "pending":
+                result.fail(cause, seconds)
+
+    def _give_up(self, lost: NodeloadError, attempts: int) -> None:
+        """The retries are spent: the interrupted image fails saying so, and the untried ones with it."""
+        final = type(lost)(
+            f"{lost} (attempt {attempts} of {attempts}); rerun to resume: what reached the node stays"
+        )
+        for result in self.results:
+            if result.cause is lost or result.status == "pending":
+                result.fail(final)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ class NodeResult:
     bytes_skipped: int = 0
     bytes_resumed: int = 0  # already on the node from an interrupted earlier push
     layers_unpacked: int = 0
+    attempts: int = 1  # sessions it took: more than 1 after a lost connection was retried
     seconds: float = 0.0
     cri_indexed: bool | None = None
     # TCP payload of the SSH connection as the kernel counted it (SSH, gRPC and handshake
@@ -44,6 +45,12 @@ class NodeResult:
 
     # The exception behind ``error`` (not in the JSON report).
     cause: BaseException | None = field(default=None, repr=False, compare=False)
+    # Blobs this run sent, over every attempt: a retry finds them on the node, but they are not
+    # "skipped" (not in the JSON report).
+    sent_digests: set[str] = field(default_factory=set, repr=False, compare=False)
+    # Bytes of each blob that earlier attempts of this run sent before they failed: a later attempt
+    # resumes after them, and they are not "resumed" from an earlier run (not in the JSON report).
+    partial_bytes: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -65,10 +72,15 @@ class NodeResult:
         if seconds is not None:
             self.seconds = seconds
 
+    def retry(self) -> None:
+        """Forget a failure that another attempt will try to overcome."""
+        self.status, self.error, self.cause = "pending", None, None
+        self.attempts += 1
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object for ``--json``."""
         data = asdict(self)
-        del data["cause"]
+        del data["cause"], data["sent_digests"], data["partial_bytes"]
         return data
 
 

@@ -47,6 +47,10 @@ def _run(args: argparse.Namespace) -> int:
             from nodeload.cli.serve import run_serve
 
             return run_serve(args, err)
+        if args.verb in ("gc", "cache"):
+            from nodeload.cli.gc import run_cache, run_gc
+
+            return run_gc(args, err) if args.verb == "gc" else run_cache(args, err)
         from nodeload.cli.push import run_push
 
         return run_push(args, err)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import re
+from datetime import timedelta
 from pathlib import Path
 
 from nodeload import __version__
 
 DEFAULT_TIMEOUT = 60.0  # the library's default (nodeload.containerd.client), without importing grpc
 DEFAULT_PARALLEL = 8
+DEFAULT_RETRIES = 3  # nodeload.fanout's, without importing it
 
 
 def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
@@ -41,6 +44,8 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
     _ssh_arguments(push)
     _output_arguments(push)
     _serve_command(commands)
+    _gc_command(commands)
+    _cache_command(commands)
     return parser
 
 
@@ -80,6 +85,79 @@ def _serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     _ssh_arguments(serve)
     _output_arguments(serve)
     serve.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command to run")
+
+
+def _gc_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gc = commands.add_parser(
+        "gc",
+        help="remove what interrupted runs left on nodes",
+        description="Delete nodeload's leases of runs that are gone (killed, or that lost the node)\n"
+        "and abort its uploads that stopped moving, on each selected node: what only they pinned\n"
+        "becomes collectable by containerd. A live push (from here or elsewhere) is left alone.",
+        epilog="examples:\n"
+        "  nodeload gc --all-nodes --dry-run\n"
+        "  nodeload gc --node worker-1 --older-than 30m\n\n"
+        "exit status: 0 every node looked through, 1 a node could not be, 2 usage error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _selection_arguments(gc)
+    group = gc.add_argument_group("what to collect")
+    group.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="look only in this containerd namespace, repeatable (default: every namespace)",
+    )
+    group.add_argument(
+        "--older-than",
+        type=duration,
+        default=None,
+        metavar="AGE",
+        help="leases of runs on other machines and uploads idle this long count as abandoned: 90s, "
+        "30m, 1h, 2d (default 1h)",
+    )
+    group.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    group.add_argument("--containerd-socket", metavar="PATH", help="containerd socket on the nodes")
+    group.add_argument(
+        "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="containerd deadline"
+    )
+    _ssh_arguments(gc)
+    _output_arguments(gc)
+
+
+def _cache_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cache = commands.add_parser("cache", help="manage the local layer cache")
+    actions = cache.add_subparsers(dest="cache_verb", required=True, metavar="ACTION")
+    prune = actions.add_parser(
+        "prune",
+        help="drop cached layers",
+        description="Drop layers of the local cache (${XDG_CACHE_HOME:-~/.cache}/nodeload) unused for\n"
+        "--older-than, then the least recently used until it holds at most --max-size.\n"
+        "With neither, everything goes.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    prune.add_argument("--older-than", type=duration, metavar="AGE", help="unused this long: 12h, 30d...")
+    prune.add_argument("--max-size", type=size, metavar="SIZE", help="keep at most this much: 500M, 10G...")
+    _output_arguments(prune)
+
+
+def duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``1h``, ``2d`` (a bare number is seconds)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid age {text!r}: a number with s, m, h or d (30m, 1h, 2d)")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return timedelta(seconds=float(match.group(1)) * unit)
+
+
+def size(text: str) -> int:
+    """``500M``, ``10G``, ``1.5GiB``, ``1000000`` (bytes), 1024-based as du and df print them."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", text.strip(), re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: e.g. 500M, 10G")
+    power = " KMGT".index(match.group(2).upper() or " ")
+    return int(float(match.group(1)) * 1024**power)
 
 
 def _output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -197,6 +275,14 @@ def _push_arguments(push: argparse.ArgumentParser) -> None:
         default=DEFAULT_PARALLEL,
         metavar="N",
         help=f"nodes worked on at once (default {DEFAULT_PARALLEL})",
+    )
+    group.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        metavar="N",
+        help="reconnect this many times when a node's connection or containerd is lost mid-push, "
+        f"resuming where it stopped (default {DEFAULT_RETRIES}; 0 fails at once)",
     )
     group.add_argument(
         "--timeout",

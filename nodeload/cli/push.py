@@ -30,6 +30,7 @@ def run_push(args: argparse.Namespace, err: Console) -> int:
         unpack=not args.no_unpack,
         timeout=args.timeout,
         parallel=args.parallel,
+        retries=args.retries,
         ssh=ssh,
         export=args.export,
         target=args.target,

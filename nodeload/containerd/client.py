@@ -36,6 +36,8 @@ from nodeload.containerd.api import (
     introspection_pb2_grpc,
     leases_pb2,
     leases_pb2_grpc,
+    namespaces_pb2,
+    namespaces_pb2_grpc,
     snapshots_pb2,
     snapshots_pb2_grpc,
     version_pb2_grpc,
@@ -49,6 +51,7 @@ from nodeload.errors import (
     PushFailed,
 )
 from nodeload.image import Descriptor
+from nodeload.leftovers import INGEST_PREFIX, LEASE_PREFIX, Ingest, Lease, run_labels
 from nodeload.platforms import Platform
 
 # containerd refuses messages above 16 MiB; stay far below with room for headers.
@@ -61,6 +64,13 @@ _APPLY_SECONDS_PER_BYTE = 1 / (8 << 20)
 LEASE_EXPIRY = timedelta(hours=24)
 
 ProgressCallback = Callable[[int], None]
+# Leases this process holds right now, on any node: never swept as abandoned.
+_HELD_LEASES: set[str] = set()
+
+
+def held_leases() -> frozenset[str]:
+    """The IDs of the leases this process holds at this moment."""
+    return frozenset(_HELD_LEASES)
 
 
 @dataclass(frozen=True)
@@ -141,9 +151,11 @@ class ContainerdClient:
         self._diff = diff_pb2_grpc.DiffStub(self._channel)
         self._introspection = introspection_pb2_grpc.IntrospectionStub(self._channel)
         self._version = version_pb2_grpc.VersionStub(self._channel)
+        self._namespaces = namespaces_pb2_grpc.NamespacesStub(self._channel)
         self._cri_runtime = cri_pb2_grpc.RuntimeServiceStub(self._channel)
         self._cri_images = cri_pb2_grpc.ImageServiceStub(self._channel)
         self.lease: str | None = None
+        self.lease_image: str | None = None  # recorded in the next lease's labels
 
     async def close(self) -> None:
         """Close the gRPC channel."""
@@ -225,20 +237,59 @@ class ContainerdClient:
         if self.lease:
             yield self.lease
             return
-        expiry = (datetime.now(UTC) + LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
-        lease_id = f"nodeload-{secrets.token_hex(6)}"
-        req = leases_pb2.CreateRequest(id=lease_id, labels={"containerd.io/gc.expire": expiry})
-        await self._leases.Create(req, **self._opts(lease=False))
+        now = datetime.now(UTC)
+        labels = run_labels(self.lease_image, now)
+        labels["containerd.io/gc.expire"] = (now + LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
+        lease_id = f"{LEASE_PREFIX}{secrets.token_hex(6)}"
+        await self._leases.Create(
+            leases_pb2.CreateRequest(id=lease_id, labels=labels), **self._opts(lease=False)
+        )
         self.lease = lease_id
+        _HELD_LEASES.add(lease_id)
         try:
             yield lease_id
         finally:
             self.lease = None
-            with contextlib.suppress(grpc.aio.AioRpcError):  # if this fails, it expires by itself
-                await self._leases.Delete(leases_pb2.DeleteRequest(id=lease_id), **self._opts(lease=False))
+            _HELD_LEASES.discard(lease_id)
+            # If this fails (the node is gone), the next run from here or nodeload gc removes it.
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await self.delete_lease(lease_id)
 
-    async def protect(self, digests: Iterable[str], snapshots: Iterable[tuple[str, str]] = ()) -> None:
-        """Add blobs and (snapshotter, key) snapshots the node already has to our lease.
+    async def leases(self) -> list[Lease]:
+        """nodeload's leases in this namespace."""
+        req = leases_pb2.ListRequest(filters=[f'id~="^{LEASE_PREFIX}"'])
+        resp = await self._leases.List(req, **self._opts(lease=False))
+        return [
+            Lease(lease.id, lease.created_at.ToDatetime(tzinfo=UTC), dict(lease.labels))
+            for lease in resp.leases
+        ]
+
+    async def delete_lease(self, lease_id: str) -> None:
+        """Delete a lease (what it alone pinned becomes collectable); a missing one is fine."""
+        try:
+            await self._leases.Delete(leases_pb2.DeleteRequest(id=lease_id), **self._opts(lease=False))
+        except grpc.aio.AioRpcError as err:
+            if _code(err) != grpc.StatusCode.NOT_FOUND:
+                raise
+
+    async def ingests(self) -> list[Ingest]:
+        """nodeload's unfinished uploads in this namespace."""
+        req = content_pb2.ListStatusesRequest(filters=[f'ref~="^{INGEST_PREFIX}"'])
+        resp = await self._content.ListStatuses(req, **self._opts(lease=False))
+        return [
+            Ingest(s.ref, int(s.offset), int(s.total), s.updated_at.ToDatetime(tzinfo=UTC))
+            for s in resp.statuses
+        ]
+
+    async def namespace_names(self) -> list[str]:
+        """Every namespace of this containerd."""
+        resp = await self._namespaces.List(namespaces_pb2.ListNamespacesRequest(), **self._opts(lease=False))
+        return sorted(ns.name for ns in resp.namespaces)
+
+    async def protect(
+        self, digests: Iterable[str], snapshots: Iterable[tuple[str, str]] = (), ingests: Iterable[str] = ()
+    ) -> None:
+        """Add blobs, (snapshotter, key) snapshots and unfinished uploads the node has to our lease.
 
         Until the image record exists, only the lease keeps them: without this, a
         deletion elsewhere on the node (kubelet's image GC, say) could collect them
@@ -248,6 +299,7 @@ class ContainerdClient:
             raise RuntimeError("protect() needs a lease")
         resources = [leases_pb2.Resource(id=d, type="content") for d in digests]
         resources += [leases_pb2.Resource(id=key, type=f"snapshots/{name}") for name, key in snapshots]
+        resources += [leases_pb2.Resource(id=ref, type="ingests") for ref in ingests]
         await asyncio.gather(
             *(
                 self._leases.AddResource(
@@ -406,12 +458,28 @@ class ContainerdClient:
         ``bytes_sent`` counts every byte written, across attempts.
         """
         attempt = _Attempt()
+        try:
+            return await self._write_attempts(ref, desc, open_at, labels, progress, attempt)
+        except NodeError as err:
+            err.bytes_sent = attempt.sent  # they crossed the wire all the same
+            raise
+
+    async def _write_attempts(
+        self,
+        ref: str,
+        desc: Descriptor,
+        open_at: Callable[[int], AbstractContextManager[IO[bytes]]],
+        labels: Mapping[str, str],
+        progress: ProgressCallback | None,
+        attempt: _Attempt,
+    ) -> WriteResult:
         delay, restarted, unexplained = 0.1, False, 0
         watch = _LockWatch()
         while True:
             try:
-                result = await self._write_once(ref, desc, open_at, labels, progress, attempt)
-                return WriteResult(attempt.sent, result.resumed_from)
+                await self._write_once(ref, desc, open_at, labels, progress, attempt)
+                # Resumed: what the node held before this call, not what an earlier attempt sent.
+                return WriteResult(attempt.sent, attempt.found or 0)
             except TimeoutError:
                 raise ContainerdTimeout(
                     f"containerd stopped taking data while writing {desc.digest} (no progress for "
@@ -495,6 +563,8 @@ class ContainerdClient:
             meta = grpc.aio.Metadata()
             raise grpc.aio.AioRpcError(grpc.StatusCode.FAILED_PRECONDITION, meta, meta, "stale ingest")
         resumed_from = attempt.resumed_from = offset
+        if attempt.found is None:
+            attempt.found = offset
         drained = asyncio.ensure_future(_drain(call))
         try:
             async with _opened_in_thread(open_at(offset)) as stream:
@@ -646,11 +716,13 @@ class ContainerdClient:
 
 
 class _Attempt:
-    """Bytes sent for one blob across attempts, and where the latest attempt started."""
+    """Bytes sent for one blob across attempts, where the latest attempt started, and what the
+    node held when the first one asked."""
 
     def __init__(self) -> None:
         self.sent = 0
         self.resumed_from = 0
+        self.found: int | None = None
 
 
 class _LockWatch:

@@ -61,6 +61,8 @@ class NodeVariant:
         internal: Only reachable through the sandbox's bastion (no published port).
         sshd_log_level: sshd's LogLevel (DEBUG1 shows every channel request).
         dockerd: Also run a Docker Engine (needs the image of ``ensure_dockerd_node_image``).
+        disk: Size of containerd's disk (``/var/lib/containerd`` on a tmpfs of this size, e.g.
+            ``"96m"``), for nodes whose disk fills up; None: a Docker volume, as large as the host's.
     """
 
     containerd_socket: str = DEFAULT_CONTAINERD_SOCKET
@@ -74,6 +76,7 @@ class NodeVariant:
     internal: bool = False
     sshd_log_level: str = "INFO"
     dockerd: bool = False
+    disk: str | None = None
 
     @property
     def has_ctr(self) -> bool:
@@ -279,6 +282,9 @@ class NodeContainer(DockerContainer):
         }
 
     def _configure(self) -> None:
+        if self.variant.disk:  # a disk that fills up: a tmpfs of that size (overlayfs works on it)
+            self.tmpfs["/var/lib/containerd"] = f"rw,exec,size={self.variant.disk}"
+            return
         # A named, labelled volume (not an anonymous one) so that sweep_leftovers finds it.
         if self._volume is None:
             name = f"nodeload-{self.session}-{secrets.token_hex(3)}"

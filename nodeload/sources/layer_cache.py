@@ -20,9 +20,11 @@ import contextlib
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
@@ -111,7 +113,11 @@ class LayerCache:
                 (self.layers_dir / f"{_hex(diff_id)}{suffix}").unlink()
 
     def lookup(self, diff_id: str) -> CachedLayer | None:
-        """The cached layer with this diffID, or None (also for a damaged entry)."""
+        """The cached layer with this diffID, or None (also for a damaged entry).
+
+        A hit marks the layer used now (its record's mtime): :meth:`prune` drops the least
+        recently used first.
+        """
         record_path = self.layers_dir / f"{_hex(diff_id)}.json"
         try:
             record = json.loads(record_path.read_bytes())
@@ -125,7 +131,55 @@ class LayerCache:
             intact = layer.diff_id == diff_id and layer.path.stat().st_size == layer.size
         except (OSError, ValueError, KeyError, TypeError, SourceError):
             return None
-        return layer if intact else None
+        if not intact:
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(record_path)
+        return layer
+
+    def prune(self, older_than: timedelta | None = None, max_size: int | None = None) -> Pruned:
+        """Drop layers unused for ``older_than``, then the least recently used until the cache
+        holds at most ``max_size`` bytes; configs unused for ``older_than``; compressions left by
+        killed runs.
+
+        Safe while other runs use the cache: a layer being read stays readable (its file is
+        only unlinked), and one dropped in the middle of a run is compressed again if needed.
+        """
+        now = time.time()
+        pruned = Pruned()
+        entries = sorted(self._layer_entries(), key=lambda entry: entry[0])  # least recently used first
+        total = sum(size for _, size, _ in entries)
+        for used, size, diff_id in entries:
+            too_old = older_than is not None and now - used >= older_than.total_seconds()
+            too_big = max_size is not None and total > max_size
+            if not (too_old or too_big):
+                continue
+            self.evict(diff_id)
+            total -= size
+            pruned.layers += 1
+            pruned.freed += size
+        if older_than is not None:
+            for config in _files(self.configs_dir):
+                with contextlib.suppress(OSError):
+                    info = config.stat()
+                    if now - info.st_mtime >= older_than.total_seconds():
+                        config.unlink()
+                        pruned.configs += 1
+                        pruned.freed += info.st_size
+        if self.layers_dir.is_dir():
+            sweep(self.layers_dir, _TMP_PREFIX)  # compressions of runs that were killed
+        pruned.kept = total
+        return pruned
+
+    def _layer_entries(self) -> list[tuple[float, int, str]]:
+        """(last use, bytes on disk, diffID) of every cached layer."""
+        entries = []
+        for record in _files(self.layers_dir, ".json"):
+            blob = record.with_suffix(".tar.gz")
+            with contextlib.suppress(OSError):
+                used, size = record.stat().st_mtime, record.stat().st_size + blob.stat().st_size
+                entries.append((used, size, f"sha256:{record.stem}"))
+        return entries
 
     def add(self, src: Reader, wanted: Collection[str]) -> CachedLayer | None:
         """Compress the layer tar ``src`` into the cache if its diffID is in ``wanted``.
@@ -153,12 +207,17 @@ class LayerCache:
         _write_atomic(self.layers_dir / f"{_hex(result.diff_id)}.json", record)
 
     def load_config(self, digest: str) -> bytes | None:
-        """A cached image config by its digest (Docker's image ID), verified."""
+        """A cached image config by its digest (Docker's image ID), verified; marked used now."""
+        path = self.configs_dir / _hex(digest)
         try:
-            data = (self.configs_dir / _hex(digest)).read_bytes()
+            data = path.read_bytes()
         except OSError:
             return None
-        return data if sha256_digest(data) == digest else None
+        if sha256_digest(data) != digest:
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        return data
 
     def store_config(self, data: bytes) -> str:
         """Keep an image config; its digest."""
@@ -166,6 +225,25 @@ class LayerCache:
         self.ensure_dir(self.configs_dir)
         _write_atomic(self.configs_dir / _hex(digest), data)
         return digest
+
+
+@dataclass
+class Pruned:
+    """What :meth:`LayerCache.prune` removed, and what the layers still take."""
+
+    layers: int = 0
+    configs: int = 0
+    freed: int = 0
+    kept: int = 0
+
+
+def _files(directory: Path, suffix: str = "") -> list[Path]:
+    """Regular, finished files of a cache directory (temporary ones excluded)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return [directory / n for n in names if n.endswith(suffix) and not n.startswith(_TMP_PREFIX)]
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import IO, TypeVar
 
 import grpc
@@ -23,10 +24,11 @@ from nodeload.containerd.client import (
     ContainerdClient,
     NodeInfo,
     WriteResult,
+    held_leases,
     rpc_error,
 )
 from nodeload.early import EarlyLayers, ReadyLayer
-from nodeload.errors import BlobMismatch, ContainerdUnavailable, PlatformNotFound
+from nodeload.errors import BlobMismatch, ContainerdUnavailable, NodeError, PlatformNotFound
 from nodeload.graph import ImageGraph
 from nodeload.image import (
     INDEX_MEDIA_TYPES,
@@ -38,6 +40,7 @@ from nodeload.image import (
     ImageSource,
     sniff,
 )
+from nodeload.leftovers import abandoned
 from nodeload.nodes.spec import NodeSpec
 from nodeload.plan import LABEL_UNCOMPRESSED, BlobStep, NodeState, Plan, chain_ids, make_plan
 from nodeload.platforms import choose_platform
@@ -184,7 +187,7 @@ class ContainerdTarget:
         self._socket = socket
         self._method = method
         self._early: asyncio.Task[None] | None = None  # layers sent while the image is prepared
-        self._sent_early: set[str] = set()
+        self._swept: set[str] = set()  # namespaces cleared of leases of runs that are gone
 
     @property
     def client(self) -> ContainerdClient:
@@ -213,7 +216,7 @@ class ContainerdTarget:
         result.namespace, result.name = options.namespace, options.name
         result.socket, result.containerd_version = self._socket, self._info.version
         result.transport = self._method
-        self._client.namespace = options.namespace
+        self._client.namespace, self._client.lease_image = options.namespace, options.name
         await _translated("a request", self._push(image, options, result))
 
     @asynccontextmanager
@@ -224,9 +227,8 @@ class ContainerdTarget:
         image record refers to them), and :meth:`push` counts them as sent, not as found.
         Layers the node holds, or holds a twin of, are left to the plan.
         """
-        self._client.namespace = namespace
+        self._client.namespace, self._client.lease_image = namespace, result.image
         async with self._client.leased():
-            self._sent_early = set()
             self._early = asyncio.create_task(self._receive(early, result))
             try:
                 yield
@@ -255,8 +257,7 @@ class ContainerdTarget:
             ):
                 return  # the plan finds it (or its twin) and protects it
             step = BlobStep(layer.desc, present=False, labels={})
-            if await self._put_blob(lambda desc, offset: layer.open(offset), _cannot_refresh, step, result):
-                self._sent_early.add(layer.desc.digest)
+            await self._put_blob(lambda desc, offset: layer.open(offset), _cannot_refresh, step, result)
 
     async def _push(self, image: PreparedImage, options: TargetOptions, result: NodeResult) -> None:
         info, source = self._info, image.source
@@ -271,10 +272,12 @@ class ContainerdTarget:
                 result.platform = str(graph.platform)
                 result.digest = plan.target.digest
                 result.blobs_total = len(plan.blobs)
-                found = [b for b in plan.blobs if b.present and b.desc.digest not in self._sent_early]
+                # Sent early, or by an earlier attempt of this run: sent, not found.
+                found = [b for b in plan.blobs if b.present and b.desc.digest not in result.sent_digests]
                 result.blobs_skipped = len(found)
                 result.bytes_skipped = sum(b.desc.size for b in found)
                 await self._check_name(options, plan.target)
+                await self._sweep_dead_runs()  # now that our lease pins what the plan relies on
             self._progress.message(self._node, f"sending {len(plan.to_send)} of {len(plan.blobs)} blobs")
             with result.timed("write"):
                 await self._put_blobs(source, plan, result)
@@ -289,6 +292,26 @@ class ContainerdTarget:
             with result.timed("record"):
                 result.cri_indexed = await self._wait_for_cri(options.name, plan.config_digest)
         result.status = "ok"
+
+    async def _sweep_dead_runs(self) -> None:
+        """Delete the leases of earlier runs from this machine that are gone (killed, or a lost
+        session of this run), once per namespace: they would pin content for a day."""
+        if self._client.namespace in self._swept:
+            return
+        self._swept.add(self._client.namespace)
+        now = datetime.now(UTC)
+        gone = [
+            lease
+            for lease in await self._client.leases()
+            if abandoned(lease, now, older_than=timedelta.max, held=held_leases())
+        ]
+        if gone:
+            # Their unfinished uploads would go with them: ours now, so that this push resumes them.
+            await self._client.protect([], ingests=[ingest.ref for ingest in await self._client.ingests()])
+        for lease in gone:
+            await self._client.delete_lease(lease.id)
+        if gone:
+            self._progress.message(self._node, f"removed {len(gone)} lease(s) of interrupted runs from here")
 
     async def _put_blobs(self, source: ImageSource, plan: Plan, result: NodeResult) -> None:
         """Layers and configs a few at a time (keeping the link full), then their manifests and indexes.
@@ -407,10 +430,18 @@ class ContainerdTarget:
                 return contextlib.nullcontext(stream)
             return open_blob(step.desc, offset)
 
-        def write() -> Awaitable[WriteResult]:
-            return self._client.write_blob(
-                ref, step.desc, open_at, step.labels, lambda n: self._progress.advance(handle, n)
-            )
+        digest = step.desc.digest
+        earlier = result.partial_bytes.get(digest, 0)  # sent by failed attempts of this run
+
+        async def write() -> WriteResult:
+            try:
+                return await self._client.write_blob(
+                    ref, step.desc, open_at, step.labels, lambda n: self._progress.advance(handle, n)
+                )
+            except NodeError as err:
+                result.bytes_sent += err.bytes_sent
+                result.partial_bytes[digest] = result.partial_bytes.get(digest, 0) + err.bytes_sent
+                raise
 
         try:
             outcome = await write()
@@ -418,7 +449,8 @@ class ContainerdTarget:
             # A cache the source keeps (compressed layers) may be damaged: rebuild it once.
             if not await asyncio.to_thread(refresh, step.desc):
                 raise
-            result.warnings.append(f"the cached copy of {step.desc.digest} was damaged; it was rebuilt")
+            result.warnings.append(f"the cached copy of {digest} was damaged; it was rebuilt")
+            earlier = result.partial_bytes.get(digest, 0)
             outcome = await write()
         self._progress.blob_done(handle)
         # Committed by another writer meanwhile, or already stored for another namespace
@@ -430,7 +462,8 @@ class ContainerdTarget:
             return False
         result.blobs_sent += 1
         result.bytes_sent += outcome.bytes_sent
-        result.bytes_resumed += outcome.resumed_from
+        result.bytes_resumed += max(0, outcome.resumed_from - earlier)
+        result.sent_digests.add(digest)
         return True
 
     async def _unpack(self, plan: Plan, snapshotter: str, result: NodeResult) -> None:

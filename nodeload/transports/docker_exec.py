@@ -65,11 +65,13 @@ class DockerExecTransport:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         for server in self._servers:
-            await server.close()
+            with contextlib.suppress(Exception):  # the container may be gone already
+                await server.close()
         if self._tmpdir:
             import shutil
 
             shutil.rmtree(self._tmpdir, ignore_errors=True)
+        self._servers, self._tmpdir = [], None  # a retry enters again
 
     def _docker(self) -> docker.DockerClient:
         if self._client is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -57,6 +58,10 @@ class SSHTransport:
         self._tmpdir: str | None = None
         self._closers: list[Closer] = []
         self.method = "ssh"
+        # A duplicate of the TCP socket's descriptor: its kernel counters stay readable after the
+        # connection drops (asyncio closes its own descriptor then), for the traffic of a lost session.
+        self._counter: socket.socket | None = None
+        self._carried = Traffic(0, 0)  # what earlier sessions of this transport carried
 
     @property
     def node(self) -> str:
@@ -64,28 +69,38 @@ class SSHTransport:
         return self._spec.name
 
     async def __aenter__(self) -> Self:
+        """Connect; a transport may be entered again after it is left (a retry reconnects)."""
         self._connection = await connect(self._dest, self._options)
+        first = self._connection.jumps[0] if self._connection.jumps else self._connection.conn
+        with contextlib.suppress(OSError, AttributeError):
+            self._counter = socket.socket(fileno=os.dup(first.get_extra_info("socket").fileno()))
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._carried = self.traffic() or self._carried
         for closer in self._closers:
-            if isinstance(closer, RelayServer):
-                await closer.close()
-            else:
-                closer.close()
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                if isinstance(closer, RelayServer):
+                    await closer.close()
+                else:
+                    closer.close()
         if self._connection is not None:
             await self._connection.close()
+        if self._counter is not None:
+            self._counter.close()
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
+        self._connection, self._counter, self._tmpdir, self._closers = None, None, None, []
 
     def traffic(self) -> Traffic | None:
-        """What the SSH connection's TCP socket carried (kernel counters; the first hop's)."""
-        if self._connection is None:
-            return None
-        first = self._connection.jumps[0] if self._connection.jumps else self._connection.conn
-        return tcp_traffic(first.get_extra_info("socket"))
+        """What the SSH connections to the node carried, every session of this transport together
+        (kernel TCP counters of the first hop)."""
+        now = tcp_traffic(self._counter) if self._counter is not None else None
+        if now is None:
+            return self._carried if self._carried.sent or self._carried.received else None
+        return Traffic(self._carried.sent + now.sent, self._carried.received + now.received)
 
     def executor(self) -> SSHExecutor:
         """Commands on the node through exec channels of this connection."""

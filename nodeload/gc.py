@@ -1,0 +1,137 @@
+"""``nodeload gc``: reclaim what interrupted runs left on nodes.
+
+Per node and namespace: nodeload's leases whose run is gone (see :func:`nodeload.leftovers.abandoned`)
+are deleted, so containerd's garbage collector may take what only they pinned; nodeload's
+unfinished uploads that have not moved for a while are aborted, giving their disk back. A live
+push, from this machine or another, is left alone: its lease's process is alive, or its lease
+and uploads are younger than ``older_than``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+
+from nodeload.containerd.client import DEFAULT_TIMEOUT, ContainerdClient, held_leases, rpc_error
+from nodeload.errors import NodeError, NodeloadError
+from nodeload.fanout import DEFAULT_PARALLEL
+from nodeload.leftovers import DEFAULT_OLDER_THAN, abandoned, stale
+from nodeload.nodes.connect import transport_for
+from nodeload.nodes.spec import NodeSpec
+from nodeload.progress import NullProgress
+from nodeload.targets.containerd import ContainerdTarget, open_containerd
+from nodeload.transports.ssh_connect import SSHOptions
+
+
+@dataclass(frozen=True)
+class GcOptions:
+    """What to collect and how to reach the nodes.
+
+    Attributes:
+        namespaces: Namespaces to look in (empty: every namespace of each node).
+        older_than: Leases of runs that cannot be checked (another machine's) and uploads that
+            have not moved for this long are abandoned.
+        dry_run: List what would be reclaimed, change nothing.
+    """
+
+    namespaces: tuple[str, ...] = ()
+    older_than: timedelta = DEFAULT_OLDER_THAN
+    dry_run: bool = False
+    containerd_socket: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    parallel: int = DEFAULT_PARALLEL
+    ssh: SSHOptions = field(default_factory=SSHOptions)
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    """One lease or upload, and why it is nodeload's to reclaim."""
+
+    namespace: str
+    kind: str  # "lease" | "ingest"
+    id: str
+    reason: str
+    bytes: int = 0  # what an upload holds on the node's disk
+
+
+@dataclass
+class GcResult:
+    """What was (or, with ``dry_run``, would be) reclaimed on one node."""
+
+    node: str
+    reclaimed: list[Reclaimed] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the node was reached and looked through."""
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object for ``--json``."""
+        return {
+            "node": self.node,
+            "status": "ok" if self.ok else "failed",
+            "error": self.error,
+            "reclaimed": [vars(r) for r in self.reclaimed],
+        }
+
+
+async def collect(nodes: list[NodeSpec], options: GcOptions) -> list[GcResult]:
+    """Reclaim abandoned leases and uploads on every node; one result per node, in order."""
+    gate = asyncio.Semaphore(max(1, options.parallel))
+
+    async def one(node: NodeSpec) -> GcResult:
+        async with gate:
+            return await _collect_node(node, options)
+
+    return list(await asyncio.gather(*(one(node) for node in nodes)))
+
+
+async def _collect_node(node: NodeSpec, options: GcOptions) -> GcResult:
+    result = GcResult(node.name)
+    try:
+        transport = transport_for(node, options.ssh)
+        if transport is None:
+            raise NodeError(node.problem or "nodeload cannot reach this node")
+        opened = open_containerd(
+            transport, node, NullProgress(), socket=options.containerd_socket, timeout=options.timeout
+        )
+        async with transport, opened as target:
+            if not isinstance(target, ContainerdTarget):
+                raise NodeError(
+                    "this node is written with ctr import (no stream reaches its containerd): ctr manages "
+                    "its own leases there, there is nothing of nodeload's to collect"
+                )
+            await _collect_client(target.client, node, options, result)
+    except NodeloadError as err:
+        result.error = str(err)
+    except grpc.aio.AioRpcError as err:
+        result.error = str(rpc_error("listing or removing leftovers", err))
+    return result
+
+
+async def _collect_client(
+    client: ContainerdClient, node: NodeSpec, options: GcOptions, result: GcResult
+) -> None:
+    namespaces = options.namespaces or tuple(await client.namespace_names())
+    now = datetime.now(UTC)
+    for namespace in namespaces:
+        client.namespace = namespace
+        for lease in await client.leases():
+            reason = abandoned(lease, now, options.older_than, held_leases())
+            if reason:
+                result.reclaimed.append(Reclaimed(namespace, "lease", lease.id, reason))
+                if not options.dry_run:
+                    await client.delete_lease(lease.id)
+        for ingest in await client.ingests():
+            if stale(ingest, now, options.older_than):
+                idle = int((now - ingest.updated).total_seconds())
+                reason = f"an upload idle for {idle} s ({ingest.offset} of {ingest.total} bytes)"
+                result.reclaimed.append(Reclaimed(namespace, "ingest", ingest.ref, reason, ingest.offset))
+                if not options.dry_run:
+                    await client.abort(ingest.ref)
