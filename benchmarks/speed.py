@@ -4,7 +4,8 @@
   ``nodeload push --no-unpack`` of the same OCI layout (the node's content is deleted between
   runs, so every push is cold);
 - latency: ``ssh node true`` against a repeat ``nodeload push`` that has nothing to send;
-- memory: one push to 20 nodes (default ``--parallel``, 8 at a time), nodeload's peak RSS.
+- memory: 5 images to 20 nodes in one run (default ``--parallel``, 8 nodes at a time), nodeload's
+  peak RSS.
 
 The cold-from-the-engine and warm ``containerd:`` ratios come from the pushes section.
 """
@@ -25,7 +26,8 @@ from benchmarks.common import MiB, bench_env, median, nodeload_argv, timed
 from nodeload.sandbox import LayerSpec, Sandbox, build_image
 
 MEMORY_NODES = 20
-MEMORY_IMAGE = "nodeload-bench/fanout20:v1"
+MEMORY_IMAGES = 5
+MEMORY_IMAGE = "nodeload-bench/load"
 
 
 @dataclass
@@ -109,27 +111,29 @@ def _ingest_floor(sandbox: Sandbox, blobs: list[Path]) -> float:
 
 
 def _memory(result: Speed, console: Console, client: Any) -> None:
-    build_image(client, MEMORY_IMAGE, "v1", [LayerSpec(40 * MiB, "fanout20")])
+    """One run of MEMORY_IMAGES images to MEMORY_NODES nodes (default --parallel): peak RSS."""
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
-        layout = Path(tmp) / "layout"
-        subprocess.run(
-            [
+        sources = []
+        for i in range(1, MEMORY_IMAGES + 1):
+            tag = f"{MEMORY_IMAGE}:v{i}"
+            build_image(client, tag, f"v{i}", [LayerSpec(16 * MiB, f"load-{i}")])
+            layout = Path(tmp) / f"layout-{i}"
+            skopeo = [
                 "skopeo",
                 "copy",
                 "--quiet",
                 "--dest-compress",
-                f"docker-daemon:{MEMORY_IMAGE}",
-                f"oci:{layout}:v1",
-            ],
-            check=True,
-        )
+                f"docker-daemon:{tag}",
+                f"oci:{layout}:v{i}",
+            ]
+            subprocess.run(skopeo, check=True)
+            sources.append(f"oci:{layout}:v{i}")
         console.print(f"  memory: starting {MEMORY_NODES} nodes ...")
         with Sandbox(nodes=MEMORY_NODES, client=client) as sandbox:
-            argv = nodeload_argv("push", f"oci:{layout}:v1", "-F", str(sandbox.ssh_config_path))
-            argv += ["--name", "example.com/bench-memory:v1", "--json"]
+            argv = nodeload_argv("push", *sources, "-F", str(sandbox.ssh_config_path), "--json")
             for alias in sandbox.aliases:
                 argv += ["--node", alias]
-            console.print(f"  memory: one push to {MEMORY_NODES} nodes ...")
+            console.print(f"  memory: {MEMORY_IMAGES} images to {MEMORY_NODES} nodes in one run ...")
             run = timed(argv, env=bench_env(tmp))
             report = json.loads(run.stdout)
             if not all(node["status"] == "ok" for node in report["nodes"]):

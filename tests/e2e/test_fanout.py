@@ -135,3 +135,23 @@ def test_a_node_stopped_mid_push_fails_alone(
     for alias in ("node-1", "node-3"):
         container = f"t-{secrets.token_hex(4)}"
         assert run_image(cluster.node(alias), "docker.io/nodeload-e2e/fanout-big:v1", container) == "big one"
+
+
+def test_two_images_to_eight_nodes_in_one_run(
+    docker_client: docker.DockerClient, node_image: str, app_images: dict[str, str]
+) -> None:
+    """Load (#10): 2 images x 8 nodes in one run; every result ok, and every node received each
+    image's bytes once (v2 shares all but its top layer with v1)."""
+    v1, v2 = app_images["v1"], app_images["v2"]
+    with Sandbox(8, image=node_image, client=docker_client) as sb:
+        before = {alias: sb.node(alias).rx_bytes() for alias in sb.aliases}
+        args = ["push", v1, v2, "--export", "save", "--json", "-F", str(sb.ssh_config_path)]
+        for alias in sb.aliases:
+            args += ["--node", alias]
+        results = json.loads(nodeload(*args).stdout)["nodes"]
+        assert len(results) == 16 and all(r["status"] == "ok" for r in results), results
+        for alias in sb.aliases:
+            first, second = ({r["image"]: r for r in results if r["node"] == alias}[i] for i in (v1, v2))
+            assert second["bytes_sent"] < first["bytes_sent"] / 3  # v2's own top layer, config, manifest
+            received = sb.node(alias).rx_bytes() - before[alias]
+            assert received <= 1.05 * (first["bytes_sent"] + second["bytes_sent"]) + 256 * 1024
