@@ -117,20 +117,12 @@ def _memory(result: Speed, console: Console, client: Any) -> None:
         for i in range(1, MEMORY_IMAGES + 1):
             tag = f"{MEMORY_IMAGE}:v{i}"
             build_image(client, tag, f"v{i}", [LayerSpec(16 * MiB, f"load-{i}")])
-            layout = Path(tmp) / f"layout-{i}"
-            skopeo = [
-                "skopeo",
-                "copy",
-                "--quiet",
-                "--dest-compress",
-                f"docker-daemon:{tag}",
-                f"oci:{layout}:v{i}",
-            ]
-            subprocess.run(skopeo, check=True)
-            sources.append(f"oci:{layout}:v{i}")
+            sources.append(tag)  # from the Docker engine, exported and compressed in the run
         console.print(f"  memory: starting {MEMORY_NODES} nodes ...")
         with Sandbox(nodes=MEMORY_NODES, client=client) as sandbox:
-            argv = nodeload_argv("push", *sources, "-F", str(sandbox.ssh_config_path), "--json")
+            argv = nodeload_argv(
+                "push", *sources, "-F", str(sandbox.ssh_config_path), "--json", "--export", "save"
+            )
             for alias in sandbox.aliases:
                 argv += ["--node", alias]
             console.print(f"  memory: {MEMORY_IMAGES} images to {MEMORY_NODES} nodes in one run ...")

@@ -201,6 +201,20 @@ def _selection_arguments(push: argparse.ArgumentParser) -> None:
         help="which address of a Kubernetes node SSH goes to (default InternalIP; Hostname or name "
         "let ~/.ssh/config aliases do the rest)",
     )
+    group.add_argument(
+        "--via",
+        choices=("auto", "ssh", "agent"),
+        default="auto",
+        help="how Kubernetes nodes are reached: ssh, agent (each node's nodeload-agent pod, through "
+        "the API server: no SSH needed; see charts/nodeload-agent), or auto (default: ssh, and the "
+        "agent for nodes without an address of --address-type)",
+    )
+    group.add_argument(
+        "--agent-namespace",
+        default="nodeload",
+        metavar="NS",
+        help="namespace of the nodeload-agent pods (default nodeload)",
+    )
     group.add_argument("--kind-cluster", metavar="NAME", help="the node containers of a local kind cluster")
     group.add_argument(
         "--k3d-cluster", metavar="NAME", help="the server and agent containers of a local k3d cluster"

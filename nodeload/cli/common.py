@@ -33,6 +33,8 @@ def selected_nodes(args: argparse.Namespace) -> list[NodeSpec]:
             kind_cluster=args.kind_cluster,
             k3d_cluster=args.k3d_cluster,
             kubernetes_by_default=getattr(args, "kubernetes_by_default", False),
+            via=args.via,
+            agent_namespace=args.agent_namespace,
         )
     )
 

@@ -25,4 +25,8 @@ def transport_for(node: NodeSpec, ssh: SSHOptions) -> Transport | None:
         from nodeload.transports.docker_exec import DockerExecTransport
 
         return DockerExecTransport(node)
+    if node.reach == "agent":
+        from nodeload.transports.agent import AgentTransport  # aiohttp and the kubernetes client
+
+        return AgentTransport(node)
     raise UsageError(f"node {node.name}: nodeload cannot reach {node.reach} nodes yet")

@@ -20,6 +20,7 @@ Decisions worth knowing when calling this module:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -33,7 +34,7 @@ from kubernetes import client as kube_client
 from kubernetes.config import kube_config
 
 from nodeload.errors import NodeSourceError, UsageError
-from nodeload.nodes.spec import NodeSpec
+from nodeload.nodes.spec import DEFAULT_AGENT_NAMESPACE, KubeAccess, NodeSpec
 from nodeload.platforms import Platform
 
 # How a node is addressed over SSH: one of the address types kubelet reports, or the
@@ -64,6 +65,9 @@ class KubeSelection:
         exclude_control_plane: Drop nodes labelled as control-plane (or legacy master) nodes.
         address_type: ``InternalIP``, ``ExternalIP``, ``Hostname``, or ``name`` for the node name.
         ssh_user: The SSH login for every node (None: the ssh config's).
+        via: ``ssh``; ``agent`` (through each node's nodeload-agent pod and the API server); or
+            ``auto``: SSH, and the agent for nodes that report no address of ``address_type``.
+        agent_namespace: Where the nodeload-agent pods are.
     """
 
     kubeconfig: Path | None = None
@@ -74,6 +78,11 @@ class KubeSelection:
     exclude_control_plane: bool = False
     address_type: str = "InternalIP"
     ssh_user: str | None = None
+    via: str = "auto"
+    agent_namespace: str = DEFAULT_AGENT_NAMESPACE
+
+
+VIAS = ("auto", "ssh", "agent")
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,30 @@ def kube_nodes(selection: KubeSelection) -> list[NodeSpec]:
     chosen = _pick_by_name(kept, listed, selection, target) if selection.names else kept
     if not chosen:
         raise NodeSourceError(_no_nodes_text(selection, target))
-    return [_node_spec(node, selection) for node in chosen]
+    access = KubeAccess(
+        target.kubeconfig.files, target.context, target.user, target.server, selection.agent_namespace
+    )
+    return [_reach(_node_spec(node, selection), selection, access) for node in chosen]
+
+
+def _reach(spec: NodeSpec, selection: KubeSelection, access: KubeAccess) -> NodeSpec:
+    """Through the node's agent pod when asked, or (``auto``) when it has no SSH address."""
+    if selection.via == "agent":
+        return dataclasses.replace(spec, reach="agent", kube=access)
+    if selection.via == "auto" and spec.address is None:
+        why = f"node {spec.name} reports no {selection.address_type} address (for SSH)"
+        return dataclasses.replace(spec, reach="agent", kube=dataclasses.replace(access, instead_of_ssh=why))
+    return spec
+
+
+def configuration(access: KubeAccess) -> kube_client.Configuration:
+    """A client configuration for ``access``'s context (the agent transport's API client).
+
+    Raises:
+        NodeSourceError: the kubeconfig cannot be loaded any more.
+    """
+    kubeconfig = _Kubeconfig(access.kubeconfig, {}, {}, None)
+    return _configuration(_Target(kubeconfig, access.context, access.user, access.server))
 
 
 def context_name(selection: KubeSelection) -> str:
@@ -158,6 +190,8 @@ def node_problem(spec: NodeSpec, selection: KubeSelection) -> str | None:
 
 def _check_selection(selection: KubeSelection) -> None:
     """Reject a selection that cannot mean anything before touching files or the network."""
+    if selection.via not in VIAS:
+        raise UsageError(f"--via must be one of {', '.join(VIAS)}, not {selection.via!r}")
     if selection.address_type not in ADDRESS_TYPES:
         raise UsageError(
             f"unknown address type {selection.address_type!r}: use one of {', '.join(ADDRESS_TYPES)}"

@@ -17,7 +17,7 @@ from typing import Literal
 
 from nodeload.errors import UsageError
 from nodeload.nodes.listed import listed_nodes
-from nodeload.nodes.spec import NodeSpec
+from nodeload.nodes.spec import DEFAULT_AGENT_NAMESPACE, NodeSpec
 
 SourceKind = Literal["listed", "inventory", "kubernetes", "containers"]
 
@@ -40,6 +40,8 @@ class NodeSelection:
     kind_cluster: str | None = None
     k3d_cluster: str | None = None
     kubernetes_by_default: bool = False  # ``kubectl nodeload``: --node names Kubernetes nodes
+    via: str = "auto"  # Kubernetes nodes: ssh, agent, or auto (the agent when a node has no SSH address)
+    agent_namespace: str = DEFAULT_AGENT_NAMESPACE
 
     @property
     def kind(self) -> SourceKind:
@@ -56,6 +58,8 @@ class NodeSelection:
                 ("-l/--selector", self.selector is not None),
                 ("--exclude-control-plane", self.exclude_control_plane),
                 ("--address-type", self.address_type != "InternalIP"),
+                ("--via", self.via != "auto"),
+                ("--agent-namespace", self.agent_namespace != DEFAULT_AGENT_NAMESPACE),
             )
             if given
         ]
@@ -148,9 +152,11 @@ def _kubernetes_nodes(selection: NodeSelection) -> list[NodeSpec]:
         exclude_control_plane=selection.exclude_control_plane,
         address_type=selection.address_type,
         ssh_user=selection.ssh_user,
+        via=selection.via,
+        agent_namespace=selection.agent_namespace,
     )
     nodes = [dataclasses.replace(n, problem=node_problem(n, kube)) for n in kube_nodes(kube)]
     context = context_name(kube)
-    if context.startswith(("kind-", "k3d-")):  # nodes that are local containers: no SSH needed
+    if context.startswith(("kind-", "k3d-")) and selection.via != "agent":  # local containers: no SSH needed
         nodes = reach_by_docker(context, nodes)
     return nodes

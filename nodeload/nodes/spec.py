@@ -16,6 +16,30 @@ from nodeload.platforms import Platform
 # How a node is reached: over SSH, as a local Docker container (kind/k3d), through an
 # agent pod behind the Kubernetes API, or on this very machine.
 Reach = Literal["ssh", "docker", "agent", "local"]
+# Where nodeload-agent pods live unless told otherwise (charts/nodeload-agent's namespace).
+DEFAULT_AGENT_NAMESPACE = "nodeload"
+
+
+@dataclass(frozen=True)
+class KubeAccess:
+    """How to reach a node's agent pod through the Kubernetes API: the kubeconfig in use.
+
+    Attributes:
+        kubeconfig: The kubeconfig files, merged as kubectl merges them.
+        context: The context in use.
+        user: Its user, for messages.
+        server: Its API server, for messages.
+        agent_namespace: Where the nodeload-agent pods are.
+        instead_of_ssh: Why the agent is used rather than SSH, when it was not asked for
+            (the node reports no SSH address), for messages.
+    """
+
+    kubeconfig: tuple[Path, ...]
+    context: str
+    user: str
+    server: str
+    agent_namespace: str = DEFAULT_AGENT_NAMESPACE
+    instead_of_ssh: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +62,7 @@ class NodeSpec:
         container: The Docker container (id or name) of a ``docker`` node.
         jump: An SSH jump host, ``[USER@]HOST[:PORT]`` (ProxyJump).
         runtime: The container runtime the source reported, e.g. ``containerd://1.7.2``.
+        kube: For an ``agent`` node: the Kubernetes API its agent pod is reached through.
         problem: Why nodeload cannot push to this node, known before connecting (a runtime
             other than containerd, no address of the requested type): its results fail with it.
     """
@@ -55,6 +80,7 @@ class NodeSpec:
     container: str | None = None
     jump: str | None = None
     runtime: str | None = None
+    kube: KubeAccess | None = None
     problem: str | None = None
 
     def __str__(self) -> str:

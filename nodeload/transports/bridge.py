@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import os
 import shlex
+import shutil
 from dataclasses import dataclass
 
-from nodeload.errors import NodeError
+from nodeload import scratch
+from nodeload.errors import LocalError, NodeError
 from nodeload.transports.execs import ExecProcess, Executor, keyvalues, run_text
 
 CHUNK = 256 * 1024
@@ -181,6 +183,45 @@ def choose_relay(found: Probe, path: str, *, may_sudo: bool) -> Relay:
     if not found.relays:
         raise NoRelay(f"{path}: the node has none of socat, OpenBSD nc or python3 to relay to the socket")
     return Relay(found.relays[0], sudo=needs_root)
+
+
+SOCKET_DIR_PREFIX = "nodeload-"
+
+
+class RelaySockets:
+    """The relayed sockets of one transport: a private directory of local unix sockets, each
+    relayed through the transport's executor to a socket on the node."""
+
+    def __init__(self) -> None:
+        self._servers: list[RelayServer] = []
+        self._tmpdir: str | None = None
+
+    async def open(self, executor: Executor, path: str) -> tuple[str, Relay]:
+        """A gRPC target for the node's ``path``, and the relay that carries it.
+
+        Raises:
+            SocketUnavailable: missing socket, or NoRelay when the node has no relay program.
+            LocalError: when the local socket cannot be created.
+        """
+        relay = choose_relay(await probe(executor, path), path, may_sudo=False)
+        try:
+            if self._tmpdir is None:
+                self._tmpdir = scratch.mkdtemp(SOCKET_DIR_PREFIX)
+            server = RelayServer(executor, relay, path, f"{self._tmpdir}/sock{len(self._servers)}")
+            target = await server.start()
+        except OSError as err:
+            raise LocalError(f"cannot create the local end of the relay: {err.strerror or err}") from err
+        self._servers.append(server)
+        return target, relay
+
+    async def close(self) -> None:
+        """End every relay and remove the directory; the object may be used again."""
+        for server in self._servers:
+            with contextlib.suppress(Exception):  # the node may be gone already
+                await server.close()
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+        self._servers, self._tmpdir = [], None
 
 
 class RelayServer:

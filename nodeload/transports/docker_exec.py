@@ -17,16 +17,14 @@ from typing import Any, Self
 import docker
 import docker.errors
 
-from nodeload import scratch
 from nodeload.dockerapi import engine_client
-from nodeload.errors import LocalError, NodeError, NodeUnreachable
+from nodeload.errors import NodeError, NodeUnreachable
 from nodeload.nodes.spec import NodeSpec
 from nodeload.transports.base import Traffic
-from nodeload.transports.bridge import RelayServer, choose_relay, probe
+from nodeload.transports.bridge import RelaySockets
 from nodeload.transports.execs import ExecResult
 
 _FRAME = struct.Struct(">BxxxI")  # stream (1 stdout, 2 stderr), size
-_SOCKET_DIR_PREFIX = "nodeload-"
 
 
 class DockerExecTransport:
@@ -37,8 +35,7 @@ class DockerExecTransport:
         self._spec = node
         self._container = node.container or node.name
         self._client = client
-        self._servers: list[RelayServer] = []
-        self._tmpdir: str | None = None
+        self._sockets = RelaySockets()
         self.method = "docker-exec"
 
     @property
@@ -64,14 +61,7 @@ class DockerExecTransport:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for server in self._servers:
-            with contextlib.suppress(Exception):  # the container may be gone already
-                await server.close()
-        if self._tmpdir:
-            import shutil
-
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-        self._servers, self._tmpdir = [], None  # a retry enters again
+        await self._sockets.close()
 
     def _docker(self) -> docker.DockerClient:
         if self._client is None:
@@ -92,17 +82,7 @@ class DockerExecTransport:
         Raises:
             SocketUnavailable: missing socket, or NoRelay when the container has no relay program.
         """
-        executor = self.executor()
-        relay = choose_relay(await probe(executor, path), path, may_sudo=False)
-        try:
-            if self._tmpdir is None:
-                self._tmpdir = scratch.mkdtemp(_SOCKET_DIR_PREFIX)
-            local = f"{self._tmpdir}/sock{len(self._servers)}"
-            server = RelayServer(executor, relay, path, local)
-            target = await server.start()
-        except OSError as err:
-            raise LocalError(f"cannot create the local end of the relay: {err.strerror or err}") from err
-        self._servers.append(server)
+        target, relay = await self._sockets.open(self.executor(), path)
         self.method = f"docker-exec:{relay.label}"
         return target
 

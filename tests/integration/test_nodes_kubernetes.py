@@ -233,7 +233,7 @@ def test_address_types(kubeconfig: Path, address_type: str, address: str) -> Non
 
 
 def test_missing_address_type_leaves_the_node_to_fail_alone(kubeconfig: Path) -> None:
-    selection = KubeSelection(kubeconfig=kubeconfig, all_nodes=True, address_type="ExternalIP")
+    selection = KubeSelection(kubeconfig=kubeconfig, all_nodes=True, address_type="ExternalIP", via="ssh")
     specs = by_name(kube_nodes(selection))
     assert specs["worker-1"].address == "203.0.113.1"
     assert missing_address(specs["worker-1"], selection) is None
@@ -241,6 +241,18 @@ def test_missing_address_type_leaves_the_node_to_fail_alone(kubeconfig: Path) ->
     problem = node_problem(specs["worker-2"], selection)
     assert problem is not None
     assert problem.startswith("node worker-2 reports no ExternalIP address; choose another address type")
+
+
+def test_a_node_without_an_address_is_reached_through_its_agent_by_default(kubeconfig: Path) -> None:
+    selection = KubeSelection(kubeconfig=kubeconfig, all_nodes=True, address_type="ExternalIP")
+    specs = by_name(kube_nodes(selection))
+    assert (specs["worker-1"].reach, specs["worker-2"].reach) == ("ssh", "agent")
+    access = specs["worker-2"].kube
+    assert access is not None and access.agent_namespace == "nodeload"
+    assert access.instead_of_ssh == "node worker-2 reports no ExternalIP address (for SSH)"
+    assert node_problem(specs["worker-2"], selection) is None
+    forced = by_name(kube_nodes(KubeSelection(kubeconfig=kubeconfig, all_nodes=True, via="agent")))
+    assert {spec.reach for spec in forced.values()} == {"agent"}
 
 
 def test_k3s_and_rke2_nodes_try_the_k3s_socket_first(api: FakeKubeApi, kubeconfig: Path) -> None:
