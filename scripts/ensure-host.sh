@@ -15,6 +15,7 @@ command -v tc >/dev/null || need+=(iproute2)
 command -v zstd >/dev/null || need+=(zstd)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v docker-compose >/dev/null || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing packages: ${need[*]} (run as root, or install them yourself)" >&2

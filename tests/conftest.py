@@ -14,6 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# The pytest plugin nodeload ships is tested with pytest's own pytester (tests/e2e/test_pytest_plugin.py).
+pytest_plugins = ["pytester"]
+
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")

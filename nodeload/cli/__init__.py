@@ -47,6 +47,10 @@ def _run(args: argparse.Namespace) -> int:
             from nodeload.cli.serve import run_serve
 
             return run_serve(args, err)
+        if args.verb == "sandbox":
+            from nodeload.cli.sandbox import run_sandbox
+
+            return run_sandbox(args, err)
         if args.verb in ("gc", "cache"):
             from nodeload.cli.gc import run_cache, run_gc
 

@@ -46,6 +46,7 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
     _serve_command(commands)
     _gc_command(commands)
     _cache_command(commands)
+    _sandbox_command(commands)
     return parser
 
 
@@ -140,6 +141,23 @@ def _cache_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     prune.add_argument("--older-than", type=duration, metavar="AGE", help="unused this long: 12h, 30d...")
     prune.add_argument("--max-size", type=size, metavar="SIZE", help="keep at most this much: 500M, 10G...")
     _output_arguments(prune)
+
+
+def _sandbox_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sandbox = commands.add_parser("sandbox", help="throwaway test nodes (needs nodeload[sandbox])")
+    actions = sandbox.add_subparsers(dest="sandbox_verb", required=True, metavar="ACTION")
+    compose = actions.add_parser(
+        "compose",
+        help="write a compose file of test nodes",
+        description="Write DIR/docker-compose.yml: node-1..node-N, node-k3s (k3s's socket), a bastion\n"
+        "and node-internal behind it, all sshd + containerd + CRI, with the SSH keys they trust.\n"
+        "Bring it up with pytest-docker's docker_services and nodeload's nodeload_compose fixture,\n"
+        "or with docker compose up -d. The node image is built first if this machine lacks it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compose.add_argument("directory", type=Path, metavar="DIR")
+    compose.add_argument("--nodes", type=int, default=2, metavar="N", help="plain nodes (default 2)")
+    _output_arguments(compose)
 
 
 def duration(text: str) -> timedelta:

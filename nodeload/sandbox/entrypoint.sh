@@ -8,7 +8,13 @@ mkdir -p /run/sshd /run/containerd /root/.ssh
 chmod 0755 /run/sshd
 chmod 0700 /root/.ssh
 
-# Per-node host key; only ed25519, which is quick to generate.
+# Per-node host key; only ed25519, which is quick to generate. A compose topology hands one in
+# (base64 of the private key), so that its known_hosts can be written before the node starts.
+if [ -n "${NODELOAD_HOST_KEY:-}" ]; then
+    printf '%s' "$NODELOAD_HOST_KEY" | base64 -d >/etc/ssh/ssh_host_ed25519_key
+    chmod 0600 /etc/ssh/ssh_host_ed25519_key
+    ssh-keygen -y -f /etc/ssh/ssh_host_ed25519_key >/etc/ssh/ssh_host_ed25519_key.pub
+fi
 if [ ! -s /etc/ssh/ssh_host_ed25519_key ]; then
     ssh-keygen -q -t ed25519 -N '' -C "nodeload-node" -f /etc/ssh/ssh_host_ed25519_key
 fi

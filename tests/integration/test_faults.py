@@ -43,8 +43,10 @@ def _ingests(node: Containerd) -> dict[str, int]:
     root = node.root / "root" / "io.containerd.content.v1.content" / "ingest"
     found = {}
     for entry in root.glob("*"):
-        if (entry / "ref").exists():
+        try:
             found[(entry / "ref").read_text().split("/")[-1]] = (entry / "data").stat().st_size
+        except FileNotFoundError:
+            continue  # committed (or aborted) while we looked
     return found
 
 

@@ -407,7 +407,9 @@ def test_hostile_layout_is_a_clear_error(
     report = json.loads(run.out)  # the JSON document is still printed
     errors = [report.get("error")] + [n["error"] for n in report["nodes"]]
     assert any(says in str(e) for e in errors), (says, run.err)
-    assert content(containerd) == before
+    # Blobs are written a few at a time: a sound one may have gone before the broken one failed
+    # the push (its lease is gone, so containerd collects it). Nothing else ever reaches the node.
+    assert content(containerd) - before <= set(info.blobs)
     assert "example.com/hostile:v1" not in images(containerd)
 
 

@@ -1,0 +1,165 @@
+"""nodeload's pytest plugin: throwaway nodes and byte-checked pushes for your own pipeline's tests.
+
+Registered through the ``pytest11`` entry point, so ``pip install 'nodeload[sandbox]'`` is all it
+takes; nothing starts unless a test asks for a fixture::
+
+    def test_my_image_lands(nodeload_sandbox, nodeload_push):
+        pushed = nodeload_push("myapp:ci")
+        pushed.assert_bytes()                               # reported bytes == the nodes' NICs
+        for node in nodeload_sandbox.nodes:
+            assert_on_node(node, "docker.io/library/myapp:ci", prints="hello")
+
+Fixtures:
+
+- ``nodeload_sandbox``: a :class:`~nodeload.sandbox.Sandbox` of throwaway nodes (sshd +
+  containerd + CRI). Its size is the ini option ``nodeload_nodes`` (default 2) and its scope
+  ``nodeload_sandbox_scope`` (``session`` by default: the nodes are shared, so tests push
+  distinct images; ``function`` gives each test fresh nodes, and then the marker
+  ``@pytest.mark.nodeload_sandbox(nodes=3, variants=[NodeVariant(...)])`` shapes them).
+- ``nodeload_push``: ``nodeload_push(IMAGE, *aliases, **PushOptions fields)`` pushes through the
+  library API to the sandbox (every node by default) and returns a :class:`Pushed`: the
+  per-node results with the nodes' own counters before and after, to assert on.
+- ``nodeload_compose``: the nodes of ``nodeload sandbox compose``'s compose file, brought up by
+  pytest-docker's ``docker_services`` (see :mod:`nodeload.sandbox.compose`).
+
+Sandbox containers carry their session's label and the owning process; they are removed when
+the fixture ends, and those of a session that crashed are swept when the next one starts
+(no Ryuk container needed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from nodeload.report import NodeResult
+    from nodeload.sandbox import Sandbox
+    from nodeload.sandbox.assertions import NodeState
+    from nodeload.sandbox.compose import ComposeNodes
+
+# testcontainers reads this when first imported: no Ryuk helper (it is pulled from a registry).
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+_SCOPES = ("session", "package", "module", "class", "function")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini("nodeload_nodes", "nodes in nodeload_sandbox (default 2)", default="2")
+    parser.addini(
+        "nodeload_sandbox_scope",
+        "scope of nodeload_sandbox: session (default) ... function",
+        default="session",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "nodeload_sandbox(nodes=2, variants=None): the nodes nodeload_sandbox starts for this test "
+        "(with nodeload_sandbox_scope = function)",
+    )
+
+
+def _scope(fixture_name: str, config: pytest.Config) -> str:
+    scope = str(config.getini("nodeload_sandbox_scope"))
+    if scope not in _SCOPES:
+        raise pytest.UsageError(f"nodeload_sandbox_scope = {scope!r}: one of {', '.join(_SCOPES)}")
+    return scope
+
+
+@pytest.fixture(scope=_scope)  # type: ignore[arg-type]
+def nodeload_sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    """Throwaway nodes reachable over SSH (``sandbox.ssh_config_path``, aliases ``node-1``...)."""
+    try:
+        from nodeload.sandbox import Sandbox, sweep_leftovers
+    except ImportError as err:  # the plugin is registered with nodeload; the sandbox needs its extra
+        raise pytest.UsageError(f"nodeload_sandbox needs pip install 'nodeload[sandbox]' ({err})") from err
+
+    nodes: int | Sequence[Any] = int(request.config.getini("nodeload_nodes"))
+    marker = request.node.get_closest_marker("nodeload_sandbox")
+    if marker is not None:
+        if request.scope != "function":
+            raise pytest.UsageError(
+                "@pytest.mark.nodeload_sandbox shapes a test's own nodes: set nodeload_sandbox_scope = "
+                f"function (it is {request.scope})"
+            )
+        nodes = marker.kwargs.get("variants") or marker.kwargs.get("nodes", nodes)
+    sweep_leftovers()  # containers of sessions that crashed
+    with Sandbox(nodes) as sandbox:
+        yield sandbox
+
+
+@dataclass
+class Pushed:
+    """One push to sandbox nodes, with each node's own view before and after."""
+
+    results: list[NodeResult]
+    before: dict[str, NodeState] = field(default_factory=dict)
+    after: dict[str, NodeState] = field(default_factory=dict)
+
+    def result(self, alias: str) -> NodeResult:
+        """The result of node ``alias`` (one image pushed)."""
+        return next(r for r in self.results if r.node == alias)
+
+    def assert_ok(self) -> None:
+        """Every node got the image."""
+        failed = {r.node: r.error for r in self.results if not r.ok}
+        assert not failed, f"the push failed on {failed}"
+
+    def assert_bytes(self, *, max_over: float = 0.05) -> None:
+        """Every node's reported bytes match its NIC and content store (see assert_bytes)."""
+        from nodeload.sandbox.assertions import assert_bytes
+
+        for result in self.results:
+            assert_bytes(result, self.before[result.node], self.after[result.node], max_over=max_over)
+
+    def assert_only_changed_layers(self) -> None:
+        """Every node was sent exactly the blobs it lacked."""
+        from nodeload.sandbox.assertions import assert_only_changed_layers
+
+        for result in self.results:
+            assert_only_changed_layers(self.before[result.node], self.after[result.node], result)
+
+
+class Pusher:
+    """``nodeload_push``: pushes to the nodes of a sandbox through the library API."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+
+    def __call__(self, image: str, *aliases: str, **options: Any) -> Pushed:
+        """Push ``image`` to ``aliases`` (default: every node), with ``PushOptions(**options)``."""
+        from nodeload.api import PushOptions, push
+        from nodeload.sandbox.assertions import node_state
+        from nodeload.transports.ssh_connect import SSHOptions
+
+        targets = list(
+            aliases
+            or [a for a, n in zip(self.sandbox.aliases, self.sandbox.nodes, strict=True) if n.variant.sshd]
+        )
+        before = {alias: node_state(self.sandbox.node(alias)) for alias in targets}
+        ssh = SSHOptions(ssh_config=self.sandbox.ssh_config_path)
+        results = push(image, targets, PushOptions(ssh=ssh, **options))
+        after = {alias: node_state(self.sandbox.node(alias)) for alias in targets}
+        return Pushed(results, before, after)
+
+
+@pytest.fixture()
+def nodeload_push(nodeload_sandbox: Sandbox) -> Pusher:
+    """``nodeload_push(IMAGE, *aliases, **options) -> Pushed`` against ``nodeload_sandbox``."""
+    return Pusher(nodeload_sandbox)
+
+
+@pytest.fixture()
+def nodeload_compose(request: pytest.FixtureRequest) -> ComposeNodes:
+    """The nodes of ``nodeload sandbox compose``'s file, up through pytest-docker's ``docker_services``."""
+    from nodeload.sandbox.compose import ComposeNodes
+
+    services = request.getfixturevalue("docker_services")  # pytest-docker: starts the compose file
+    compose_file = request.getfixturevalue("docker_compose_file")
+    return ComposeNodes.ready(services, compose_file)
