@@ -1,7 +1,8 @@
 """nodeload vs `docker save | ssh node ctr -n k8s.io images import -`, side by side, in one run.
 
 Sections (all by default; ``--only SECTION`` picks some): ``pushes``, ``speed``, ``docker``,
-``fanout``, ``fallback``; then the ratios of issue #9 against their targets, from the same run.
+``seeds``, ``fanout``, ``fallback``; then the ratios of issue #9 against their targets, from the
+same run.
 
 pushes:
 Five fresh sandbox nodes, one per contender, so none benefits from another:
@@ -20,7 +21,8 @@ layer), repeat (the same image again); the whole sequence is repeated on fresh
 nodes (--runs) and each cell is the median run. Bytes on the wire are the node's eth0 rx
 counter; nodeload's peak memory is the child process's max RSS (wait4).
 
-speed, docker, fanout, fallback: see benchmarks/speed.py, docker_side.py, fanout.py, fallback.py.
+speed, docker, seeds, fanout, fallback: see benchmarks/speed.py, docker_side.py, seeds.py,
+fanout.py, fallback.py.
 
     python -m benchmarks.bench [--size-mib 250] [--changed-mib 5] [--rate-mbit 100] [--runs 3]
                                [--fanout-mbit 200] [--only pushes,speed] [--markdown]
@@ -55,13 +57,15 @@ from benchmarks.fallback import HEADERS as FALLBACK_HEADERS
 from benchmarks.fallback import fallback, fallback_rows
 from benchmarks.fanout import HEADERS as FANOUT_HEADERS
 from benchmarks.fanout import fanout, fanout_checks, fanout_rows
+from benchmarks.seeds import HEADERS as SEEDS_HEADERS
+from benchmarks.seeds import seeds, seeds_rows
 from benchmarks.speed import MEMORY_IMAGES, Speed, speed
 from nodeload.report import human_bytes
 from nodeload.sandbox import LayerSpec, Sandbox, build_image, docker_client, sweep_leftovers
 
 IMAGE = "nodeload-bench/app"
 STORED = f"docker.io/{IMAGE}"  # its name in the local containerd
-SECTIONS = ("pushes", "speed", "docker", "fanout", "fallback")
+SECTIONS = ("pushes", "speed", "docker", "seeds", "fanout", "fallback")
 SCENARIOS = (("cold", "v1"), ("warm", "v2"), ("repeat", "v2"))
 BASELINE, DAEMON, DAEMON_SAVE = (
     "save|import",
@@ -158,6 +162,9 @@ def main() -> int:
         "--runs", type=int, default=3, help="repeat on fresh nodes; report medians (default 3)"
     )
     parser.add_argument("--fanout-mbit", type=float, default=200, help="fan-out link rate (default 200)")
+    parser.add_argument(
+        "--uplink-mbit", type=float, default=100, help="seeds: the shared uplink (default 100)"
+    )
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections to run ({', '.join(SECTIONS)})")
     args = parser.parse_args()
     sections = set(args.only.split(","))
@@ -179,6 +186,11 @@ def main() -> int:
         _export_layouts(layouts, containerd)
         results = _pushes(client, args, console, layouts, containerd) if "pushes" in sections else None
         measured = speed(layouts / "v1", "v1", args.runs, console, client) if "speed" in sections else None
+        if "seeds" in sections:
+            seed_runs = seeds(client, layouts / "v1", "v1", args.uplink_mbit, console)
+            uplink = f"behind one {args.uplink_mbit:g} Mbit/s uplink"
+            title = f"One upload for the cluster: {args.size_mib} MiB image to 4 nodes {uplink}"
+            print_table(title, SEEDS_HEADERS, seeds_rows(seed_runs), args.markdown)
         if "docker" in sections:
             side = docker_side(client, IMAGE, layouts, console)
             title = (

@@ -61,6 +61,11 @@ class PushOptions:
         parallel: Nodes worked on at once.
         retries: Reconnections per node when its session is lost mid-push (the SSH connection
             dropped, containerd restarted); each resumes where the last stopped.
+        seeds: Push to this many seed nodes, and have every other node whose containerd pulls
+            through a registry mirror (Spegel, k3s's embedded registry) pull from its peers
+            instead; 0: push to every node. None: 1 seed when there are several nodes (nodes
+            without a mirror are pushed to at once, as without seeds).
+        mirror_check: Read each node's mirror configuration before pulling (False: trust it).
         ssh: How SSH nodes are reached.
         source_tls_verify: Verify a ``docker://`` registry's certificate (skopeo's
             ``--src-tls-verify``); False also allows plain HTTP.
@@ -85,6 +90,8 @@ class PushOptions:
     timeout: float = DEFAULT_TIMEOUT
     parallel: int = DEFAULT_PARALLEL
     retries: int = DEFAULT_RETRIES
+    seeds: int | None = None
+    mirror_check: bool = True
     ssh: SSHOptions = field(default_factory=SSHOptions)
     export: str = "auto"
     target: str = "containerd"
@@ -105,6 +112,8 @@ class PushOptions:
             raise UsageError(f"--parallel must be at least 1, not {self.parallel}")
         if self.retries < 0:
             raise UsageError(f"--retries must be 0 or more, not {self.retries}")
+        if self.seeds is not None and self.seeds < 0:
+            raise UsageError(f"--seeds must be 0 or more, not {self.seeds}")
         if self.export not in ("auto", "save", "push"):
             raise UsageError(f"--export must be auto, save or push, not {self.export!r}")
         if self.target not in ("containerd", "docker"):
@@ -176,6 +185,8 @@ async def push_async(
             progress or NullProgress(),
             parallel=options.parallel,
             retry=RetryPolicy(options.retries, notify=say),
+            seeds=(1 if len(node_jobs) > 1 else 0) if options.seeds is None else options.seeds,
+            mirror_check=options.mirror_check,
         )
 
 

@@ -34,7 +34,15 @@ from nodeload.errors import (
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import ProgressSink
 from nodeload.report import NodeResult
-from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, Target, TargetOpener
+from nodeload.targets.base import (
+    CRI_NAMESPACE,
+    PeerPull,
+    PreparedImage,
+    Seeded,
+    Target,
+    TargetOpener,
+    TargetOptions,
+)
 from nodeload.transports.base import Traffic, Transport
 
 log = logging.getLogger(__name__)
@@ -102,24 +110,57 @@ async def push_all(
     *,
     parallel: int = DEFAULT_PARALLEL,
     retry: RetryPolicy | None = None,
+    seeds: int = 0,
+    mirror_check: bool = True,
 ) -> list[NodeResult]:
     """Push every image to every node; one result per (image, node), image by image.
 
     At most ``parallel`` nodes are worked on at once. An image that cannot be
     prepared fails on every node with its error; the other images go on.
+
+    With ``seeds`` (and more nodes than that), the first ``seeds`` reachable nodes get the
+    images pushed; every other node whose containerd pulls the image's registry through a
+    mirror (the cluster's peer-to-peer one: Spegel, k3s's embedded registry) waits for the
+    seeds and pulls from its peers instead, falling back to a push; the others are pushed to
+    at once. ``mirror_check`` False pulls without reading the node's mirror configuration.
     """
     early = [EarlyLayers() for _ in images]
     ready = _prepare_in_background(images, early)
     gate = asyncio.Semaphore(max(1, parallel))
     policy = retry or RetryPolicy()
+    reachable = [n for n, job in enumerate(nodes) if job.transport is not None]
+    seed_ids = set(reachable[:seeds]) if seeds and len(reachable) > seeds else set()
+    seeded = [Seeded(len(seed_ids)) for _ in images]
+    runs = [
+        _NodeRun(job, images, ready, early, open_target, progress)
+        if not seed_ids or n in seed_ids
+        else _NodeRun(job, images, ready, early, open_target, progress, _Peers(seeded, mirror_check))
+        for n, job in enumerate(nodes)
+    ]
+
+    async def run(n: int) -> list[NodeResult]:
+        results = await runs[n].run(gate, policy)
+        if n in seed_ids:
+            for image, result in zip(seeded, results, strict=True):
+                image.seed_finished(result.ok)
+        return results
+
+    # Seeds first: they take the first places at the gate, so waiting peers never starve them.
+    order = sorted(range(len(nodes)), key=lambda n: n not in seed_ids)
     try:
-        per_node = await asyncio.gather(
-            *(_NodeRun(job, images, ready, early, open_target, progress).run(gate, policy) for job in nodes)
-        )
+        done = dict(zip(order, await asyncio.gather(*(run(n) for n in order)), strict=True))
     finally:
         for future in ready:
             future.cancel()  # nobody waits any more (an error, or Ctrl-C)
-    return [per_node[n][i] for i in range(len(images)) for n in range(len(nodes))]
+    return [done[n][i] for i in range(len(images)) for n in range(len(nodes))]
+
+
+@dataclass(frozen=True)
+class _Peers:
+    """A peer node's part in a seeded run: the seeds' progress per image, and the mirror check."""
+
+    seeded: Sequence[Seeded]
+    check: bool
 
 
 @dataclass
@@ -132,6 +173,7 @@ class _NodeRun:
     early: Sequence[EarlyLayers]
     open_target: TargetOpener
     progress: ProgressSink
+    peers: _Peers | None = None  # a peer of seed nodes: pull through the cluster's mirror first
 
     def __post_init__(self) -> None:
         self.results = [NodeResult(node=self.job.node.name, image=image.label) for image in self.images]
@@ -179,8 +221,11 @@ class _NodeRun:
                         self._since[i] = None if i == 0 else transport.traffic()
                     image, result = self.images[i], self.results[i]
                     namespace = self.job.node.namespace or image.namespace
+                    peer = None
+                    if self.peers is not None:
+                        peer = PeerPull(self.peers.seeded[i], transport.executor(), self.peers.check)
                     pushing = _Pushing(
-                        target, transport, self.job.node, namespace, self.ready[i], self.early[i]
+                        target, transport, self.job.node, namespace, self.ready[i], self.early[i], peer
                     )
                     await pushing.run(result, self._started[i] or connecting, self._since[i])
                     if isinstance(result.cause, _RETRYABLE):
@@ -213,7 +258,7 @@ class _NodeRun:
                 result.fail(final)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Pushing:
     """One image to one node, through an open target."""
 
@@ -223,6 +268,7 @@ class _Pushing:
     namespace: str
     prepared: asyncio.Future[PreparedImage]
     early: EarlyLayers
+    peer: PeerPull | None = None
 
     async def run(self, result: NodeResult, started: float, since: Traffic | None) -> None:
         """Push; failures land in ``result``.
@@ -231,7 +277,9 @@ class _Pushing:
         """
         loop = asyncio.get_running_loop()
         try:
-            if isinstance(self.target, EarlyReceiver) and not self.prepared.done():
+            if self.peer is not None and self.peer.check and not await self.peer.node_has_mirrors():
+                self.peer = None  # nothing to pull from here: a plain push, layers early and all
+            if self.peer is None and isinstance(self.target, EarlyReceiver) and not self.prepared.done():
                 async with self.target.receiving(self.early, self.namespace, result):
                     await self._push(result)
             else:
@@ -247,7 +295,24 @@ class _Pushing:
         image = await asyncio.shield(self.prepared)
         options = dataclasses.replace(image.options, namespace=self.namespace)
         result.export = image.export
-        await self.target.push(image, options, result)
+        peer, target = self.peer, self.target
+        if peer is not None and isinstance(target, PeerPuller):
+            pulled = await target.pull_from_mirror(image, options, result, peer)
+        else:
+            pulled = False
+        if not pulled:
+            await target.push(image, options, result)
+
+
+@runtime_checkable
+class PeerPuller(Protocol):
+    """A target whose node can pull an image from seed nodes through the cluster's mirror."""
+
+    async def pull_from_mirror(
+        self, image: PreparedImage, options: TargetOptions, result: NodeResult, peers: PeerPull
+    ) -> bool:
+        """Pull instead of receiving a push; False when the node cannot (the caller pushes)."""
+        ...
 
 
 def _count_traffic(transport: Transport, result: NodeResult, before: Traffic | None) -> None:

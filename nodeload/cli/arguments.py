@@ -309,6 +309,23 @@ def _push_arguments(push: argparse.ArgumentParser) -> None:
         help=f"nodes worked on at once (default {DEFAULT_PARALLEL})",
     )
     group.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=None,
+        metavar="K",
+        help="push to K seed nodes; every other node whose containerd pulls through a registry "
+        "mirror (Spegel, k3s's embedded registry) pulls from its peers instead (default: 1 when "
+        "there are several nodes; 0 pushes to every node)",
+    )
+    group.add_argument(
+        "--mirror-check",
+        type=_on_off,
+        default=True,
+        metavar="on|off",
+        help="read each node's mirror configuration before pulling from peers (default on; off "
+        "trusts that every node has one)",
+    )
+    group.add_argument(
         "--retries",
         type=int,
         default=DEFAULT_RETRIES,
@@ -352,6 +369,20 @@ def _ssh_arguments(push: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not verify node host keys (unsafe: anyone on the path can impersonate a node)",
     )
+
+
+def _seeds(text: str) -> int | None:
+    if text == "auto":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid --seeds {text!r}: a number of nodes, or auto")
+    return int(text)
+
+
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: on or off")
+    return text == "on"
 
 
 def _boolean(text: str) -> bool:

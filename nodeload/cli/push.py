@@ -31,6 +31,8 @@ def run_push(args: argparse.Namespace, err: Console) -> int:
         timeout=args.timeout,
         parallel=args.parallel,
         retries=args.retries,
+        seeds=args.seeds,
+        mirror_check=args.mirror_check,
         ssh=ssh,
         export=args.export,
         target=args.target,

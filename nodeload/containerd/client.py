@@ -714,6 +714,17 @@ class ContainerdClient:
             return None
         return str(resp.image.id) if resp.HasField("image") and resp.image.id else None
 
+    async def cri_pull(self, ref: str, timeout: float) -> str:
+        """Have the CRI plugin pull ``ref`` as kubelet would (through the node's registry mirror
+        configuration); the image ID it reports.
+
+        Raises:
+            grpc.aio.AioRpcError: the pull failed (no mirror, mirror down, not found...).
+        """
+        req = cri_pb2.PullImageRequest(image=cri_pb2.ImageSpec(image=ref))
+        resp = await self._cri_images.PullImage(req, timeout=timeout)
+        return str(resp.image_ref)
+
 
 class _Attempt:
     """Bytes sent for one blob across attempts, where the latest attempt started, and what the

@@ -7,6 +7,7 @@ protocol and nothing about SSH or about where nodes come from.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from nodeload.progress import ProgressSink
 from nodeload.reference import parse_reference
 from nodeload.report import NodeResult
 from nodeload.transports.base import Transport
+from nodeload.transports.execs import Executor
 
 CRI_NAMESPACE = "k8s.io"
 
@@ -85,6 +87,44 @@ def check_name(options: TargetOptions, pushed: str, existing: str | None) -> Non
             "the source, not from you: nodeload will not repoint it. To replace that image, name it "
             f"yourself: --name {options.name}"
         )
+
+
+class Seeded:
+    """Whether the seed nodes of a run got one image: peers wait for it before pulling from them."""
+
+    def __init__(self, seeds: int) -> None:
+        """Wait for ``seeds`` seed nodes."""
+        self._left, self._ok = seeds, False
+        self._done = asyncio.Event()
+        if seeds == 0:
+            self._done.set()
+
+    def seed_finished(self, ok: bool) -> None:
+        """A seed node is done with the image (``ok``: it has it)."""
+        self._ok |= ok
+        self._left -= 1
+        if self._left <= 0:
+            self._done.set()
+
+    async def wait_ok(self) -> bool:
+        """Wait for every seed; whether any has the image."""
+        await self._done.wait()
+        return self._ok
+
+
+@dataclass(frozen=True)
+class PeerPull:
+    """What a peer node needs to pull an image from the seeds through its registry mirror."""
+
+    seeded: Seeded
+    executor: Executor | None  # reads the node's mirror configuration
+    check: bool = True  # False: trust the node has a mirror without reading its configuration
+
+    async def node_has_mirrors(self) -> bool:
+        """Whether the node's containerd has any registry mirror configured."""
+        from nodeload.mirror import has_mirrors
+
+        return self.executor is not None and await has_mirrors(self.executor)
 
 
 class Target(Protocol):

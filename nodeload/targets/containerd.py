@@ -41,12 +41,14 @@ from nodeload.image import (
     sniff,
 )
 from nodeload.leftovers import abandoned
+from nodeload.mirror import node_mirror
 from nodeload.nodes.spec import NodeSpec
 from nodeload.plan import LABEL_UNCOMPRESSED, BlobStep, NodeState, Plan, chain_ids, make_plan
 from nodeload.platforms import choose_platform
 from nodeload.progress import ProgressSink
+from nodeload.reference import parse_reference
 from nodeload.report import NodeResult
-from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, Target, TargetOptions, check_name
+from nodeload.targets.base import CRI_NAMESPACE, PeerPull, PreparedImage, Target, TargetOptions, check_name
 from nodeload.targets.ctr_import import open_ctr_import
 from nodeload.transports.base import Transport
 from nodeload.transports.bridge import NoRelay, SocketUnavailable
@@ -292,6 +294,53 @@ class ContainerdTarget:
             with result.timed("record"):
                 result.cri_indexed = await self._wait_for_cri(options.name, plan.config_digest)
         result.status = "ok"
+
+    async def pull_from_mirror(
+        self, image: PreparedImage, options: TargetOptions, result: NodeResult, peers: PeerPull
+    ) -> bool:
+        """Have the node pull the image through its registry mirror (from a seed that holds it)
+        instead of receiving it from here; False (with a warning saying why) when it cannot, and
+        the caller pushes as usual.
+
+        The pull is CRI's own (kubelet's path), by digest, so the content is exactly the seed's;
+        then the image record is named and CRI's view checked as after a push.
+        """
+        result.namespace, result.name = options.namespace, options.name
+        result.socket, result.containerd_version = self._socket, self._info.version
+        result.transport = self._method
+        if options.namespace != CRI_NAMESPACE or not self._info.has_cri or not options.unpack:
+            return False  # CRI pulls into k8s.io, unpacked, and only where it runs
+        host = parse_reference(options.name).domain
+        mirror = await node_mirror(peers.executor, host) if peers.executor is not None else None
+        if mirror is None and peers.check:
+            return False  # no mirror for that registry here: a direct push, at once
+        if not await peers.seeded.wait_ok():
+            result.warnings.append("no seed node got the image: pushed directly")
+            return False
+        graph = await asyncio.to_thread(image.graph, options.platform or self._info.platform)
+        _check_platform(graph, self._info, options)
+        target = graph.root
+        repository = options.name.rpartition("@")[0] or options.name.rsplit(":", 1)[0]
+        self._client.namespace = options.namespace
+        endpoint = mirror.endpoint if mirror else "the node's mirror"
+        try:
+            with result.timed("pull"):
+                await self._client.cri_pull(
+                    f"{repository}@{target.digest}", timeout=max(self._client.timeout, 600)
+                )
+        except grpc.aio.AioRpcError as err:
+            result.warnings.append(
+                f"pulling through {endpoint} failed ({err.details() or err.code().name}): pushed directly"
+            )
+            return False
+        await self._check_name(options, target)
+        with result.timed("record"):
+            await self._client.put_image(options.name, target)
+            result.cri_indexed = await self._wait_for_cri(options.name, graph.config.desc.digest)
+        result.platform, result.digest, result.via = str(graph.platform), target.digest, "peer-pull"
+        result.blobs_total = 2 + len(graph.layers) + len(graph.indexes)
+        result.status = "ok"
+        return True
 
     async def _sweep_dead_runs(self) -> None:
         """Delete the leases of earlier runs from this machine that are gone (killed, or a lost

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -59,6 +61,18 @@ def app_images(docker_client: docker.DockerClient) -> dict[str, str]:
     build_image(docker_client, f"{APP}:v1", "hello from v1", [*base, LayerSpec(3 * MiB, "e2e-top-1")])
     build_image(docker_client, f"{APP}:v2", "hello from v2", [*base, LayerSpec(3 * MiB, "e2e-top-2")])
     return {"v1": f"{APP}:v1", "v2": f"{APP}:v2"}
+
+
+@pytest.fixture(scope="session")
+def app_layout(app_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """The app's v1 as an OCI layout (as buildx writes it), and the bytes of its blobs."""
+    directory = tmp_path_factory.mktemp("app-layout") / "layout"
+    source = f"docker-daemon:{app_images['v1']}"
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--dest-compress", source, f"oci:{directory}:v1"], check=True
+    )
+    size = sum(blob.stat().st_size for blob in (directory / "blobs" / "sha256").iterdir())
+    return directory, size
 
 
 @pytest.fixture()

@@ -35,18 +35,6 @@ CHATTER = 512 * 1024  # SSH handshakes (one per attempt), gRPC and TCP headers
 DISK = "64m"
 
 
-@pytest.fixture(scope="module")
-def layout(app_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    """The app's v1 as an OCI layout (as buildx writes it), and the bytes of its blobs."""
-    directory = tmp_path_factory.mktemp("faults") / "layout"
-    source = f"docker-daemon:{app_images['v1']}"
-    subprocess.run(
-        ["skopeo", "copy", "--quiet", "--dest-compress", source, f"oci:{directory}:v1"], check=True
-    )
-    size = sum(blob.stat().st_size for blob in (directory / "blobs" / "sha256").iterdir())
-    return directory, size
-
-
 @pytest.fixture()
 def node_sandbox_for(
     request: pytest.FixtureRequest, docker_client: docker.DockerClient, node_image: str
@@ -65,9 +53,9 @@ def _runs(sandbox: Sandbox) -> bool:
 @pytest.mark.parametrize("phase", PHASES)
 @pytest.mark.parametrize("fault", FAULTS)
 def test_a_fault_loses_nothing(
-    fault: str, phase: str, node_sandbox_for: Sandbox, layout: tuple[Path, int]
+    fault: str, phase: str, node_sandbox_for: Sandbox, app_layout: tuple[Path, int]
 ) -> None:
-    sandbox, (directory, image_bytes) = node_sandbox_for, layout
+    sandbox, (directory, image_bytes) = node_sandbox_for, app_layout
     node = sandbox.node("node-1")
     config = sandbox.ssh_config_path
     image = f"oci:{directory}:v1"

@@ -69,8 +69,8 @@ def test_each_situation_gets_the_image_with_dedup(
     warm = _push(fleet, app_images["v2"], alias)
     assert warm["status"] == "ok", warm
     arrived = {d: s for d, s in content_sizes(node).items() if d not in before}
-    assert warm["bytes_sent"] == sum(arrived.values())
-    assert len(arrived) == 3  # the changed layer, the config, the manifest
+    assert warm["bytes_sent"] == sum(arrived.values()), (arrived, warm)
+    assert len(arrived) == 3, arrived  # the changed layer, the config, the manifest
     assert node.rx_bytes() - rx <= warm["bytes_sent"] * 1.05 + WIRE_FIXED
     if alias == "node-4":  # the bytes really came through the bastion
         assert fleet.bastion is not None and fleet.bastion.rx_bytes() - bastion_rx >= warm["bytes_sent"]

@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.ci_may_skip, pytest.mark.e2e]
 
 IMAGE = "nodeload-kind/app:v1"
 AGENT_IMAGE = "nodeload-kind/agent-app:v1"
+SEEDED_IMAGE = "nodeload-kind/seeded-app:v1"
 
 
 def _push(kind_cluster: Path, image: str, *args: str) -> list[dict[str, object]]:
@@ -56,6 +57,25 @@ def test_the_agent_chart_carries_a_push_without_ssh_or_docker_exec(kind_cluster:
         )
     finally:
         subprocess.run([*helm, "uninstall", "nodeload-agent", "--wait"], check=False)
+
+
+def test_seeds_and_real_spegel_cost_one_upload(kind_cluster: Path) -> None:
+    """Spegel installed with its chart: one seed gets the push, the other nodes pull from it."""
+    if shutil.which("helm") is None:
+        unavailable("helm is not installed (https://helm.sh/docs/intro/install/)")
+    helm = ["helm", "--kubeconfig", str(kind_cluster), "--kube-context", CONTEXT]
+    install = [*helm, "upgrade", "--install", "spegel", "oci://ghcr.io/spegel-org/helm-charts/spegel"]
+    install += ["--namespace", "spegel", "--create-namespace", "--wait", "--timeout", "300s"]
+    if subprocess.run(install, capture_output=True, text=True, check=False).returncode != 0:
+        unavailable("Spegel's chart could not be installed (no registry access?)")
+    try:
+        build_image(docker_client(), SEEDED_IMAGE, "hello from a peer")
+        results = _push(kind_cluster, SEEDED_IMAGE, "--seeds", "1")
+        vias = sorted(str(r["via"]) for r in results)
+        assert vias == ["peer-pull", "peer-pull", "push"], results
+        _run_everywhere(kind_cluster, [str(r["node"]) for r in results], SEEDED_IMAGE, "hello from a peer")
+    finally:
+        subprocess.run([*helm, "uninstall", "spegel", "--namespace", "spegel", "--wait"], check=False)
 
 
 def _run_everywhere(kind_cluster: Path, nodes: list[str], image: str, says: str) -> None:

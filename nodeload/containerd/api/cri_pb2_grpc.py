@@ -111,12 +111,23 @@ class ImageServiceStub:
                 request_serializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.ImageStatusRequest.SerializeToString,
                 response_deserializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.ImageStatusResponse.FromString,
                 _registered_method=True)
+        self.PullImage = channel.unary_unary(
+                '/runtime.v1.ImageService/PullImage',
+                request_serializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.PullImageRequest.SerializeToString,
+                response_deserializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.PullImageResponse.FromString,
+                _registered_method=True)
 
 
 class ImageServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def ImageStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PullImage(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,6 +140,11 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.ImageStatus,
                     request_deserializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.ImageStatusRequest.FromString,
                     response_serializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.ImageStatusResponse.SerializeToString,
+            ),
+            'PullImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.PullImage,
+                    request_deserializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.PullImageRequest.FromString,
+                    response_serializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.PullImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -158,6 +174,33 @@ class ImageService:
             '/runtime.v1.ImageService/ImageStatus',
             nodeload_dot_containerd_dot_api_dot_cri__pb2.ImageStatusRequest.SerializeToString,
             nodeload_dot_containerd_dot_api_dot_cri__pb2.ImageStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.ImageService/PullImage',
+            nodeload_dot_containerd_dot_api_dot_cri__pb2.PullImageRequest.SerializeToString,
+            nodeload_dot_containerd_dot_api_dot_cri__pb2.PullImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,102 @@
+"""Whether a node pulls an image's registry through a mirror: the cluster's peer-to-peer one.
+
+Spegel writes containerd's ``hosts.toml`` for each registry it mirrors (every node serves its
+containerd content to its peers); k3s's embedded registry is configured in
+``/etc/rancher/k3s/registries.yaml``; any other mirror is a ``hosts.toml`` too. When the node's
+config names a mirror for the image's registry host, a pull by CRI on that node fetches the
+image from the mirror, i.e. from a seed node that already holds it, instead of from nodeload.
+
+The files are read on the node with one command through the transport's executor; parsing is
+pure (:func:`parse_mirrors`).
+"""
+
+from __future__ import annotations
+
+import shlex
+import tomllib
+from dataclasses import dataclass
+
+import yaml
+
+from nodeload.transports.execs import Executor, run_text
+
+CERTS_DIR = "/etc/containerd/certs.d"
+K3S_REGISTRIES = "/etc/rancher/k3s/registries.yaml"
+_SEPARATOR = "----nodeload-mirror-file----"
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A mirror a node uses for one registry host."""
+
+    host: str  # the registry host it mirrors (docker.io, ghcr.io...)
+    endpoint: str  # where the node pulls from
+    source: str  # the file that says so
+
+
+async def has_mirrors(executor: Executor) -> bool:
+    """Whether the node's containerd is configured with any registry mirror at all (cheap: one
+    ``ls``), so that a node without one is pushed to at once, as without seeds."""
+    script = f"ls {CERTS_DIR}/*/hosts.toml {K3S_REGISTRIES} 2>/dev/null | head -1"
+    _, out, _ = await run_text(executor, script)
+    return bool(out.strip())
+
+
+async def node_mirror(executor: Executor, host: str) -> Mirror | None:
+    """The mirror ``executor``'s node uses for registry ``host``, if its configuration names one."""
+    files = [f"{CERTS_DIR}/{host}/hosts.toml", f"{CERTS_DIR}/_default/hosts.toml", K3S_REGISTRIES]
+    script = "; ".join(f"echo {_SEPARATOR} {shlex.quote(f)}; cat {shlex.quote(f)} 2>/dev/null" for f in files)
+    _, out, _ = await run_text(executor, script)
+    contents = {}
+    for chunk in out.split(_SEPARATOR)[1:]:
+        name, _, body = chunk.strip("\n ").partition("\n")
+        contents[name.strip()] = body
+    return parse_mirrors(host, contents)
+
+
+def parse_mirrors(host: str, files: dict[str, str]) -> Mirror | None:
+    """The first mirror for ``host`` that the node's files name (``path -> content``)."""
+    for path, text in files.items():
+        if not text.strip():
+            continue
+        if path.endswith("registries.yaml"):
+            endpoint = _k3s_endpoint(host, text)
+        else:
+            endpoint = _hosts_toml_endpoint(text)
+        if endpoint:
+            return Mirror(host, endpoint, path)
+    return None
+
+
+def _hosts_toml_endpoint(text: str) -> str | None:
+    """The first ``[host."URL"]`` of a hosts.toml that may pull (containerd tries them in order)."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return None
+    hosts = doc.get("host")
+    if not isinstance(hosts, dict):
+        return None
+    for url, entry in hosts.items():
+        capabilities = entry.get("capabilities", ["pull", "resolve"]) if isinstance(entry, dict) else []
+        if "pull" in capabilities:
+            return str(url)
+    return None
+
+
+def _k3s_endpoint(host: str, text: str) -> str | None:
+    """k3s: ``mirrors: {HOST: {endpoint: [...]}}``; an entry without endpoints is the embedded
+    registry (Spegel inside k3s) mirroring that host."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    mirrors = doc.get("mirrors") if isinstance(doc, dict) else None
+    if not isinstance(mirrors, dict):
+        return None
+    key = host if host in mirrors else "*" if "*" in mirrors else None
+    if key is None:
+        return None
+    entry = mirrors[key]  # may be empty: the embedded registry, no endpoints of its own
+    endpoints = entry.get("endpoint") if isinstance(entry, dict) else None
+    return str(endpoints[0]) if endpoints else "k3s embedded registry"

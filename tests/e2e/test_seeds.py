@@ -1,0 +1,90 @@
+"""``--seeds``: one upload for the whole cluster, the rest through its peer-to-peer mirror.
+
+Spegel cannot be installed here. The stand-in is a real registry server (Debian's
+``docker-registry``, distribution 2.8) in a fifth sandbox container on the nodes' network,
+configured as the peers' ``hosts.toml`` mirror for docker.io: exactly the containerd
+configuration Spegel writes. It holds the image the seed gets (copied in with skopeo, as Spegel
+would serve it from the seed's content store); the peers' pulls are CRI's own, through that
+configuration, and the registry's access log shows where their layers came from.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from nodeload import PushOptions, push
+from nodeload.sandbox import Sandbox
+from nodeload.sandbox.faults import FaultAt
+from nodeload.sandbox.registry_mirror import RegistryMirror
+from nodeload.transports.ssh_connect import SSHOptions
+from tests.e2e.pushing import nodeload, run_image
+
+pytestmark = pytest.mark.e2e
+
+NAME = "docker.io/nodeload-e2e/peers:v1"
+NODES = ("node-1", "node-2", "node-3", "node-4")
+
+
+@dataclass
+class Cluster:
+    """Four nodes whose containerd pulls docker.io through the mirror on node-5."""
+
+    sandbox: Sandbox
+    mirror: RegistryMirror
+
+
+@pytest.fixture()
+def cluster(
+    docker_client: docker.DockerClient, node_image: str, app_layout: tuple[Path, int]
+) -> Iterator[Cluster]:
+    with Sandbox(5, image=node_image, client=docker_client) as sb:
+        mirror = RegistryMirror(sb, "node-5").start()
+        mirror.configure(NODES)
+        mirror.fill(f"oci:{app_layout[0]}:v1", NAME.removeprefix("docker.io/"))
+        yield Cluster(sb, mirror)
+
+
+def test_one_upload_and_the_peers_pull_from_the_mirror(
+    cluster: Cluster, app_layout: tuple[Path, int]
+) -> None:
+    layout, image_bytes = app_layout
+    args = ["push", f"oci:{layout}:v1", "--name", NAME, "-F", str(cluster.sandbox.ssh_config_path), "--json"]
+    for alias in NODES:
+        args += ["--node", alias]
+    results = {r["node"]: r for r in json.loads(nodeload(*args).stdout)["nodes"]}
+
+    assert [results[n]["via"] for n in NODES] == ["push", "peer-pull", "peer-pull", "peer-pull"]
+    assert all(r["status"] == "ok" and r["cri_indexed"] for r in results.values()), results
+    digests = {r["digest"] for r in results.values()}
+    assert len(digests) == 1  # the same image everywhere, by digest
+    uplink = sum(r["wire_bytes_sent"] for r in results.values())
+    assert image_bytes <= uplink <= 1.1 * image_bytes + 4 * 256 * 1024  # about one image, not four
+    for alias in NODES:
+        assert run_image(cluster.sandbox.node(alias), NAME, "t-peers") == "hello from v1"
+    log = cluster.mirror.log()
+    for alias in NODES[1:]:
+        peer_ip = cluster.sandbox.node(alias).address("bridge")
+        assert f"{peer_ip}" in log and "/blobs/sha256:" in log  # its layers came from the mirror
+
+
+def test_a_mirror_down_mid_run_falls_back_to_direct_pushes(
+    cluster: Cluster, app_layout: tuple[Path, int]
+) -> None:
+    layout, _ = app_layout
+    # The mirror dies once the seed has the image, before any peer pulls.
+    sink = FaultAt("record", cluster.mirror.stop)
+    options = PushOptions(name=NAME, ssh=SSHOptions(ssh_config=cluster.sandbox.ssh_config_path))
+    results = {r.node: r for r in push(f"oci:{layout}:v1", list(NODES), options, progress=sink)}
+
+    assert sink.fired
+    assert all(r.ok for r in results.values()), {n: r.error for n, r in results.items()}
+    assert {r.via for r in results.values()} == {"push"}
+    for alias in NODES[1:]:
+        assert any("pulling through" in w and "pushed directly" in w for w in results[alias].warnings)
+        assert run_image(cluster.sandbox.node(alias), NAME, "t-fallback") == "hello from v1"
