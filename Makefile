@@ -42,7 +42,7 @@ test: host $(STAMP) lint
 	$(BIN)/pytest -q -ra tests
 
 bench: host $(STAMP)
-	$(BIN)/python -m benchmarks.bench
+	$(BIN)/python -m benchmarks.bench --markdown
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

@@ -55,7 +55,10 @@ def write_compose(directory: Path, *, nodes: int = 2, image: str | None = None) 
         host_keys[name] = host_key.export_public_key().decode().split()[1]
         # The bastion is on both networks; node-internal only on the internal one.
         networks = {"node-internal": ["internal"], "bastion": ["default", "internal"]}.get(name)
-        services[name] = _service(image, variant, authorized, host_key, published, networks)
+        service = _service(image, variant, authorized, host_key, published, networks)
+        # containerd's root on a volume of its own: overlayfs cannot live on the container's overlay.
+        service["volumes"].append(f"{name}-containerd:/var/lib/containerd")
+        services[name] = service
     document = {
         "version": "2.4",
         "services": services,
@@ -92,7 +95,8 @@ def _service(
         "cap_drop": ["SYS_RESOURCE"],
         "security_opt": ["seccomp=unconfined"],
         "tmpfs": ["/run:rw,exec,nosuid,nodev,mode=755"],
-        "labels": {"nodeload.sandbox": "compose"},
+        # Not the sandbox label: compose takes these down itself (sweep_leftovers must not).
+        "labels": {"nodeload.compose": "node"},
     }
     volumes = ["/sys/fs/cgroup:/sys/fs/cgroup:rw"]
     service["volumes"] = volumes

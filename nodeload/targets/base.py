@@ -122,9 +122,13 @@ class PeerPull:
 
     async def node_has_mirrors(self) -> bool:
         """Whether the node's containerd has any registry mirror configured."""
+        from nodeload.errors import NodeError
         from nodeload.mirror import has_mirrors
 
-        return self.executor is not None and await has_mirrors(self.executor)
+        try:
+            return self.executor is not None and await has_mirrors(self.executor)
+        except NodeError:  # the node runs no commands for us: no mirror we could know of
+            return False
 
 
 class Target(Protocol):

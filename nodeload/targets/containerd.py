@@ -311,7 +311,10 @@ class ContainerdTarget:
         if options.namespace != CRI_NAMESPACE or not self._info.has_cri or not options.unpack:
             return False  # CRI pulls into k8s.io, unpacked, and only where it runs
         host = parse_reference(options.name).domain
-        mirror = await node_mirror(peers.executor, host) if peers.executor is not None else None
+        try:
+            mirror = await node_mirror(peers.executor, host) if peers.executor is not None else None
+        except NodeError:
+            mirror = None
         if mirror is None and peers.check:
             return False  # no mirror for that registry here: a direct push, at once
         if not await peers.seeded.wait_ok():

@@ -109,7 +109,7 @@ def test_the_compose_topology_comes_up_through_pytest_docker(
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=600)
     result.assert_outcomes(passed=1)
-    left = docker_client.containers.list(all=True, filters={"label": "nodeload.sandbox=compose"})
+    left = docker_client.containers.list(all=True, filters={"label": "nodeload.compose=node"})
     assert [c.name for c in left if c.name.startswith("pytest")] == []  # docker_services took them down
 
 
