@@ -58,7 +58,7 @@ from benchmarks.fallback import fallback, fallback_rows
 from benchmarks.fanout import HEADERS as FANOUT_HEADERS
 from benchmarks.fanout import fanout, fanout_checks, fanout_rows
 from benchmarks.seeds import HEADERS as SEEDS_HEADERS
-from benchmarks.seeds import seeds, seeds_rows
+from benchmarks.seeds import clear_stale_uplink, seeds, seeds_rows
 from benchmarks.speed import MEMORY_IMAGES, Speed, speed
 from nodeload.report import human_bytes
 from nodeload.sandbox import LayerSpec, Sandbox, build_image, docker_client, sweep_leftovers
@@ -174,6 +174,7 @@ def main() -> int:
     console = Console(stderr=True)
     client = docker_client()
     sweep_leftovers(client)
+    clear_stale_uplink(console)
     base = args.size_mib - args.changed_mib - 1  # ~1 MiB of busybox
     parts = [LayerSpec(base * MiB // 4, f"base-{i}") for i in range(4)]
     console.print(

@@ -50,6 +50,14 @@ def shaped_uplink(rate_mbit: float) -> Iterator[None]:
         subprocess.run(["tc", "qdisc", "del", "dev", "docker0", "root"], check=False)
 
 
+def clear_stale_uplink(console: Console) -> None:
+    """Remove a shaped uplink a killed run left behind: it would silently slow every section."""
+    shown = subprocess.run(["tc", "qdisc", "show", "dev", "docker0"], capture_output=True, text=True)
+    if shown.returncode == 0 and " tbf " in f" {shown.stdout} ":
+        console.print("removing a shaped uplink left on docker0 by an earlier, killed run")
+        subprocess.run(["tc", "qdisc", "del", "dev", "docker0", "root"], check=True)
+
+
 def seeds(client: Any, layout: Path, tag: str, rate_mbit: float, console: Console) -> list[SeedRun]:
     """Four direct pushes, then one seed and three peers, each on fresh nodes."""
     runs = []
