@@ -16,12 +16,14 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from nodeload import PushOptions, push
 from nodeload.containerd.client import ContainerdClient
+from nodeload.leftovers import run_labels
 from nodeload.sandbox.faults import FaultAt
 from nodeload.transports.ssh_connect import SSHOptions
 from tests.integration.cli import REPO, Cli, images, layout
@@ -221,6 +223,20 @@ def test_ctrl_c_exits_130_and_removes_the_lease_at_once(
     assert run.wait(30) == 130
     assert _leases(node) == []
     assert "x.io/int:v1" not in images(node)
+
+
+def test_a_lease_this_program_could_not_delete_goes_with_its_next_push(
+    sshd: Sshd, fresh_containerd: Containerd, tmp_path: Path
+) -> None:
+    # What a run leaves when containerd refuses even the lease's deletion (a full disk): a lease
+    # labelled with this process, which is still alive (a library caller, `nodeload serve`).
+    node = fresh_containerd
+    labels = [f"{key}={value}" for key, value in run_labels("x.io/left:v1", datetime.now(UTC)).items()]
+    node.ctr("leases", "create", "--id", "nodeload-undeleted", *labels)
+    info = layout(tmp_path, 8, ref="v1")
+    (result,) = push(f"oci:{info.path}:v1", [sshd.node], _options(sshd, node, name="x.io/left:v1"))
+    assert result.ok, result.error
+    assert _leases(node) == []
 
 
 # -- concurrent runs -----------------------------------------------------------------------------
