@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import grpc
 from google.protobuf import empty_pb2, field_mask_pb2
+from grpc._cython import cygrpc  # its InternalError: see CoreError
 
 from nodeload.containerd.api import (
     containerd_types_pb2 as types_pb,
@@ -53,6 +54,10 @@ from nodeload.errors import (
 from nodeload.image import Descriptor
 from nodeload.leftovers import INGEST_PREFIX, LEASE_PREFIX, Ingest, Lease, run_labels
 from nodeload.platforms import Platform
+
+# What grpc.aio raises, instead of AioRpcError, when a stream operation fails in its core
+# (ExecuteBatchError on done_writing() as the channel dies): the call's own status says why.
+CoreError = cygrpc.InternalError
 
 # containerd refuses messages above 16 MiB; stay far below with room for headers.
 WRITE_CHUNK = 1 << 20
@@ -123,6 +128,19 @@ def rpc_error(what: str, err: grpc.aio.AioRpcError) -> NodeError:
 
 def _raise_push_error(what: str, err: grpc.aio.AioRpcError) -> None:
     raise rpc_error(what, err) from err
+
+
+async def _status_of(call: Any, wait: float = 5.0) -> grpc.aio.AioRpcError:
+    """The status a stream ended with, after one of its operations failed in gRPC's core
+    (ExecuteBatchError: the channel died under it, as when the SSH session drops)."""
+    meta = grpc.aio.Metadata()
+    try:
+        code, details = await asyncio.wait_for(asyncio.gather(call.code(), call.details()), wait)
+    except TimeoutError:
+        code, details = grpc.StatusCode.UNAVAILABLE, "the stream failed and the call did not end"
+    if code == grpc.StatusCode.OK:
+        code, details = grpc.StatusCode.UNAVAILABLE, "the stream failed in gRPC's core"
+    return grpc.aio.AioRpcError(code, meta, meta, details)
 
 
 class ContainerdClient:
@@ -368,6 +386,8 @@ class ContainerdClient:
                 await drained
         except grpc.aio.AioRpcError as err:
             _raise_push_error(f"receiving {ref}", err)
+        except CoreError:
+            _raise_push_error(f"receiving {ref}", await _status_of(call))
         except TimeoutError:
             raise ContainerdTimeout(f"containerd stopped taking data for {ref}") from None
         finally:
@@ -397,7 +417,8 @@ class ContainerdClient:
             )
             await call.done_writing()
             await _drain(call)
-        except grpc.aio.AioRpcError as err:
+        except (grpc.aio.AioRpcError, CoreError) as failed:
+            err = failed if isinstance(failed, grpc.aio.AioRpcError) else await _status_of(call)
             if _code(err) == grpc.StatusCode.ALREADY_EXISTS:
                 return True
             if _code(err) in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE):
@@ -588,10 +609,11 @@ class ContainerdClient:
                 )
             )
             await call.done_writing()
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            # The server ended the call early (e.g. its disk filled up). A write then fails with
-            # InvalidStateError ("RPC already finished", which used to escape as a traceback) or
-            # AioRpcError; either way the drain task carries the call's real status.
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, CoreError):
+            # The server ended the call early (e.g. its disk filled up), or the channel died (the
+            # SSH session dropped). A write then fails with InvalidStateError ("RPC already
+            # finished", which used to escape as a traceback), AioRpcError or, from gRPC's core,
+            # ExecuteBatchError; in each case the drain task carries the call's real status.
             pass
         except BaseException:
             call.cancel()
