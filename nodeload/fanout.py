@@ -139,6 +139,8 @@ async def push_all(
     ]
 
     async def run(n: int) -> list[NodeResult]:
+        if n in seed_ids:
+            progress.message(nodes[n].node.name, "seed: pushing for its peers")
         results = await runs[n].run(gate, policy)
         if n in seed_ids:
             for image, result in zip(seeded, results, strict=True):

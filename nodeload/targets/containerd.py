@@ -317,6 +317,8 @@ class ContainerdTarget:
             mirror = None
         if mirror is None and peers.check:
             return False  # no mirror for that registry here: a direct push, at once
+        endpoint = mirror.endpoint if mirror else "the node's mirror"
+        self._progress.message(self._node, f"peer: waiting for the seed nodes ({endpoint})")
         if not await peers.seeded.wait_ok():
             result.warnings.append("no seed node got the image: pushed directly")
             return False
@@ -325,7 +327,7 @@ class ContainerdTarget:
         target = graph.root
         repository = options.name.rpartition("@")[0] or options.name.rsplit(":", 1)[0]
         self._client.namespace = options.namespace
-        endpoint = mirror.endpoint if mirror else "the node's mirror"
+        self._progress.message(self._node, f"peer: pulling through {endpoint}")
         try:
             with result.timed("pull"):
                 await self._client.cri_pull(

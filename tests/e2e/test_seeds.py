@@ -11,6 +11,7 @@ configuration, and the registry's access log shows where their layers came from.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import docker
 import pytest
 
 from nodeload import PushOptions, push
+from nodeload.progress import NullProgress
 from nodeload.sandbox import Sandbox
 from nodeload.sandbox.faults import FaultAt
 from nodeload.sandbox.registry_mirror import RegistryMirror
@@ -78,13 +80,30 @@ def test_a_mirror_down_mid_run_falls_back_to_direct_pushes(
 ) -> None:
     layout, _ = app_layout
     # The mirror dies once the seed has the image, before any peer pulls.
-    sink = FaultAt("record", cluster.mirror.stop)
+    shown = _Shown()
+    sink = FaultAt("record", cluster.mirror.stop, inner=shown)
     options = PushOptions(name=NAME, ssh=SSHOptions(ssh_config=cluster.sandbox.ssh_config_path))
     results = {r.node: r for r in push(f"oci:{layout}:v1", list(NODES), options, progress=sink)}
 
     assert sink.fired
+    # The progress tells seeds and peers apart.
+    assert "seed: pushing for its peers" in shown.lines["node-1"]
+    for alias in NODES[1:]:
+        assert any(line.startswith("peer: waiting for the seed nodes") for line in shown.lines[alias])
+        assert any(line.startswith("peer: pulling through") for line in shown.lines[alias])
+        assert not any(line.startswith("seed:") for line in shown.lines[alias])
     assert all(r.ok for r in results.values()), {n: r.error for n, r in results.items()}
     assert {r.via for r in results.values()} == {"push"}
     for alias in NODES[1:]:
         assert any("pulling through" in w and "pushed directly" in w for w in results[alias].warnings)
         assert run_image(cluster.sandbox.node(alias), NAME, "t-fallback") == "hello from v1"
+
+
+class _Shown(NullProgress):
+    """The status lines the progress display would show, per node."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, list[str]] = defaultdict(list)
+
+    def message(self, node: str, text: str) -> None:
+        self.lines[node].append(text)
