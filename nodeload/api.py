@@ -61,10 +61,13 @@ class PushOptions:
         parallel: Nodes worked on at once.
         retries: Reconnections per node when its session is lost mid-push (the SSH connection
             dropped, containerd restarted); each resumes where the last stopped.
-        seeds: Push to this many seed nodes, and have every other node whose containerd pulls
-            through a registry mirror (Spegel, k3s's embedded registry) pull from its peers
+        seeds: Push to this many seed nodes (of the nodes with a registry mirror, those with
+            the least of the images to receive), and have every other node whose containerd
+            pulls through a mirror (Spegel, k3s's embedded registry) pull from its peers
             instead; 0: push to every node. None: 1 seed when there are several nodes (nodes
-            without a mirror are pushed to at once, as without seeds).
+            without a mirror are pushed to at once, as without seeds). Given explicitly, a
+            Docker-engine image is exported with ``docker save`` (the engine's own push would
+            reach every node).
         mirror_check: Read each node's mirror configuration before pulling (False: trust it).
         ssh: How SSH nodes are reached.
         source_tls_verify: Verify a ``docker://`` registry's certificate (skopeo's
@@ -167,7 +170,9 @@ async def push_async(
     specs = [parse_node(n) if isinstance(n, str) else n for n in nodes]
     if not specs:
         raise UsageError("no target node")
-    if options.export != "save" and options.target == "containerd":
+    # Asked for seeds, the engine's docker push (which reaches every node itself) gives way.
+    seeding = options.export == "auto" and bool(options.seeds) and len(specs) > 1
+    if options.export != "save" and options.target == "containerd" and not seeding:
         pushed = await _push_with_engine(texts, specs, options, progress or NullProgress(), say)
         if pushed is not None:
             return pushed

@@ -38,6 +38,7 @@ from nodeload.targets.base import (
     CRI_NAMESPACE,
     PeerPull,
     PreparedImage,
+    SeedCandidate,
     Seeded,
     Target,
     TargetOpener,
@@ -118,43 +119,91 @@ async def push_all(
     At most ``parallel`` nodes are worked on at once. An image that cannot be
     prepared fails on every node with its error; the other images go on.
 
-    With ``seeds`` (and more nodes than that), the first ``seeds`` reachable nodes get the
-    images pushed; every other node whose containerd pulls the image's registry through a
-    mirror (the cluster's peer-to-peer one: Spegel, k3s's embedded registry) waits for the
-    seeds and pulls from its peers instead, falling back to a push; the others are pushed to
-    at once. ``mirror_check`` False pulls without reading the node's mirror configuration.
+    With ``seeds`` (and more nodes than that), a short session with each node first finds
+    which pull through a mirror (the cluster's peer-to-peer one: Spegel, k3s's embedded
+    registry) and how much of the images each of those lacks; the ``seeds`` of them with the
+    least to receive get the images pushed (ties: selection order), and every other node waits
+    for them and pulls from its peers instead, falling back to a push. Nodes without a mirror
+    are pushed to at once. ``mirror_check`` False trusts every node to have one.
     """
     early = [EarlyLayers() for _ in images]
     ready = _prepare_in_background(images, early)
     gate = asyncio.Semaphore(max(1, parallel))
     policy = retry or RetryPolicy()
     reachable = [n for n, job in enumerate(nodes) if job.transport is not None]
-    seed_ids = set(reachable[:seeds]) if seeds and len(reachable) > seeds else set()
-    seeded = [Seeded(len(seed_ids)) for _ in images]
-    runs = [
-        _NodeRun(job, images, ready, early, open_target, progress)
-        if not seed_ids or n in seed_ids
-        else _NodeRun(job, images, ready, early, open_target, progress, _Peers(seeded, mirror_check))
-        for n, job in enumerate(nodes)
-    ]
-
-    async def run(n: int) -> list[NodeResult]:
-        if n in seed_ids:
-            progress.message(nodes[n].node.name, "seed: pushing for its peers")
-        results = await runs[n].run(gate, policy)
-        if n in seed_ids:
-            for image, result in zip(seeded, results, strict=True):
-                image.seed_finished(result.ok)
-        return results
-
-    # Seeds first: they take the first places at the gate, so waiting peers never starve them.
-    order = sorted(range(len(nodes)), key=lambda n: n not in seed_ids)
     try:
+        seed_ids: set[int] = set()
+        if seeds and len(reachable) > seeds:
+            survey = _SeedSurvey(images, ready, open_target, progress, mirror_check)
+            missing = await asyncio.gather(*(survey.missing(nodes[n], gate) for n in reachable))
+            if any(m is not None for m in missing):  # else no node pulls from peers: push to all
+                ranks = {n: float("inf") if m is None else m for n, m in zip(reachable, missing, strict=True)}
+                seed_ids = pick_seeds(ranks, seeds)
+        seeded = [Seeded(len(seed_ids)) for _ in images]
+        runs = [
+            _NodeRun(job, images, ready, early, open_target, progress)
+            if not seed_ids or n in seed_ids
+            else _NodeRun(job, images, ready, early, open_target, progress, _Peers(seeded, mirror_check))
+            for n, job in enumerate(nodes)
+        ]
+
+        async def run(n: int) -> list[NodeResult]:
+            if n in seed_ids:
+                progress.message(nodes[n].node.name, "seed: pushing for its peers")
+            results = await runs[n].run(gate, policy)
+            if n in seed_ids:
+                for image, result in zip(seeded, results, strict=True):
+                    image.seed_finished(result.ok)
+            return results
+
+        # Seeds first: they take the first places at the gate, so waiting peers never starve them.
+        order = sorted(range(len(nodes)), key=lambda n: n not in seed_ids)
         done = dict(zip(order, await asyncio.gather(*(run(n) for n in order)), strict=True))
     finally:
         for future in ready:
             future.cancel()  # nobody waits any more (an error, or Ctrl-C)
     return [done[n][i] for i in range(len(images)) for n in range(len(nodes))]
+
+
+def pick_seeds(missing: dict[int, float], count: int) -> set[int]:
+    """The ``count`` nodes with the least of the images to receive: those holding the most of
+    them first, then those with the fewest bytes to send (ties: selection order)."""
+    return set(sorted(missing, key=lambda n: (missing[n], n))[:count])
+
+
+@dataclass(frozen=True)
+class _SeedSurvey:
+    """Which nodes pull through a mirror, and how much of the run's images each of those lacks,
+    asked over a short session of its own before any push starts."""
+
+    images: Sequence[ImageJob]
+    ready: Sequence[asyncio.Future[PreparedImage]]
+    open_target: TargetOpener
+    progress: ProgressSink
+    check: bool  # read the node's mirror configuration (False: trust that it has one)
+
+    async def missing(self, job: NodeJob, gate: asyncio.Semaphore) -> float | None:
+        """Bytes the node lacks; None when it pulls through no mirror (not waiting for the
+        images then, so pushes to clusters without one start as early as ever); infinite when
+        it cannot say (its push will tell why)."""
+        from nodeload.mirror import mirrored
+
+        assert job.transport is not None
+        async with gate:
+            try:
+                async with job.transport, self.open_target(job.transport, job.node, self.progress) as target:
+                    if self.check and not await mirrored(job.transport.executor()):
+                        return None
+                    self.progress.message(job.node.name, "comparing what the nodes hold, to choose the seeds")
+                    if not isinstance(target, SeedCandidate):
+                        return float("inf")
+                    total = 0
+                    for image, future in zip(self.images, self.ready, strict=True):
+                        prepared = await asyncio.shield(future)
+                        total += await target.missing_bytes(prepared, job.node.namespace or image.namespace)
+                    return total
+            except Exception:  # the push itself will say what is wrong with this node
+                return float("inf")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from nodeload.errors import NodeError
 from nodeload.transports.execs import Executor, run_text
 
 CERTS_DIR = "/etc/containerd/certs.d"
@@ -40,6 +41,14 @@ async def has_mirrors(executor: Executor) -> bool:
     script = f"ls {CERTS_DIR}/*/hosts.toml {K3S_REGISTRIES} 2>/dev/null | head -1"
     _, out, _ = await run_text(executor, script)
     return bool(out.strip())
+
+
+async def mirrored(executor: Executor | None) -> bool:
+    """:func:`has_mirrors`, False for a node that runs no commands for us (no mirror we could know of)."""
+    try:
+        return executor is not None and await has_mirrors(executor)
+    except NodeError:
+        return False
 
 
 async def node_mirror(executor: Executor, host: str) -> Mirror | None:

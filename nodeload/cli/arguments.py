@@ -313,9 +313,9 @@ def _push_arguments(push: argparse.ArgumentParser) -> None:
         type=_seeds,
         default=None,
         metavar="K",
-        help="push to K seed nodes; every other node whose containerd pulls through a registry "
-        "mirror (Spegel, k3s's embedded registry) pulls from its peers instead (default: 1 when "
-        "there are several nodes; 0 pushes to every node)",
+        help="push to K seed nodes (those holding the most of the image); every other node whose "
+        "containerd pulls through a registry mirror (Spegel, k3s's embedded registry) pulls from its "
+        "peers instead (default: 1 when there are several nodes; 0 pushes to every node)",
     )
     group.add_argument(
         "--mirror-check",

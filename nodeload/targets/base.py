@@ -11,7 +11,7 @@ import asyncio
 import threading
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from nodeload.errors import PushFailed
 from nodeload.graph import ImageGraph, resolve
@@ -122,13 +122,18 @@ class PeerPull:
 
     async def node_has_mirrors(self) -> bool:
         """Whether the node's containerd has any registry mirror configured."""
-        from nodeload.errors import NodeError
-        from nodeload.mirror import has_mirrors
+        from nodeload.mirror import mirrored
 
-        try:
-            return self.executor is not None and await has_mirrors(self.executor)
-        except NodeError:  # the node runs no commands for us: no mirror we could know of
-            return False
+        return await mirrored(self.executor)
+
+
+@runtime_checkable
+class SeedCandidate(Protocol):
+    """A target that can tell how much of an image its node lacks (seed nodes are chosen by it)."""
+
+    async def missing_bytes(self, image: PreparedImage, namespace: str) -> int:
+        """Bytes of ``image`` the node does not hold."""
+        ...
 
 
 class Target(Protocol):

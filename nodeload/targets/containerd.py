@@ -295,6 +295,16 @@ class ContainerdTarget:
                 result.cri_indexed = await self._wait_for_cri(options.name, plan.config_digest)
         result.status = "ok"
 
+    async def missing_bytes(self, image: PreparedImage, namespace: str) -> int:
+        """Bytes of ``image`` (this node's platform) its content store lacks: what a push here
+        would send, before twins and resumes. Ranks the candidates for seed nodes."""
+        graph = await asyncio.to_thread(image.graph, image.options.platform or self._info.platform)
+        self._client.namespace = namespace
+        blobs = [doc.desc for doc, _ in graph.indexes] + [graph.manifest.desc, graph.config.desc]
+        blobs += graph.layers
+        held = await asyncio.gather(*(self._client.content_info(blob.digest) for blob in blobs))
+        return sum(blob.size for blob, info in zip(blobs, held, strict=True) if info is None)
+
     async def pull_from_mirror(
         self, image: PreparedImage, options: TargetOptions, result: NodeResult, peers: PeerPull
     ) -> bool:

@@ -11,6 +11,7 @@ configuration, and the registry's access log shows where their layers came from.
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,6 +74,43 @@ def test_one_upload_and_the_peers_pull_from_the_mirror(
     for alias in NODES[1:]:
         peer_ip = cluster.sandbox.node(alias).address("bridge")
         assert f"{peer_ip}" in log and "/blobs/sha256:" in log  # its layers came from the mirror
+
+
+def test_the_seed_is_the_node_that_already_holds_the_image(
+    cluster: Cluster, app_layout: tuple[Path, int]
+) -> None:
+    layout, image_bytes = app_layout
+    config = str(cluster.sandbox.ssh_config_path)
+    # node-3 got the image earlier (say, from a run that stopped there).
+    nodeload("push", f"oci:{layout}:v1", "--name", NAME, "-F", config, "--node", "node-3")
+    args = ["push", f"oci:{layout}:v1", "--name", NAME, "-F", config, "--json"]
+    for alias in NODES:
+        args += ["--node", alias]
+    results = {r["node"]: r for r in json.loads(nodeload(*args).stdout)["nodes"]}
+
+    assert results["node-3"]["via"] == "push" and results["node-3"]["bytes_sent"] == 0
+    assert [results[n]["via"] for n in ("node-1", "node-2", "node-4")] == ["peer-pull"] * 3
+    assert all(r["status"] == "ok" and r["cri_indexed"] for r in results.values()), results
+    uplink = sum(r["wire_bytes_sent"] for r in results.values())
+    assert uplink < image_bytes / 4  # nothing of the image crossed the uplink this time
+
+
+def test_asked_for_seeds_a_docker_engine_image_is_saved_and_seeded(
+    cluster: Cluster, app_images: dict[str, str], tmp_path: Path
+) -> None:
+    # The default export (the engine's docker push) reaches every node itself: --seeds overrides it.
+    args = ["push", app_images["v1"], "--seeds", "1", "-F", str(cluster.sandbox.ssh_config_path), "--json"]
+    for alias in NODES:
+        args += ["--node", alias]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    results = {r["node"]: r for r in json.loads(nodeload(*args, env=env).stdout)["nodes"]}
+
+    assert {r["export"] for r in results.values()} == {"docker-save"}, results
+    assert all(r["status"] == "ok" for r in results.values()), results
+    assert results["node-1"]["via"] == "push"
+    for alias in NODES[1:]:  # the stand-in mirror holds another build of the app: peers fall back
+        peer = results[alias]
+        assert peer["via"] == "peer-pull" or any("pushed directly" in w for w in peer["warnings"]), peer
 
 
 def test_a_mirror_down_mid_run_falls_back_to_direct_pushes(

@@ -41,3 +41,12 @@ def test_k3s_registries_yaml_and_its_embedded_registry() -> None:
 def test_no_files_no_mirror() -> None:
     assert parse_mirrors("docker.io", {}) is None
     assert parse_mirrors("docker.io", {f"{CERTS_DIR}/docker.io/hosts.toml": ""}) is None
+
+
+def test_seeds_are_the_nodes_with_the_least_to_receive() -> None:
+    from nodeload.fanout import pick_seeds
+
+    missing = {0: 250.0, 1: 5.0, 2: 0.0, 3: float("inf"), 4: 5.0}
+    assert pick_seeds(missing, 1) == {2}  # holds it all
+    assert pick_seeds(missing, 3) == {2, 1, 4}  # then the fewest bytes, ties in selection order
+    assert pick_seeds({0: 9.0, 1: 9.0, 2: 9.0}, 2) == {0, 1}  # all alike: the first ones
