@@ -65,6 +65,16 @@ def bench_env(cache: str) -> dict[str, str]:
     return {**os.environ, "XDG_CACHE_HOME": cache}
 
 
+def empty_node(node: Any) -> None:
+    """Delete every image in the node's k8s.io namespace (CRI's own records too) and check that
+    containerd's GC took their content: the next push there is cold again."""
+    records = node.check_output(["ctr", "-n", "k8s.io", "images", "ls", "-q"]).split()
+    if records:
+        node.check_output(["ctr", "-n", "k8s.io", "images", "rm", "--sync", *records])
+    if node.check_output(["ctr", "-n", "k8s.io", "content", "ls", "-q"]).strip():
+        raise SystemExit("the node kept content after the image was deleted: the next push is not cold")
+
+
 def rx_bytes(sandbox: Sandbox, aliases: Sequence[str]) -> int:
     """Bytes received so far by these nodes' interfaces, together."""
     return sum(sandbox.node(alias).rx_bytes() for alias in aliases)

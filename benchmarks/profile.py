@@ -28,8 +28,9 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks.common import MiB, bench_env, machine_cpu_seconds, nodeload_argv, print_table
+from benchmarks.common import MiB, bench_env, empty_node, machine_cpu_seconds, nodeload_argv, print_table
 from nodeload.sandbox import LayerSpec, Sandbox, build_image, docker_client
+from nodeload.sandbox.measure import run_measured
 
 IMAGE = "nodeload-bench/profile:v1"
 
@@ -80,7 +81,7 @@ def main() -> int:
             "push", f"oci:{layout}:v1", "--node", "node-1", "-F", config, "--no-unpack", "--name", IMAGE
         )
         pushed = _measure(push, node_cpu, env=env)
-        _empty(node)
+        empty_node(node)
         console.print("profile: the same cold push under py-spy ...")
         samples = Path(work) / "samples.txt"
         spy = [_py_spy(), "record", "--format", "raw", "--rate", "250", "-o", str(samples), "--", *push]
@@ -121,37 +122,19 @@ class _Usage:
 
 def _measure(argv: list[str], node_cpu: Any, env: dict[str, str] | None = None) -> _Usage:
     node_before, machine_before, start = node_cpu(), machine_cpu_seconds(), time.monotonic()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = _wait4(proc.pid)
+    measured = run_measured(argv, env=env, stdout=subprocess.DEVNULL)
     seconds = time.monotonic() - start
-    proc.returncode = status
-    if status != 0:
-        raise SystemExit(f"{' '.join(argv[:6])}... failed ({status})")
+    if measured.code != 0:
+        raise SystemExit(f"{' '.join(argv[:6])}... failed ({measured.code})")
     node_after = node_cpu()
     node = None if node_before is None or node_after is None else node_after - node_before
-    return _Usage(seconds, usage, node, machine_cpu_seconds() - machine_before)
+    return _Usage(seconds, measured.cpu_seconds, node, machine_cpu_seconds() - machine_before)
 
 
 def _py_spy() -> str:
     """py-spy from this environment (the dev extra installs it next to python), else from PATH."""
     beside = Path(sys.executable).parent / "py-spy"
     return str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
-
-
-def _empty(node: Any) -> None:
-    """Delete what the push stored, so the next one is cold again."""
-    records = node.check_output(["ctr", "-n", "k8s.io", "images", "ls", "-q"]).split()
-    if records:
-        node.check_output(["ctr", "-n", "k8s.io", "images", "rm", "--sync", *records])
-    if node.check_output(["ctr", "-n", "k8s.io", "content", "ls", "-q"]).strip():
-        raise SystemExit("the node kept content after the image was deleted: the next push is not cold")
-
-
-def _wait4(pid: int) -> tuple[int, int, float]:
-    import os
-
-    _, status, rusage = os.wait4(pid, 0)
-    return pid, os.waitstatus_to_exitcode(status), rusage.ru_utime + rusage.ru_stime
 
 
 def _cgroup_cpu_reader(container_id: str) -> Any:

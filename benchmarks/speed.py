@@ -22,7 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks.common import MiB, bench_env, median, nodeload_argv, timed
+from benchmarks.common import MiB, bench_env, empty_node, median, nodeload_argv, timed
 from nodeload.sandbox import LayerSpec, Sandbox, build_image
 
 MEMORY_NODES = 20
@@ -65,13 +65,7 @@ def speed(layout: Path, tag: str, runs: int, console: Console, client: Any) -> S
             pipe = f"cat {files} | {' '.join(ssh)} 'cat > /var/tmp/raw && rm /var/tmp/raw'"
             raw.append(timed(["bash", "-o", "pipefail", "-c", pipe]).seconds)
             cold.append(timed([*push, "--no-unpack"], env=env).seconds)
-            # CRI keeps a record of its own (named by the config digest): both go, and GC takes the rest.
-            records = node.check_output(["ctr", "-n", "k8s.io", "images", "ls", "-q"]).split()
-            node.check_output(["ctr", "-n", "k8s.io", "images", "rm", "--sync", *records])
-            if node.check_output(["ctr", "-n", "k8s.io", "content", "ls", "-q"]).strip():
-                raise SystemExit(
-                    "the node kept content after the image was deleted: the next push is not cold"
-                )
+            empty_node(node)  # CRI keeps a record of its own (named by the config digest): both go
         console.print("  bound: containerd's own ingest of the same blobs, on the node ...")
         ingest = _ingest_floor(sandbox, blobs)
         console.print("  latency: ssh true, then repeat pushes ...")

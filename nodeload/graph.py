@@ -50,10 +50,14 @@ class ImageGraph:
         return Platform.from_json(self.config.json())
 
     @property
+    def blobs(self) -> tuple[Descriptor, ...]:
+        """Every blob of this platform: layers, config, manifest, indexes."""
+        return (*self.layers, self.config.desc, self.manifest.desc, *(doc.desc for doc, _ in self.indexes))
+
+    @property
     def total_size(self) -> int:
         """Bytes of all blobs of this platform."""
-        docs = sum(doc.desc.size for doc, _ in self.indexes)
-        return docs + self.manifest.desc.size + self.config.desc.size + sum(d.size for d in self.layers)
+        return sum(blob.size for blob in self.blobs)
 
 
 def resolve(source: ImageSource, platform: Platform) -> ImageGraph:

@@ -29,16 +29,18 @@ if pid == 0:
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
 with open(out, "w") as f:
-    json.dump({"code": os.waitstatus_to_exitcode(status), "maxrss_kib": usage.ru_maxrss}, f)
+    cpu = usage.ru_utime + usage.ru_stime
+    json.dump({"code": os.waitstatus_to_exitcode(status), "maxrss_kib": usage.ru_maxrss, "cpu": cpu}, f)
 """
 
 
 @dataclass(frozen=True)
 class Measured:
-    """How a command ended and the most memory it held at once."""
+    """How a command ended, the most memory it held at once, and the CPU time it used."""
 
     code: int
     peak_rss: int  # bytes
+    cpu_seconds: float = 0.0  # user + system, its waited-for children included
 
 
 def run_measured(
@@ -60,4 +62,8 @@ def run_measured(
             check=False,
         )
         result = json.loads(out.read() or b'{"code": -1, "maxrss_kib": 0}')
-    return Measured(code=int(result["code"]), peak_rss=int(result["maxrss_kib"]) * 1024)
+    return Measured(
+        code=int(result["code"]),
+        peak_rss=int(result["maxrss_kib"]) * 1024,
+        cpu_seconds=float(result.get("cpu", 0.0)),
+    )

@@ -149,12 +149,6 @@ async def _translated(what: str, call: Awaitable[T]) -> T:
         raise rpc_error(what, err) from err
 
 
-def _digests(graph: ImageGraph) -> list[str]:
-    """Every blob of the image's chosen platform: layers, config, manifest, indexes."""
-    digests = [d.digest for d in graph.layers] + [graph.config.desc.digest, graph.manifest.desc.digest]
-    return digests + [doc.desc.digest for doc, _ in graph.indexes]
-
-
 def _cannot_refresh(desc: Descriptor) -> bool:
     return False  # an early layer was compressed a moment ago; push's own write may refresh it
 
@@ -300,10 +294,14 @@ class ContainerdTarget:
         would send, before twins and resumes. Ranks the candidates for seed nodes."""
         graph = await asyncio.to_thread(image.graph, image.options.platform or self._info.platform)
         self._client.namespace = namespace
-        blobs = [doc.desc for doc, _ in graph.indexes] + [graph.manifest.desc, graph.config.desc]
-        blobs += graph.layers
-        held = await asyncio.gather(*(self._client.content_info(blob.digest) for blob in blobs))
-        return sum(blob.size for blob, info in zip(blobs, held, strict=True) if info is None)
+        held = await self._held(graph)
+        return sum(blob.size for blob in graph.blobs if blob.digest not in held)
+
+    async def _held(self, graph: ImageGraph) -> set[str]:
+        """The digests of the image's blobs the node's content store holds (one query each, at once)."""
+        digests = [blob.digest for blob in graph.blobs]
+        infos = await asyncio.gather(*(self._client.content_info(d) for d in digests))
+        return {d for d, info in zip(digests, infos, strict=True) if info is not None}
 
     async def pull_from_mirror(
         self, image: PreparedImage, options: TargetOptions, result: NodeResult, peers: PeerPull
@@ -408,7 +406,8 @@ class ContainerdTarget:
         looking) is pinned after, and dropped from the plan if it vanished in between.
         """
         chains = chain_ids(graph.diff_ids) if unpack else []
-        await self._client.protect(_digests(graph), [(snapshotter, chain) for chain in chains])
+        snapshots = [(snapshotter, chain) for chain in chains]
+        await self._client.protect([blob.digest for blob in graph.blobs], snapshots)
         state = await self._node_state(graph, snapshotter, rewritable, chains)
         if state.equivalents:
             twins = [twin.digest for twin in state.equivalents.values()]
@@ -439,12 +438,10 @@ class ContainerdTarget:
         self, graph: ImageGraph, snapshotter: str, rewritable: bool, chains: list[str]
     ) -> NodeState:
         """Ask the node which of the image's blobs (or their twins) and snapshots it holds, all at once."""
-        digests = _digests(graph)
-        infos, committed = await asyncio.gather(
-            asyncio.gather(*(self._client.content_info(d) for d in digests)),
+        present, committed = await asyncio.gather(
+            self._held(graph),
             asyncio.gather(*(self._client.snapshot_exists(snapshotter, chain) for chain in chains)),
         )
-        present = {d for d, i in zip(digests, infos, strict=True) if i is not None}
         equivalents: dict[str, Descriptor] = {}
         if rewritable:
             wanted = [
