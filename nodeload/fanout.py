@@ -192,7 +192,7 @@ class _SeedSurvey:
         async with gate:
             try:
                 async with job.transport, self.open_target(job.transport, job.node, self.progress) as target:
-                    if self.check and not await mirrored(job.transport.executor()):
+                    if self.check and not await mirrored(job.transport.executor(), job.node.mirror):
                         return None
                     self.progress.message(job.node.name, "comparing what the nodes hold, to choose the seeds")
                     if not isinstance(target, SeedCandidate):
@@ -274,7 +274,9 @@ class _NodeRun:
                     namespace = self.job.node.namespace or image.namespace
                     peer = None
                     if self.peers is not None:
-                        peer = PeerPull(self.peers.seeded[i], transport.executor(), self.peers.check)
+                        peer = PeerPull(
+                            self.peers.seeded[i], transport.executor(), self.peers.check, self.job.node.mirror
+                        )
                     pushing = _Pushing(
                         target, transport, self.job.node, namespace, self.ready[i], self.early[i], peer
                     )

@@ -7,7 +7,10 @@ config names a mirror for the image's registry host, a pull by CRI on that node 
 image from the mirror, i.e. from a seed node that already holds it, instead of from nodeload.
 
 The files are read on the node with one command through the transport's executor; parsing is
-pure (:func:`parse_mirrors`).
+pure (:func:`parse_mirrors`). Where the Kubernetes API reported the node's Spegel pod
+(``NodeSpec.mirror``), that pod's readiness and registries decide instead: Spegel writes those
+files itself, from the same registries, and a node reached through its agent pod has no files
+to read.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 import yaml
 
 from nodeload.errors import NodeError
+from nodeload.nodes.spec import ClusterMirror
 from nodeload.transports.execs import Executor, run_text
 
 CERTS_DIR = "/etc/containerd/certs.d"
@@ -43,12 +47,44 @@ async def has_mirrors(executor: Executor) -> bool:
     return bool(out.strip())
 
 
-async def mirrored(executor: Executor | None) -> bool:
-    """:func:`has_mirrors`, False for a node that runs no commands for us (no mirror we could know of)."""
+async def mirrored(executor: Executor | None, cluster: ClusterMirror | None = None) -> bool:
+    """Whether the node pulls any registry through a mirror: it runs Spegel (``cluster``, from the
+    Kubernetes API), or :func:`has_mirrors` says so; False for a node that runs no commands for us
+    (no mirror we could know of)."""
+    if cluster is not None:
+        return True  # ready or not: the pull decides (and says why not)
     try:
         return executor is not None and await has_mirrors(executor)
     except NodeError:
         return False
+
+
+async def mirror_for(executor: Executor | None, cluster: ClusterMirror | None, host: str) -> Mirror | str:
+    """The mirror the node pulls registry ``host`` through, or why there is none (for the report):
+    its Spegel pod as the Kubernetes API reported it (``cluster``), else its configuration files."""
+    if cluster is not None:
+        return cluster_mirror(cluster, host)
+    try:
+        mirror = await node_mirror(executor, host) if executor is not None else None
+    except NodeError:
+        mirror = None
+    if mirror is None:
+        files = f"{CERTS_DIR}/{host}/hosts.toml, {CERTS_DIR}/_default/hosts.toml, {K3S_REGISTRIES}"
+        return f"no registry mirror for {host} on this node (read: {files})"
+    return mirror
+
+
+def cluster_mirror(cluster: ClusterMirror, host: str) -> Mirror | str:
+    """Registry ``host`` through the node's Spegel pod, or why not."""
+    if not cluster.ready:
+        return f"Spegel's pod on this node ({cluster.pod}) is not ready"
+    if not cluster.serves(host):
+        served = ", ".join(sorted(cluster.registries or ()))
+        return (
+            f"Spegel ({cluster.pod}) mirrors {served}, not {host}; "
+            "name the image under one of those with --name for the nodes to pull it from their peers"
+        )
+    return Mirror(host, f"Spegel ({cluster.pod})", "the Kubernetes API")
 
 
 async def node_mirror(executor: Executor, host: str) -> Mirror | None:

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from nodeload.transports.ssh import SSHOptions
 
 
-def selected_nodes(args: argparse.Namespace) -> list[NodeSpec]:
-    """The nodes the selection arguments name."""
+def selected_nodes(args: argparse.Namespace, err: Console) -> list[NodeSpec]:
+    """The nodes the selection arguments name (what could not be found out is told on ``err``)."""
     from nodeload.nodes.select import NodeSelection, select_nodes
 
     return select_nodes(
@@ -35,7 +35,10 @@ def selected_nodes(args: argparse.Namespace) -> list[NodeSpec]:
             kubernetes_by_default=getattr(args, "kubernetes_by_default", False),
             via=args.via,
             agent_namespace=args.agent_namespace,
-        )
+            # Seeds pull through the cluster's mirror: worth looking for unless --seeds 0.
+            find_mirrors=getattr(args, "seeds", 0) != 0,
+        ),
+        notifier(err),
     )
 
 

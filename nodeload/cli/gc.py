@@ -21,7 +21,7 @@ def run_gc(args: argparse.Namespace, err: Console) -> int:
     from nodeload.report import human_bytes
     from nodeload.text import printable
 
-    nodes = selected_nodes(args)
+    nodes = selected_nodes(args, err)
     if not nodes:
         raise UsageError("no node to collect on: --node NODE, --all-nodes...")
     options = GcOptions(

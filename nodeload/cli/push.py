@@ -20,7 +20,7 @@ def run_push(args: argparse.Namespace, err: Console) -> int:
     from nodeload.summary import print_failures, print_summary
 
     ssh = ssh_options(args, err)
-    nodes = selected_nodes(args)
+    nodes = selected_nodes(args, err)
     options = PushOptions(
         namespace=args.namespace,
         name=args.name,

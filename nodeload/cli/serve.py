@@ -27,7 +27,7 @@ def run_serve(args: argparse.Namespace, err: Console) -> int:
         timeout=args.timeout,
         ssh=ssh_options(args, err),
     )
-    nodes = selected_nodes(args)
+    nodes = selected_nodes(args, err)
     if not nodes:
         raise UsageError("no node to serve")
 

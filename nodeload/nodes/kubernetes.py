@@ -13,6 +13,10 @@ Decisions worth knowing when calling this module:
   comes back with ``address=None``; :func:`node_problem` (or :func:`unsupported_runtime`
   and :func:`missing_address`) says why such a node cannot be pushed to, so the caller
   reports that node as failed while the others go on.
+* **The cluster's mirror, when asked** (``find_mirrors``, several nodes): Spegel's pods are
+  listed in every namespace and each node's is set on its spec (:mod:`nodeload.nodes.spegel`).
+  A user who may not list pods there gets a warning, not an error: the nodes' own mirror
+  configuration is read instead.
 * **Everything a user can act on is a NodeSourceError** (missing or malformed kubeconfig,
   unknown context, unreachable server, rejected credentials, missing RBAC permission,
   nodes that do not exist): the message names the file, context, user or server at fault.
@@ -22,8 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +39,11 @@ from kubernetes import client as kube_client
 from kubernetes.config import kube_config
 
 from nodeload.errors import NodeSourceError, UsageError
-from nodeload.nodes.spec import DEFAULT_AGENT_NAMESPACE, KubeAccess, NodeSpec
+from nodeload.nodes.spec import DEFAULT_AGENT_NAMESPACE, ClusterMirror, KubeAccess, NodeSpec
+from nodeload.nodes.spegel import SPEGEL_SELECTOR, spegel_mirrors
 from nodeload.platforms import Platform
+
+log = logging.getLogger(__name__)
 
 # How a node is addressed over SSH: one of the address types kubelet reports, or the
 # node's own name (useful when ~/.ssh/config has an alias per node).
@@ -68,6 +76,8 @@ class KubeSelection:
         via: ``ssh``; ``agent`` (through each node's nodeload-agent pod and the API server); or
             ``auto``: SSH, and the agent for nodes that report no address of ``address_type``.
         agent_namespace: Where the nodeload-agent pods are.
+        find_mirrors: Look for the cluster's peer-to-peer mirror (Spegel's pods) when several
+            nodes are chosen, and say on each node whether it has one (``NodeSpec.mirror``).
     """
 
     kubeconfig: Path | None = None
@@ -80,6 +90,7 @@ class KubeSelection:
     ssh_user: str | None = None
     via: str = "auto"
     agent_namespace: str = DEFAULT_AGENT_NAMESPACE
+    find_mirrors: bool = False
 
 
 VIAS = ("auto", "ssh", "agent")
@@ -110,8 +121,10 @@ class _Target:
     server: str
 
 
-def kube_nodes(selection: KubeSelection) -> list[NodeSpec]:
+def kube_nodes(selection: KubeSelection, notify: Callable[[str], None] = log.warning) -> list[NodeSpec]:
     """The nodes ``selection`` picks, in the order named (or the API's order).
+
+    ``notify`` hears why the cluster's mirror could not be looked for (the run goes on without).
 
     Raises:
         NodeSourceError: the nodes cannot be determined; the message says what to fix.
@@ -127,7 +140,23 @@ def kube_nodes(selection: KubeSelection) -> list[NodeSpec]:
     access = KubeAccess(
         target.kubeconfig.files, target.context, target.user, target.server, selection.agent_namespace
     )
-    return [_reach(_node_spec(node, selection), selection, access) for node in chosen]
+    specs = [_reach(_node_spec(node, selection), selection, access) for node in chosen]
+    if selection.find_mirrors and len(specs) > 1:
+        mirrors = _cluster_mirrors(target, notify)
+        specs = [dataclasses.replace(spec, mirror=mirrors.get(spec.name)) for spec in specs]
+    return specs
+
+
+def _cluster_mirrors(target: _Target, notify: Callable[[str], None]) -> dict[str, ClusterMirror]:
+    """The Spegel pod on each node that runs one; none when the API will not say."""
+    try:
+        return spegel_mirrors(_list_pods(target, SPEGEL_SELECTOR))
+    except NodeSourceError as e:
+        notify(
+            f"warning: cannot look for Spegel through the Kubernetes API: {e}; "
+            "whether a node pulls from its peers is read from its own mirror configuration instead"
+        )
+        return {}
 
 
 def _reach(spec: NodeSpec, selection: KubeSelection, access: KubeAccess) -> NodeSpec:
@@ -459,37 +488,46 @@ def _configuration(target: _Target) -> kube_client.Configuration:
 
 
 def _list_nodes(target: _Target, selector: str | None) -> list[Mapping[str, Any]]:
-    """The Node objects the server lists for ``selector``, as plain JSON mappings.
+    """The Node objects the server lists for ``selector``, as plain JSON mappings."""
+    return _list(target, "nodes", lambda api, **kw: api.list_node(**kw), selector)
+
+
+def _list_pods(target: _Target, selector: str) -> list[Mapping[str, Any]]:
+    """The pods of every namespace that match ``selector``, as plain JSON mappings."""
+    return _list(target, "pods", lambda api, **kw: api.list_pod_for_all_namespaces(**kw), selector)
+
+
+def _list(
+    target: _Target, resource: str, call: Callable[..., Any], selector: str | None
+) -> list[Mapping[str, Any]]:
+    """The objects of a cluster-scoped list ``call`` for ``selector``.
 
     The raw JSON, not the generated models: those insist on every field the schema marks
-    required, so one node with a sparse status would fail the whole listing.
+    required, so one object with a sparse status would fail the whole listing.
     """
     configuration = _configuration(target)
     try:
         with kube_client.ApiClient(configuration) as api_client:
-            # Typed as V1NodeList, but without preloading it is urllib3's response.
-            response: Any = kube_client.CoreV1Api(api_client).list_node(
+            # Typed as the list model, but without preloading it is urllib3's response.
+            response = call(
+                kube_client.CoreV1Api(api_client),
                 label_selector=selector or None,
                 _preload_content=False,
                 _request_timeout=(REQUEST_TIMEOUT, REQUEST_TIMEOUT),
             )
             body = response.data
     except kube_client.ApiException as e:
-        raise _api_error(e, target) from e
+        raise _api_error(e, target, resource) from e
     except urllib3.exceptions.HTTPError as e:
         raise _unreachable(target, _network_problem(e)) from e
-    return _node_items(body, target)
-
-
-def _node_items(body: bytes, target: _Target) -> list[Mapping[str, Any]]:
     try:
         items = json.loads(body).get("items")
     except (ValueError, AttributeError) as e:
-        raise NodeSourceError(f"the API server {target.server} sent a malformed node list") from e
+        raise NodeSourceError(f"the API server {target.server} sent a malformed {resource} list") from e
     return [item for item in items or [] if isinstance(item, Mapping)]
 
 
-def _api_error(error: kube_client.ApiException, target: _Target) -> NodeSourceError:
+def _api_error(error: kube_client.ApiException, target: _Target, resource: str = "nodes") -> NodeSourceError:
     """The user-facing message for an HTTP error status from the API server."""
     status, message = error.status, _status_message(error)
     if status == 401:
@@ -500,8 +538,8 @@ def _api_error(error: kube_client.ApiException, target: _Target) -> NodeSourceEr
         )
     if status == 403:
         return NodeSourceError(
-            f"user {target.user!r} (context {target.context!r}) may not list nodes: "
-            f"it needs the `list` verb on `nodes` at cluster scope (a ClusterRole and binding); "
+            f"user {target.user!r} (context {target.context!r}) may not list {resource}: "
+            f"it needs the `list` verb on `{resource}` at cluster scope (a ClusterRole and binding); "
             f"the API server said: {message}"
         )
     if not status:

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,6 +20,8 @@ from typing import Literal
 from nodeload.errors import UsageError
 from nodeload.nodes.listed import listed_nodes
 from nodeload.nodes.spec import DEFAULT_AGENT_NAMESPACE, NodeSpec
+
+log = logging.getLogger(__name__)
 
 SourceKind = Literal["listed", "inventory", "kubernetes", "containers"]
 
@@ -42,6 +46,7 @@ class NodeSelection:
     kubernetes_by_default: bool = False  # ``kubectl nodeload``: --node names Kubernetes nodes
     via: str = "auto"  # Kubernetes nodes: ssh, agent, or auto (the agent when a node has no SSH address)
     agent_namespace: str = DEFAULT_AGENT_NAMESPACE
+    find_mirrors: bool = False  # Kubernetes nodes: look for the cluster's P2P mirror (for --seeds)
 
     @property
     def kind(self) -> SourceKind:
@@ -82,12 +87,13 @@ class NodeSelection:
         return "listed"
 
 
-def select_nodes(selection: NodeSelection) -> list[NodeSpec]:
+def select_nodes(selection: NodeSelection, notify: Callable[[str], None] | None = None) -> list[NodeSpec]:
     """The nodes ``selection`` names, each once, in a stable order.
 
     A node that is known to be unusable before connecting (a runtime other than
     containerd, no address of the requested type) is returned with its ``problem``
-    set, so that it is reported as failed while the others go on.
+    set, so that it is reported as failed while the others go on. ``notify`` hears of what
+    could not be found out but does not stop the run (default: logged).
 
     Raises:
         UsageError: for contradictory or missing options.
@@ -102,7 +108,7 @@ def select_nodes(selection: NodeSelection) -> list[NodeSpec]:
             all_nodes=selection.all_nodes, names=selection.names, limit=selection.limit
         )
     elif kind == "kubernetes":
-        nodes = _kubernetes_nodes(selection)
+        nodes = _kubernetes_nodes(selection, notify or log.warning)
     elif kind == "containers":
         nodes = _container_nodes(selection)
     else:
@@ -137,7 +143,7 @@ def _container_nodes(selection: NodeSelection) -> list[NodeSpec]:
     return nodes
 
 
-def _kubernetes_nodes(selection: NodeSelection) -> list[NodeSpec]:
+def _kubernetes_nodes(selection: NodeSelection, notify: Callable[[str], None]) -> list[NodeSpec]:
     # The kubernetes client is slow to import: only runs that use a cluster pay for it.
     from nodeload.nodes.containers import reach_by_docker
     from nodeload.nodes.kubernetes import KubeSelection, context_name, kube_nodes, node_problem
@@ -154,8 +160,9 @@ def _kubernetes_nodes(selection: NodeSelection) -> list[NodeSpec]:
         ssh_user=selection.ssh_user,
         via=selection.via,
         agent_namespace=selection.agent_namespace,
+        find_mirrors=selection.find_mirrors,
     )
-    nodes = [dataclasses.replace(n, problem=node_problem(n, kube)) for n in kube_nodes(kube)]
+    nodes = [dataclasses.replace(n, problem=node_problem(n, kube)) for n in kube_nodes(kube, notify)]
     context = context_name(kube)
     if context.startswith(("kind-", "k3d-")) and selection.via != "agent":  # local containers: no SSH needed
         nodes = reach_by_docker(context, nodes)

@@ -43,6 +43,26 @@ class KubeAccess:
 
 
 @dataclass(frozen=True)
+class ClusterMirror:
+    """The cluster's peer-to-peer registry mirror on one node, as the Kubernetes API reports it:
+    the Spegel pod scheduled there.
+
+    Attributes:
+        pod: ``NAMESPACE/NAME`` of that pod, for messages.
+        ready: Whether the pod is ready (serving its node's content and the node's pulls).
+        registries: The registry hosts it mirrors (``docker.io``, ``ghcr.io``...); None: every one.
+    """
+
+    pod: str
+    ready: bool
+    registries: frozenset[str] | None = None
+
+    def serves(self, host: str) -> bool:
+        """Whether pulls of registry ``host`` go through this mirror."""
+        return self.registries is None or host in self.registries
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     """One node to push to.
 
@@ -63,6 +83,8 @@ class NodeSpec:
         jump: An SSH jump host, ``[USER@]HOST[:PORT]`` (ProxyJump).
         runtime: The container runtime the source reported, e.g. ``containerd://1.7.2``.
         kube: For an ``agent`` node: the Kubernetes API its agent pod is reached through.
+        mirror: The cluster's peer-to-peer mirror on this node (Spegel), when the Kubernetes API
+            was asked; None: not known that way (the node's own mirror configuration tells).
         problem: Why nodeload cannot push to this node, known before connecting (a runtime
             other than containerd, no address of the requested type): its results fail with it.
     """
@@ -81,6 +103,7 @@ class NodeSpec:
     jump: str | None = None
     runtime: str | None = None
     kube: KubeAccess | None = None
+    mirror: ClusterMirror | None = None
     problem: str | None = None
 
     def __str__(self) -> str:

@@ -11,18 +11,21 @@ import asyncio
 import threading
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from nodeload.errors import PushFailed
 from nodeload.graph import ImageGraph, resolve
 from nodeload.image import ImageSource
-from nodeload.nodes.spec import NodeSpec
+from nodeload.nodes.spec import ClusterMirror, NodeSpec
 from nodeload.platforms import Platform
 from nodeload.progress import ProgressSink
 from nodeload.reference import parse_reference
 from nodeload.report import NodeResult
 from nodeload.transports.base import Transport
 from nodeload.transports.execs import Executor
+
+if TYPE_CHECKING:
+    from nodeload.mirror import Mirror
 
 CRI_NAMESPACE = "k8s.io"
 
@@ -119,12 +122,20 @@ class PeerPull:
     seeded: Seeded
     executor: Executor | None  # reads the node's mirror configuration
     check: bool = True  # False: trust the node has a mirror without reading its configuration
+    cluster: ClusterMirror | None = None  # the node's Spegel pod, when the Kubernetes API told
 
     async def node_has_mirrors(self) -> bool:
-        """Whether the node's containerd has any registry mirror configured."""
+        """Whether the node pulls any registry through a mirror (it runs Spegel, or its containerd
+        has one configured)."""
         from nodeload.mirror import mirrored
 
-        return await mirrored(self.executor)
+        return await mirrored(self.executor, self.cluster)
+
+    async def mirror_for(self, host: str) -> Mirror | str:
+        """The mirror the node pulls ``host`` through, or why it cannot (for the report)."""
+        from nodeload.mirror import mirror_for
+
+        return await mirror_for(self.executor, self.cluster, host)
 
 
 @runtime_checkable

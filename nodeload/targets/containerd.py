@@ -41,7 +41,6 @@ from nodeload.image import (
     sniff,
 )
 from nodeload.leftovers import abandoned
-from nodeload.mirror import node_mirror
 from nodeload.nodes.spec import NodeSpec
 from nodeload.plan import LABEL_UNCOMPRESSED, BlobStep, NodeState, Plan, chain_ids, make_plan
 from nodeload.platforms import choose_platform
@@ -318,14 +317,11 @@ class ContainerdTarget:
         result.transport = self._method
         if options.namespace != CRI_NAMESPACE or not self._info.has_cri or not options.unpack:
             return False  # CRI pulls into k8s.io, unpacked, and only where it runs
-        host = parse_reference(options.name).domain
-        try:
-            mirror = await node_mirror(peers.executor, host) if peers.executor is not None else None
-        except NodeError:
-            mirror = None
-        if mirror is None and peers.check:
-            return False  # no mirror for that registry here: a direct push, at once
-        endpoint = mirror.endpoint if mirror else "the node's mirror"
+        found = await peers.mirror_for(parse_reference(options.name).domain)
+        if isinstance(found, str) and peers.check:
+            result.warnings.append(f"{found}: pushed directly")
+            return False  # a direct push, at once
+        endpoint = "the node's mirror" if isinstance(found, str) else found.endpoint
         self._progress.message(self._node, f"peer: waiting for the seed nodes ({endpoint})")
         if not await peers.seeded.wait_ok():
             result.warnings.append("no seed node got the image: pushed directly")

@@ -6,6 +6,10 @@ configured as the peers' ``hosts.toml`` mirror for docker.io: exactly the contai
 configuration Spegel writes. It holds the image the seed gets (copied in with skopeo, as Spegel
 would serve it from the seed's content store); the peers' pulls are CRI's own, through that
 configuration, and the registry's access log shows where their layers came from.
+
+With nodes from a kubeconfig, Spegel's pods are found through the Kubernetes API (the stand-in of
+tests/fakes, serving the pods as Spegel's chart renders them); the nodes are reached through their
+nodeload-agent pods there, which cannot read the node's files.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -27,6 +32,9 @@ from nodeload.sandbox.faults import FaultAt
 from nodeload.sandbox.registry_mirror import RegistryMirror
 from nodeload.transports.ssh_connect import SSHOptions
 from tests.e2e.pushing import nodeload, run_image
+from tests.fakes.kube_agent import AgentPod, AgentPods
+from tests.fakes.kube_api import FakeKubeApi, node, write_kubeconfig
+from tests.fakes.kube_spegel import SpegelPod, SpegelPods
 
 pytestmark = pytest.mark.e2e
 
@@ -135,6 +143,77 @@ def test_a_mirror_down_mid_run_falls_back_to_direct_pushes(
     for alias in NODES[1:]:
         assert any("pulling through" in w and "pushed directly" in w for w in results[alias].warnings)
         assert run_image(cluster.sandbox.node(alias), NAME, "t-fallback") == "hello from v1"
+
+
+@dataclass
+class KubeCluster:
+    """The four nodes as a Kubernetes cluster reached only through its API: agent pods, Spegel pods."""
+
+    nodes: Cluster
+    agents: AgentPods
+    spegel: SpegelPods
+    kubeconfig: Path
+
+    def push(self, *args: str) -> dict[str, dict[str, Any]]:
+        proc = nodeload("push", *args, "--kubeconfig", str(self.kubeconfig), "--all-nodes", "--json")
+        return {r["node"]: r for r in json.loads(proc.stdout)["nodes"]}
+
+
+@pytest.fixture()
+def kube_cluster(cluster: Cluster, tmp_path: Path) -> Iterator[KubeCluster]:
+    api = FakeKubeApi([node(alias) for alias in NODES])  # no addresses: through the agents
+    agents, spegel = AgentPods(api), SpegelPods(api)
+    for alias in NODES:
+        relay = ["ssh", "-F", str(cluster.sandbox.ssh_config_path), "-T", alias, "--"]
+        agents.add(AgentPod(f"nodeload-agent-{alias}", alias, relay))
+        spegel.add(SpegelPod(f"spegel-{alias}", alias))
+    with api:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", [api.token_context("prod", user="alice")])
+        yield KubeCluster(cluster, agents, spegel, kubeconfig)
+
+
+def test_spegel_found_through_the_api_lets_agent_nodes_pull_from_their_peers(
+    kube_cluster: KubeCluster, app_layout: tuple[Path, int]
+) -> None:
+    layout, image_bytes = app_layout
+    kube_cluster.spegel.pods["spegel-node-4"].ready = False  # its node cannot pull from peers now
+    results = kube_cluster.push(f"oci:{layout}:v1", "--name", NAME)
+
+    assert [results[n]["via"] for n in NODES] == ["push", "peer-pull", "peer-pull", "push"]
+    assert all(r["status"] == "ok" and r["cri_indexed"] for r in results.values()), results
+    assert {r["transport"] for r in results.values()} == {"agent-exec:socat"}
+    assert results["node-4"]["warnings"] == [
+        "Spegel's pod on this node (spegel/spegel-node-4) is not ready: pushed directly"
+    ]
+    uplink = sum(r["wire_bytes_sent"] for r in results.values())
+    assert 2 * image_bytes <= uplink <= 2.2 * image_bytes + 4 * 512 * 1024  # the seed and node-4 only
+    log = kube_cluster.nodes.mirror.log()
+    for alias in ("node-2", "node-3"):
+        assert kube_cluster.nodes.sandbox.node(alias).address("bridge") in log
+        assert run_image(kube_cluster.nodes.sandbox.node(alias), NAME, "t-spegel") == "hello from v1"
+    # The API said which nodes run Spegel: nothing read the nodes' mirror files through the agents.
+    commands = [" ".join(argv) for pod in kube_cluster.agents.pods.values() for argv in pod.execs]
+    assert commands and not [c for c in commands if "certs.d" in c or "registries.yaml" in c]
+
+
+def test_a_registry_spegel_does_not_mirror_is_pushed_directly_and_said_so(
+    kube_cluster: KubeCluster, app_layout: tuple[Path, int]
+) -> None:
+    layout, image_bytes = app_layout
+    for pod in kube_cluster.spegel.pods.values():
+        pod.registries = ("https://ghcr.io", "https://quay.io")
+    results = kube_cluster.push(f"oci:{layout}:v1", "--name", NAME)
+
+    assert all(r["status"] == "ok" and r["via"] == "push" for r in results.values()), results
+    for alias in NODES[1:]:
+        (warning,) = results[alias]["warnings"]
+        assert (
+            warning.startswith("Spegel (spegel/spegel-")
+            and "mirrors ghcr.io, quay.io, not docker.io" in warning
+        )
+        assert "--name" in warning and warning.endswith("pushed directly")
+    assert sum(r["bytes_sent"] for r in results.values()) == 4 * image_bytes  # no peer pulled
+    assert NAME.removeprefix("docker.io/") not in kube_cluster.nodes.mirror.log()
 
 
 class _Shown(NullProgress):

@@ -21,7 +21,7 @@ from nodeload.nodes.kubernetes import (
     node_problem,
     unsupported_runtime,
 )
-from nodeload.nodes.spec import NodeSpec
+from nodeload.nodes.spec import ClusterMirror, NodeSpec
 from nodeload.platforms import Platform
 from tests.fakes.kube_api import (
     CONTROL_PLANE,
@@ -32,6 +32,7 @@ from tests.fakes.kube_api import (
     node,
     write_kubeconfig,
 )
+from tests.fakes.kube_spegel import SpegelPod, SpegelPods
 
 pytestmark = pytest.mark.integration
 
@@ -520,3 +521,51 @@ def test_fake_answers_deserialize_into_the_official_models(kubeconfig: Path) -> 
             core.read_node("nope")
         assert err.value.status == 404
         assert client.VersionApi(api_client).get_code().git_version == "v1.30.2-fake"
+
+
+# -- the cluster's peer-to-peer mirror (Spegel) ------------------------------------------------
+
+
+@pytest.fixture()
+def spegel(tmp_path: Path) -> Iterator[tuple[SpegelPods, Path, FakeKubeApi]]:
+    """The cluster with Spegel's pods on worker-1 (ready) and worker-2 (not ready)."""
+    server = FakeKubeApi(CLUSTER)
+    pods = SpegelPods(server)
+    pods.add(SpegelPod("spegel-a1b2c", "worker-1"))
+    pods.add(SpegelPod("spegel-d3e4f", "worker-2", ready=False, registries=()))
+    with server:
+        path = write_kubeconfig(tmp_path / "kube" / "config", [server.token_context("dev", user="alice")])
+        yield pods, path, server
+
+
+def test_spegel_pods_tell_each_node_its_mirror(spegel: tuple[SpegelPods, Path, FakeKubeApi]) -> None:
+    _, path, server = spegel
+    specs = by_name(kube_nodes(KubeSelection(kubeconfig=path, all_nodes=True, find_mirrors=True)))
+    worker_1, worker_2 = specs["worker-1"].mirror, specs["worker-2"].mirror
+    assert worker_1 == ClusterMirror("spegel/spegel-a1b2c", True, frozenset({"docker.io", "ghcr.io"}))
+    assert worker_2 == ClusterMirror("spegel/spegel-d3e4f", False, None)  # no list: every registry
+    assert specs["gpu-1"].mirror is None  # no Spegel pod there
+    (listing,) = [r for r in server.requests if r.path == "/api/v1/pods"]
+    assert listing.query["labelSelector"] == "app.kubernetes.io/name=spegel"  # evaluated by the server
+
+
+def test_spegel_is_looked_for_only_when_it_can_matter(spegel: tuple[SpegelPods, Path, FakeKubeApi]) -> None:
+    _, path, server = spegel
+    unasked = kube_nodes(KubeSelection(kubeconfig=path, all_nodes=True))
+    one = kube_nodes(KubeSelection(kubeconfig=path, names=("worker-1",), find_mirrors=True))
+    assert all(spec.mirror is None for spec in [*unasked, *one])
+    assert not [r for r in server.requests if r.path == "/api/v1/pods"]
+
+
+def test_no_permission_to_list_pods_is_a_warning_not_an_error(
+    spegel: tuple[SpegelPods, Path, FakeKubeApi],
+) -> None:
+    pods, path, _ = spegel
+    pods.list_forbidden.add("alice")
+    told: list[str] = []
+    specs = kube_nodes(KubeSelection(kubeconfig=path, all_nodes=True, find_mirrors=True), told.append)
+    assert len(specs) == len(ALL) and all(spec.mirror is None for spec in specs)
+    (warning,) = told
+    assert "cannot look for Spegel through the Kubernetes API" in warning
+    assert "may not list pods: it needs the `list` verb on `pods` at cluster scope" in warning
+    assert "read from its own mirror configuration instead" in warning
