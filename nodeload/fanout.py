@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -116,49 +116,30 @@ async def push_all(
 ) -> list[NodeResult]:
     """Push every image to every node; one result per (image, node), image by image.
 
-    At most ``parallel`` nodes are worked on at once. An image that cannot be
-    prepared fails on every node with its error; the other images go on.
+    At most ``parallel`` nodes are worked on at once (a node waiting for other nodes does not
+    count). An image that cannot be prepared fails on every node with its error; the other
+    images go on.
 
-    With ``seeds`` (and more nodes than that), a short session with each node first finds
-    which pull through a mirror (the cluster's peer-to-peer one: Spegel, k3s's embedded
-    registry) and how much of the images each of those lacks; the ``seeds`` of them with the
-    least to receive get the images pushed (ties: selection order), and every other node waits
-    for them and pulls from its peers instead, falling back to a push. Nodes without a mirror
-    are pushed to at once. ``mirror_check`` False trusts every node to have one.
+    With ``seeds`` (and more nodes than that), each node's session first finds whether it pulls
+    through a mirror (the cluster's peer-to-peer one: Spegel, k3s's embedded registry) and, if
+    so, how much of the images it lacks; once every node has said, the ``seeds`` of those with
+    the least to receive get the images pushed (ties: selection order), and every other one
+    waits for them and pulls from its peers instead, falling back to a push. Nodes without a
+    mirror are pushed to at once. ``mirror_check`` False trusts every node to have one.
     """
     early = [EarlyLayers() for _ in images]
     ready = _prepare_in_background(images, early)
     gate = asyncio.Semaphore(max(1, parallel))
     policy = retry or RetryPolicy()
     reachable = [n for n, job in enumerate(nodes) if job.transport is not None]
+    choice = _SeedChoice(seeds, reachable, len(images)) if seeds and len(reachable) > seeds else None
+    parts = [_Seeding(choice, n, mirror_check) if choice else None for n in range(len(nodes))]
+    runs = [
+        _NodeRun(job, images, ready, early, open_target, progress, part)
+        for job, part in zip(nodes, parts, strict=True)
+    ]
     try:
-        seed_ids: set[int] = set()
-        if seeds and len(reachable) > seeds:
-            survey = _SeedSurvey(images, ready, open_target, progress, mirror_check)
-            missing = await asyncio.gather(*(survey.missing(nodes[n], gate) for n in reachable))
-            if any(m is not None for m in missing):  # else no node pulls from peers: push to all
-                ranks = {n: float("inf") if m is None else m for n, m in zip(reachable, missing, strict=True)}
-                seed_ids = pick_seeds(ranks, seeds)
-        seeded = [Seeded(len(seed_ids)) for _ in images]
-        runs = [
-            _NodeRun(job, images, ready, early, open_target, progress)
-            if not seed_ids or n in seed_ids
-            else _NodeRun(job, images, ready, early, open_target, progress, _Peers(seeded, mirror_check))
-            for n, job in enumerate(nodes)
-        ]
-
-        async def run(n: int) -> list[NodeResult]:
-            if n in seed_ids:
-                progress.message(nodes[n].node.name, "seed: pushing for its peers")
-            results = await runs[n].run(gate, policy)
-            if n in seed_ids:
-                for image, result in zip(seeded, results, strict=True):
-                    image.seed_finished(result.ok)
-            return results
-
-        # Seeds first: they take the first places at the gate, so waiting peers never starve them.
-        order = sorted(range(len(nodes)), key=lambda n: n not in seed_ids)
-        done = dict(zip(order, await asyncio.gather(*(run(n) for n in order)), strict=True))
+        done = await asyncio.gather(*(run.run(gate, policy) for run in runs))
     finally:
         for future in ready:
             future.cancel()  # nobody waits any more (an error, or Ctrl-C)
@@ -171,39 +152,49 @@ def pick_seeds(missing: dict[int, float], count: int) -> set[int]:
     return set(sorted(missing, key=lambda n: (missing[n], n))[:count])
 
 
+class _SeedChoice:
+    """The seed nodes of a run, chosen once every reachable node has said, from its own first
+    session, how much of the images it lacks, or that it pulls through no mirror."""
+
+    def __init__(self, count: int, nodes: Sequence[int], images: int) -> None:
+        """Choose ``count`` seeds among ``nodes`` (indexes) for a run of ``images`` images."""
+        self._count, self._images = count, images
+        self._waiting = set(nodes)
+        self._missing: dict[int, float] = {}
+        self._decided = asyncio.Event()
+        self.seeds: set[int] = set()
+        self.seeded: list[Seeded] = []  # per image, once decided: whether the seeds got it
+
+    def report(self, node: int, missing: float | None) -> None:
+        """``node`` lacks ``missing`` bytes of the images (infinite: it cannot say); None: it is no
+        candidate (it pulls through no mirror, or its session failed first). Once only."""
+        if node not in self._waiting:
+            return
+        self._waiting.discard(node)
+        if missing is not None:
+            self._missing[node] = missing
+        if not self._waiting:
+            self.seeds = pick_seeds(self._missing, self._count)
+            self.seeded = [Seeded(len(self.seeds)) for _ in range(self._images)]
+            self._decided.set()
+
+    def reported(self, node: int) -> bool:
+        """Whether ``node`` has said its part."""
+        return node not in self._waiting
+
+    async def is_seed(self, node: int) -> bool:
+        """Wait for the choice; whether ``node`` is a seed (else it pulls from the seeds)."""
+        await self._decided.wait()
+        return node in self.seeds
+
+
 @dataclass(frozen=True)
-class _SeedSurvey:
-    """Which nodes pull through a mirror, and how much of the run's images each of those lacks,
-    asked over a short session of its own before any push starts."""
+class _Seeding:
+    """One node's part in a run with seeds."""
 
-    images: Sequence[ImageJob]
-    ready: Sequence[asyncio.Future[PreparedImage]]
-    open_target: TargetOpener
-    progress: ProgressSink
+    choice: _SeedChoice
+    node: int  # its index in the run
     check: bool  # read the node's mirror configuration (False: trust that it has one)
-
-    async def missing(self, job: NodeJob, gate: asyncio.Semaphore) -> float | None:
-        """Bytes the node lacks; None when it pulls through no mirror (not waiting for the
-        images then, so pushes to clusters without one start as early as ever); infinite when
-        it cannot say (its push will tell why)."""
-        from nodeload.mirror import mirrored
-
-        assert job.transport is not None
-        async with gate:
-            try:
-                async with job.transport, self.open_target(job.transport, job.node, self.progress) as target:
-                    if self.check and not await mirrored(job.transport.executor(), job.node.mirror):
-                        return None
-                    self.progress.message(job.node.name, "comparing what the nodes hold, to choose the seeds")
-                    if not isinstance(target, SeedCandidate):
-                        return float("inf")
-                    total = 0
-                    for image, future in zip(self.images, self.ready, strict=True):
-                        prepared = await asyncio.shield(future)
-                        total += await target.missing_bytes(prepared, job.node.namespace or image.namespace)
-                    return total
-            except Exception:  # the push itself will say what is wrong with this node
-                return float("inf")
 
 
 @dataclass(frozen=True)
@@ -224,17 +215,30 @@ class _NodeRun:
     early: Sequence[EarlyLayers]
     open_target: TargetOpener
     progress: ProgressSink
-    peers: _Peers | None = None  # a peer of seed nodes: pull through the cluster's mirror first
+    seeding: _Seeding | None = None  # a run with seeds: the node takes part in choosing them
 
     def __post_init__(self) -> None:
         self.results = [NodeResult(node=self.job.node.name, image=image.label) for image in self.images]
         # When each image's push began, and the traffic then: kept across sessions.
         self._started: list[float | None] = [None] * len(self.images)
         self._since: list[Traffic | None] = [None] * len(self.images)
+        self.peers: _Peers | None = None  # a peer of the seeds: pulls through the cluster's mirror first
+        self._seed = False
+        self._gate = asyncio.Semaphore()
 
     async def run(self, gate: asyncio.Semaphore, policy: RetryPolicy) -> list[NodeResult]:
         """Push, reconnecting after a lost session as ``policy`` allows; one result per image."""
-        async with gate:
+        self._gate = gate
+        try:
+            await self._attempts(policy)
+        finally:
+            if self.seeding is not None and self._seed:
+                for seeded, result in zip(self.seeding.choice.seeded, self.results, strict=True):
+                    seeded.seed_finished(result.ok)
+        return self.results
+
+    async def _attempts(self, policy: RetryPolicy) -> None:
+        async with self._gate:
             for attempt in range(1, policy.retries + 2):
                 lost = await self._session(first=attempt == 1)
                 if lost is None:
@@ -251,7 +255,6 @@ class _NodeRun:
                 for result in self.results:
                     if result.cause is lost:
                         result.retry()
-        return self.results
 
     async def _session(self, *, first: bool) -> NodeloadError | None:
         """One connection: push every image still pending. The error that lost the session, if
@@ -266,6 +269,8 @@ class _NodeRun:
             async with transport, self.open_target(transport, self.job.node, self.progress) as target:
                 connect = self.results[pending[0]].timings
                 connect["connect"] = round(connect.get("connect", 0.0) + loop.time() - connecting, 4)
+                if self.seeding is not None and not self.seeding.choice.reported(self.seeding.node):
+                    await self._take_part(self.seeding, transport, target)
                 for i in pending:
                     if self._started[i] is None:  # the first image's time and traffic include connecting
                         self._started[i] = connecting if i == 0 else loop.time()
@@ -274,9 +279,8 @@ class _NodeRun:
                     namespace = self.job.node.namespace or image.namespace
                     peer = None
                     if self.peers is not None:
-                        peer = PeerPull(
-                            self.peers.seeded[i], transport.executor(), self.peers.check, self.job.node.mirror
-                        )
+                        executor, mirror = transport.executor(), self.job.node.mirror
+                        peer = PeerPull(self.peers.seeded[i], executor, self.peers.check, mirror, self._idle)
                     pushing = _Pushing(
                         target, transport, self.job.node, namespace, self.ready[i], self.early[i], peer
                     )
@@ -290,11 +294,56 @@ class _NodeRun:
             if not isinstance(err, Exception):  # Ctrl-C, cancellation: not a node failure
                 raise
             cause = _as_node_error(self.job.node, err)
+            if self.seeding is not None:  # no candidate for a seed: the others need not wait for it
+                self.seeding.choice.report(self.seeding.node, None)
             # Reconnecting after a loss, the node may still be coming back (containerd restarting).
             if not first and isinstance(cause, _RETRYABLE_RECONNECT):
                 return cause
             self._fail_pending(cause, round(loop.time() - connecting, 3))
         return None
+
+    async def _take_part(self, seeding: _Seeding, transport: Transport, target: Target) -> None:
+        """Say how much of the images this node lacks (nothing when it pulls through no mirror: then
+        it is pushed to at once), and, given a mirror, wait for the choice: a seed, or a peer."""
+        missing = await self._missing(seeding, transport, target)
+        seeding.choice.report(seeding.node, missing)
+        if missing is None:
+            return
+        async with self._idle():
+            self._seed = await seeding.choice.is_seed(seeding.node)
+        if self._seed:
+            self.progress.message(self.job.node.name, "seed: pushing for its peers")
+        else:
+            self.peers = _Peers(seeding.choice.seeded, seeding.check)
+
+    async def _missing(self, seeding: _Seeding, transport: Transport, target: Target) -> float | None:
+        """Bytes of the images the node lacks; None when it pulls through no mirror (not waiting
+        for the images then, so that a push to a cluster without one starts as early as ever);
+        infinite when it cannot say (its push will say why)."""
+        from nodeload.mirror import mirrored
+
+        if seeding.check and not await mirrored(transport.executor(), self.job.node.mirror):
+            return None
+        self.progress.message(self.job.node.name, "comparing what the nodes hold, to choose the seeds")
+        if not isinstance(target, SeedCandidate):
+            return float("inf")
+        try:
+            total = 0
+            for image, future in zip(self.images, self.ready, strict=True):
+                prepared = await asyncio.shield(future)
+                total += await target.missing_bytes(prepared, self.job.node.namespace or image.namespace)
+            return total
+        except Exception:  # the push itself will say what is wrong with this node
+            return float("inf")
+
+    @contextlib.asynccontextmanager
+    async def _idle(self) -> AsyncIterator[None]:
+        """While waiting on other nodes, this node's place among those worked on goes to another."""
+        self._gate.release()
+        try:
+            yield
+        finally:
+            await self._gate.acquire()
 
     def _fail_pending(self, cause: NodeloadError, seconds: float | None = None) -> None:
         for result in self.results:
@@ -330,8 +379,6 @@ class _Pushing:
         """
         loop = asyncio.get_running_loop()
         try:
-            if self.peer is not None and self.peer.check and not await self.peer.node_has_mirrors():
-                self.peer = None  # nothing to pull from here: a plain push, layers early and all
             if self.peer is None and isinstance(self.target, EarlyReceiver) and not self.prepared.done():
                 async with self.target.receiving(self.early, self.namespace, result):
                     await self._push(result)

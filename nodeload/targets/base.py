@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -123,13 +124,15 @@ class PeerPull:
     executor: Executor | None  # reads the node's mirror configuration
     check: bool = True  # False: trust the node has a mirror without reading its configuration
     cluster: ClusterMirror | None = None  # the node's Spegel pod, when the Kubernetes API told
+    # Held while waiting for the seeds: gives the node's place among those worked on to another.
+    idle: Callable[[], AbstractAsyncContextManager[None]] | None = None
 
-    async def node_has_mirrors(self) -> bool:
-        """Whether the node pulls any registry through a mirror (it runs Spegel, or its containerd
-        has one configured)."""
-        from nodeload.mirror import mirrored
-
-        return await mirrored(self.executor, self.cluster)
+    async def wait_for_seeds(self) -> bool:
+        """Wait for the seed nodes; whether any of them got the image."""
+        if self.idle is None:
+            return await self.seeded.wait_ok()
+        async with self.idle():
+            return await self.seeded.wait_ok()
 
     async def mirror_for(self, host: str) -> Mirror | str:
         """The mirror the node pulls ``host`` through, or why it cannot (for the report)."""

@@ -323,7 +323,7 @@ class ContainerdTarget:
             return False  # a direct push, at once
         endpoint = "the node's mirror" if isinstance(found, str) else found.endpoint
         self._progress.message(self._node, f"peer: waiting for the seed nodes ({endpoint})")
-        if not await peers.seeded.wait_ok():
+        if not await peers.wait_for_seeds():
             result.warnings.append("no seed node got the image: pushed directly")
             return False
         graph = await asyncio.to_thread(image.graph, options.platform or self._info.platform)
