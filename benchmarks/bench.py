@@ -45,6 +45,7 @@ from rich.console import Console
 from benchmarks.common import (
     MiB,
     bench_env,
+    compile_nodeload,
     local_containerd,
     nodeload_argv,
     print_checks,
@@ -172,6 +173,7 @@ def main() -> int:
         parser.error(f"--only: unknown section in {args.only!r}; choose from {', '.join(SECTIONS)}")
 
     console = Console(stderr=True)
+    compile_nodeload()
     client = docker_client()
     sweep_leftovers(client)
     clear_stale_uplink(console)

@@ -28,7 +28,15 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks.common import MiB, bench_env, empty_node, machine_cpu_seconds, nodeload_argv, print_table
+from benchmarks.common import (
+    MiB,
+    bench_env,
+    compile_nodeload,
+    empty_node,
+    machine_cpu_seconds,
+    nodeload_argv,
+    print_table,
+)
 from nodeload.sandbox import LayerSpec, Sandbox, build_image, docker_client
 from nodeload.sandbox.measure import run_measured
 
@@ -58,6 +66,7 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=12, help="functions to list (default 12)")
     args = parser.parse_args()
     console = Console(stderr=True)
+    compile_nodeload()
     client = docker_client()
     layers = [LayerSpec(args.size_mib * MiB // 4, f"profile-{i}") for i in range(4)]
     build_image(client, IMAGE, "v1", layers)
