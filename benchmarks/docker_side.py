@@ -2,19 +2,25 @@
 Docker Engine target, each against the pipeline users would otherwise use.
 
 - endpoint: ``nodeload serve --node N -- docker push`` and ``-- skopeo copy`` of the image
-  (cold, then v2 warm), against ``docker save | ssh ctr import``;
+  (cold, then v2 warm), against ``docker save | ssh ctr import``; and, for the bound of every
+  path that goes through the engine's push, ``docker push`` alone into a plain local registry
+  (Debian's docker-registry on 127.0.0.1, no node, nothing of nodeload's);
 - Docker target: ``nodeload push --target docker`` into a node running its own dockerd, against
   ``docker save | ssh node docker load`` into another.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import requests
 from rich.console import Console
 
 from benchmarks.common import bench_env, nodeload_argv, timed
@@ -22,6 +28,9 @@ from nodeload.report import human_bytes
 from nodeload.sandbox import NodeVariant, Sandbox, ensure_dockerd_node_image
 
 HEADERS = ("push", "tool", "time", "speed vs baseline", "bytes on the wire")
+# Where the plain registry listens: Docker pushes to 127.0.0.0/8 over plain HTTP.
+ENGINE_ALONE = "127.0.0.1:5754"
+ALONE = "docker push alone (local registry, no node)"
 
 
 @dataclass
@@ -79,7 +88,54 @@ def _endpoint(client: Any, image: str, layouts: Path, console: Console) -> list[
             runs.append(SideRun(scenario, "serve -- skopeo copy oci:", seconds, wire, baseline))
     subprocess.run(["docker", "rmi", "-f", "127.0.0.1:5752/bench/app:v1", "127.0.0.1:5752/bench/app:v2"],
                    capture_output=True, check=False)  # fmt: skip
+    return runs + _engine_alone(image, console)
+
+
+def _engine_alone(image: str, console: Console) -> list[SideRun]:
+    """``docker push`` into a plain registry on this machine: the engine's own part of every push
+    through it (a HEAD per layer, compressing and uploading the changed one, the manifest)."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        console.print("  (docker push alone: skipped, Debian's docker-registry is not installed)")
+        return []
+    runs: list[SideRun] = []
+    with tempfile.TemporaryDirectory() as storage:
+        config = Path(storage) / "config.yml"
+        config.write_text(
+            f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {storage}/data\n"
+            f"http:\n  addr: {ENGINE_ALONE}\n"
+        )
+        registry = subprocess.Popen(
+            [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            _wait_for(f"http://{ENGINE_ALONE}/v2/")
+            for scenario, tag in (("cold", "v1"), ("warm", "v2")):
+                console.print(f"  docker push alone: {scenario} push of {image}:{tag} ...")
+                target = f"{ENGINE_ALONE}/bench/app:{tag}"
+                subprocess.run(["docker", "tag", f"{image}:{tag}", target], check=True)
+                seconds = timed(["docker", "push", "-q", target]).seconds
+                runs.append(
+                    SideRun(
+                        scenario, "docker push alone (local registry, no node)", seconds, 0, "save|import"
+                    )
+                )
+                subprocess.run(["docker", "rmi", target], capture_output=True, check=False)
+        finally:
+            registry.terminate()
+            registry.wait(timeout=10)
     return runs
+
+
+def _wait_for(url: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).ok:
+                return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the local registry at {url} did not come up")
+        time.sleep(0.1)
 
 
 def _docker_target(client: Any, image: str, console: Console) -> list[SideRun]:

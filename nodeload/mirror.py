@@ -68,10 +68,29 @@ async def mirror_for(executor: Executor | None, cluster: ClusterMirror | None, h
         mirror = await node_mirror(executor, host) if executor is not None else None
     except NodeError:
         mirror = None
-    if mirror is None:
-        files = f"{CERTS_DIR}/{host}/hosts.toml, {CERTS_DIR}/_default/hosts.toml, {K3S_REGISTRIES}"
+    if mirror is not None:
+        return mirror
+    files = f"{CERTS_DIR}/{host}/hosts.toml, {CERTS_DIR}/_default/hosts.toml, {K3S_REGISTRIES}"
+    others = await _mirrored_hosts(executor) if executor is not None else []
+    if not others:
         return f"no registry mirror for {host} on this node (read: {files})"
-    return mirror
+    return (
+        f"no registry mirror for {host} on this node (read: {files}); it mirrors {', '.join(others)}: "
+        "name the image under one of those with --name for the nodes to pull it from their peers"
+    )
+
+
+async def _mirrored_hosts(executor: Executor) -> list[str]:
+    """The registry hosts the node's ``certs.d`` names a ``hosts.toml`` for (for messages)."""
+    try:
+        _, out, _ = await run_text(executor, f"ls -1 {CERTS_DIR}/*/hosts.toml 2>/dev/null")
+    except NodeError:
+        return []
+    prefix = f"{CERTS_DIR}/"
+    hosts = [
+        line.removeprefix(prefix).rsplit("/", 1)[0] for line in out.splitlines() if line.startswith(prefix)
+    ]
+    return sorted(h for h in hosts if h and h != "_default")
 
 
 def cluster_mirror(cluster: ClusterMirror, host: str) -> Mirror | str:

@@ -110,9 +110,10 @@ async def _check_no_twins(
     for image in images:
         info: dict[str, Any] = await asyncio.to_thread(client.api.inspect_image, image.ref)
         diff_ids |= {str(d) for d in (info.get("RootFS") or {}).get("Layers") or []}
+    layers = sorted(diff_ids)
     for session in endpoint.sessions:
-        for diff_id in sorted(diff_ids):
-            twin = await session.target.equivalent_blob(diff_id)
+        twins = await asyncio.gather(*(session.target.equivalent_blob(diff_id) for diff_id in layers))
+        for diff_id, twin in zip(layers, twins, strict=True):
             if twin is not None and twin.digest != pushed.digest(diff_id):
                 raise EngineCannotPush(
                     f"{session.name} holds layer {diff_id[:19]} as {twin.digest[:19]}, which docker push "

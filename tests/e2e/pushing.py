@@ -42,11 +42,14 @@ CONTENT_ROOT = "/var/lib/containerd/io.containerd.content.v1.content/blobs/sha25
 
 
 def content_sizes(node: NodeContainer) -> dict[str, int]:
-    """Digest -> exact size of every blob in the node's content store (all namespaces)."""
+    """Digest -> exact size of every blob in the node's content store (all namespaces), once
+    containerd's garbage collection has run: ``ctr import`` stores the archive's index under a
+    lease of its own, and the collection that removes it after the import is asynchronous."""
+    # Deleting a lease with --sync runs the collection before returning (where containerd runs).
+    settle = "id=$(ctr leases create | awk '{print $1}') && ctr leases delete --sync \"$id\""
     # A node that never received anything has no blobs directory yet.
-    out = node.check_output(
-        ["sh", "-c", f"[ ! -d {CONTENT_ROOT} ] || find {CONTENT_ROOT} -type f -printf '%f %s\\n'"]
-    )
+    listing = f"[ ! -d {CONTENT_ROOT} ] || find {CONTENT_ROOT} -type f -printf '%f %s\\n'"
+    out = node.check_output(["sh", "-c", f"{{ {settle}; }} >/dev/null 2>&1; {listing}"])
     return {f"sha256:{name}": int(size) for name, size in (line.split() for line in out.splitlines() if line)}
 
 

@@ -103,6 +103,24 @@ def test_the_seed_is_the_node_that_already_holds_the_image(
     assert uplink < image_bytes / 4  # nothing of the image crossed the uplink this time
 
 
+def test_a_registry_the_nodes_do_not_mirror_is_pushed_directly_and_said_so(
+    cluster: Cluster, app_layout: tuple[Path, int]
+) -> None:
+    layout, image_bytes = app_layout
+    args = ["push", f"oci:{layout}:v1", "--name", "ghcr.io/nodeload-e2e/peers:v1"]
+    args += ["-F", str(cluster.sandbox.ssh_config_path), "--json"]
+    for alias in NODES:
+        args += ["--node", alias]
+    results = {r["node"]: r for r in json.loads(nodeload(*args).stdout)["nodes"]}
+
+    assert all(r["status"] == "ok" and r["via"] == "push" for r in results.values()), results
+    assert [results[n]["bytes_sent"] for n in NODES] == [image_bytes] * 4
+    for alias in NODES[1:]:
+        (warning,) = results[alias]["warnings"]
+        assert warning.startswith("no registry mirror for ghcr.io on this node")
+        assert "it mirrors docker.io: name the image under one of those with --name" in warning
+
+
 def test_asked_for_seeds_a_docker_engine_image_is_saved_and_seeded(
     cluster: Cluster, app_images: dict[str, str], tmp_path: Path
 ) -> None:
