@@ -29,7 +29,7 @@ class FallbackRun:
 
 def fallback(client: Any, image: str, console: Console) -> list[FallbackRun]:
     """v1 (untimed) then v2 (timed) to a ctr-only node, and the same with save|import."""
-    bare = NodeVariant(stream_forwarding=False, remove=("socat",))
+    bare = NodeVariant(stream_forwarding=False, remove=("socat", "nc"))
     runs = []
     with tempfile.TemporaryDirectory() as cache, Sandbox([NodeVariant(), bare], client=client) as sandbox:
         ssh = f"ssh -F {sandbox.ssh_config_path} node-1"

@@ -54,7 +54,7 @@ class NodeVariant:
         login: The SSH login of the sandbox's ssh_config (a non-root user is created).
         sudo: For a non-root login: ``nopasswd``, ``password`` (sudo asks), or ``none``.
         stream_forwarding: sshd's AllowStreamLocalForwarding.
-        remove: Programs taken away at start (``socat``: no relay; ``ctr``: a bare node).
+        remove: Programs taken away at start (``socat`` and ``nc``: no relay; ``ctr``: a bare node).
         sshd: Whether sshd runs (kind/k3d-style nodes are reached with docker exec only).
         labels: Docker labels (how kind and k3d mark their node containers).
         name: The container name (kind's node names are its container names).

@@ -36,6 +36,7 @@ PACKAGES = (
     "runc",
     "openssh-server",
     "socat",
+    "netcat-openbsd",
     "sudo",
     "ca-certificates",
     "iproute2",

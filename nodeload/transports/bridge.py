@@ -56,6 +56,7 @@ else echo sudo=none; fi
 echo user="$(id -un)"
 """
 # One round trip tells everything: the socket's state for this login, the relays, sudo.
+# OpenBSD nc lists -U in its help (Debian's indents with tabs); other ncs have no -U.
 _PROBE = (
     """p={path}
 if [ -S "$p" ]; then
@@ -64,7 +65,8 @@ elif [ -e "$p" ]; then echo access=notsocket
 elif [ -d "$(dirname "$p")" ] && ! [ -x "$(dirname "$p")" ]; then echo access=hidden
 else echo access=missing; fi
 command -v socat >/dev/null 2>&1 && echo relay=socat
-if command -v nc >/dev/null 2>&1 && nc -h 2>&1 | grep -q -- ' -U'; then echo relay=nc; fi
+if command -v nc >/dev/null 2>&1 && nc -h 2>&1 | grep -qE -- '[[:space:]]-U[[:space:]]'
+then echo relay=nc; fi
 command -v python3 >/dev/null 2>&1 && echo relay=python3
 if [ -S "$p" ] && [ -r "$p" ] && [ -w "$p" ]; then
   if command -v socat >/dev/null 2>&1; then

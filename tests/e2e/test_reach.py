@@ -27,6 +27,7 @@ SITUATIONS = {
     "node-2": ("AllowStreamLocalForwarding no", "ssh-exec:socat"),
     "node-3": ("no forwarding, no relay: ctr only", "ssh-exec:ctr-import"),
     "node-4": ("behind a bastion", "ssh-forward"),
+    "node-7": ("no forwarding, OpenBSD nc relays", "ssh-exec:nc"),
 }
 
 
@@ -36,10 +37,11 @@ def fleet(docker_client: docker.DockerClient, node_image: str) -> Iterator[Sandb
     variants = [
         NodeVariant(login="ubuntu", sudo="nopasswd"),
         NodeVariant(stream_forwarding=False),
-        NodeVariant(stream_forwarding=False, remove=("socat",)),
+        NodeVariant(stream_forwarding=False, remove=("socat", "nc")),
         NodeVariant(internal=True),
         NodeVariant(login="ubuntu", sudo="password"),  # node-5: sudo asks for a password
-        NodeVariant(stream_forwarding=False, remove=("socat", "ctr")),  # node-6: nothing at all
+        NodeVariant(stream_forwarding=False, remove=("socat", "nc", "ctr")),  # node-6: nothing at all
+        NodeVariant(stream_forwarding=False, remove=("socat",)),  # node-7: nc is the relay left
     ]
     with Sandbox(variants, image=node_image, client=docker_client) as sb:
         yield sb
@@ -133,11 +135,11 @@ def clusters(docker_client: docker.DockerClient, node_image: str) -> Iterator[tu
         NodeVariant(sshd=False, name=f"{name}-worker", labels={**kind, "io.x-k8s.kind.role": "worker"}),
         NodeVariant(
             sshd=False, name=f"k3d-{name}-server-0", labels={**k3d, "k3d.role": "server"},
-            containerd_socket=K3S_CONTAINERD_SOCKET, remove=("socat",),
+            containerd_socket=K3S_CONTAINERD_SOCKET, remove=("socat", "nc"),
         ),
         NodeVariant(
             sshd=False, name=f"k3d-{name}-agent-0", labels={**k3d, "k3d.role": "agent"},
-            containerd_socket=K3S_CONTAINERD_SOCKET, remove=("socat",),
+            containerd_socket=K3S_CONTAINERD_SOCKET, remove=("socat", "nc"),
         ),
         NodeVariant(sshd=False, name=f"k3d-{name}-serverlb", labels={**k3d, "k3d.role": "loadbalancer"}),
     ]  # fmt: skip

@@ -28,6 +28,7 @@ def _push(kind_cluster: Path, image: str, *args: str) -> list[dict[str, object]]
     argv += ["--context", CONTEXT, "--all-nodes", "--json", *args]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+    assert "cannot look for Spegel" not in proc.stderr  # the API lists its pods for this user
     results: list[dict[str, object]] = json.loads(proc.stdout)["nodes"]
     assert len(results) == 3 and all(r["status"] == "ok" and r["cri_indexed"] for r in results), results
     return results
@@ -73,6 +74,7 @@ def test_seeds_and_real_spegel_cost_one_upload(kind_cluster: Path) -> None:
         results = _push(kind_cluster, SEEDED_IMAGE, "--seeds", "1")
         vias = sorted(str(r["via"]) for r in results)
         assert vias == ["peer-pull", "peer-pull", "push"], results
+        assert not any(r["warnings"] for r in results), results  # Spegel's pods, read through the API
         _run_everywhere(kind_cluster, [str(r["node"]) for r in results], SEEDED_IMAGE, "hello from a peer")
     finally:
         subprocess.run([*helm, "uninstall", "spegel", "--namespace", "spegel", "--wait"], check=False)
