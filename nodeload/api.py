@@ -9,7 +9,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
@@ -25,6 +24,7 @@ from nodeload.fanout import DEFAULT_PARALLEL, DEFAULT_RETRIES, ImageJob, NodeJob
 from nodeload.nodes.connect import transport_for
 from nodeload.nodes.listed import parse_node
 from nodeload.nodes.spec import NodeSpec
+from nodeload.persist.pool import run
 from nodeload.platforms import Platform
 from nodeload.progress import NullProgress, ProgressSink
 from nodeload.reference import parse_reference
@@ -149,7 +149,7 @@ def push(
     Raises:
         UsageError: for arguments that cannot work (nothing was sent).
     """
-    return asyncio.run(push_async(images, nodes, options, progress=progress, notify=notify))
+    return run(push_async(images, nodes, options, progress=progress, notify=notify))
 
 
 async def push_async(

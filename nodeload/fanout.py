@@ -266,6 +266,8 @@ class _NodeRun:
             transport = self.job.transport
             if transport is None:
                 raise NodeError(self.job.node.problem or "nodeload cannot reach this node")
+            # What the connection carried before (a persistent session's, kept open): not this run's.
+            before = transport.traffic()
             async with transport, self.open_target(transport, self.job.node, self.progress) as target:
                 connect = self.results[pending[0]].timings
                 connect["connect"] = round(connect.get("connect", 0.0) + loop.time() - connecting, 4)
@@ -274,7 +276,7 @@ class _NodeRun:
                 for i in pending:
                     if self._started[i] is None:  # the first image's time and traffic include connecting
                         self._started[i] = connecting if i == 0 else loop.time()
-                        self._since[i] = None if i == 0 else transport.traffic()
+                        self._since[i] = before if i == 0 else transport.traffic()
                     image, result = self.images[i], self.results[i]
                     namespace = self.job.node.namespace or image.namespace
                     peer = None

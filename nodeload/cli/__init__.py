@@ -11,9 +11,14 @@ import contextlib
 import json
 import logging
 import signal
+import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from nodeload.cli.arguments import build_parser
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -22,17 +27,32 @@ __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "kubectl_
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nodeload`` console script."""
-    return _run(build_parser().parse_args(argv))
+    given = list(sys.argv[1:] if argv is None else argv)
+    return _run(build_parser().parse_args(given), given)
 
 
 def kubectl_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``kubectl-nodeload``: ``kubectl nodeload push ...`` (nodes come from the cluster)."""
-    args = build_parser("kubectl nodeload").parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser("kubectl nodeload").parse_args(given)
     args.kubernetes_by_default = True
-    return _run(args)
+    return _run(args, given, kubectl=True)
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_in_session(argv: Sequence[str], kubectl: bool) -> int:
+    """A command line handed to a persistent session (nodeload.persist.server), run there."""
+    args = build_parser("kubectl nodeload" if kubectl else "nodeload").parse_args(argv)
+    args.kubernetes_by_default = kubectl
+    return _run(args, argv, kubectl=kubectl, in_session=True)
+
+
+def _run(
+    args: argparse.Namespace, argv: Sequence[str], *, kubectl: bool = False, in_session: bool = False
+) -> int:
+    if args.verb == "push" and args.persist and not in_session:
+        handed = _hand_over(argv, args.persist, kubectl)
+        if handed is not None:
+            return handed
     from rich.console import Console
 
     from nodeload.errors import NodeloadError, UsageError
@@ -41,8 +61,11 @@ def _run(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
-    _terminate_like_interrupt()
+    if not in_session:  # a session ends on SIGTERM itself
+        _terminate_like_interrupt()
     try:
+        if args.verb == "persist":
+            return _persist(args.action, err)
         if args.verb == "serve":
             from nodeload.cli.serve import run_serve
 
@@ -71,6 +94,32 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:  # scripts still get a report to parse
             print(json.dumps({"images": getattr(args, "images", []), "error": text, "nodes": []}, indent=2))
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
+
+
+def _hand_over(argv: Sequence[str], persist: float, kubectl: bool) -> int | None:
+    """The push's exit status from the persistent session; None (said why) to push here instead."""
+    from nodeload.persist.client import SessionError, hand_over
+
+    try:
+        return hand_over(argv, persist, kubectl=kubectl)
+    except (SessionError, OSError) as err:
+        print(
+            f"nodeload: the persistent session is not available ({err}); pushing without it", file=sys.stderr
+        )
+        return None
+
+
+def _persist(action: str, err: Console) -> int:
+    from nodeload.persist.client import running, socket_path, stop
+
+    if action == "stop":
+        err.print("nodeload: session stopped" if stop() else "nodeload: no session was running", markup=False)
+        return EXIT_OK
+    if running():
+        print(f"running: {socket_path()}")
+        return EXIT_OK
+    print("not running")
+    return EXIT_FAILED
 
 
 def _terminate_like_interrupt() -> None:

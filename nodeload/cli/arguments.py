@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -44,10 +45,24 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
     _ssh_arguments(push)
     _output_arguments(push)
     _serve_command(commands)
+    _persist_command(commands)
     _gc_command(commands)
     _cache_command(commands)
     _sandbox_command(commands)
     return parser
+
+
+def _persist_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    persist = commands.add_parser(
+        "persist",
+        help="the background session of push --persist",
+        description="The background session push --persist hands pushes to (one per user and environment).",
+    )
+    persist.add_argument(
+        "action", choices=("status", "stop"), help="status: whether it runs; stop: end it now"
+    )
+    persist.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    persist.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
 
 
 def _serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -318,6 +333,15 @@ def _push_arguments(push: argparse.ArgumentParser) -> None:
         "peers instead (default: 1 when there are several nodes; 0 pushes to every node)",
     )
     group.add_argument(
+        "--persist",
+        type=_duration,
+        default=os.environ.get("NODELOAD_PERSIST") or None,
+        metavar="DURATION",
+        help="hand the push to a background session of yours that stays DURATION (e.g. 10m, 1h, "
+        "600s) after its last push, with nodeload loaded and the nodes' SSH connections open, like "
+        "ssh's ControlPersist; the first such push starts it (default: $NODELOAD_PERSIST; off: none)",
+    )
+    group.add_argument(
         "--mirror-check",
         type=_on_off,
         default=True,
@@ -369,6 +393,21 @@ def _ssh_arguments(push: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not verify node host keys (unsafe: anyone on the path can impersonate a node)",
     )
+
+
+def _duration(text: str) -> float | None:
+    """``10m``, ``1h``, ``600s``, ``600`` -> seconds; ``off``/``0`` -> None (no persistent session)."""
+    if text in ("off", "no", "0"):
+        return None
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: e.g. 10m, 1h, 600s (up to 24h), or off")
+    return value
 
 
 def _seeds(text: str) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nodeload.errors import UsageError
 from nodeload.nodes.spec import NodeSpec
+from nodeload.persist.pool import pooled
 from nodeload.transports.base import Transport
 from nodeload.transports.local import LocalTransport
 from nodeload.transports.ssh import SSHOptions, SSHTransport
@@ -20,7 +21,7 @@ def transport_for(node: NodeSpec, ssh: SSHOptions) -> Transport | None:
     if node.reach == "local":
         return LocalTransport(node.name)
     if node.reach == "ssh":
-        return SSHTransport(node, ssh)
+        return pooled(node, ssh) or SSHTransport(node, ssh)
     if node.reach == "docker":
         from nodeload.transports.docker_exec import DockerExecTransport
 

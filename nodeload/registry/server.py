@@ -222,9 +222,9 @@ async def _open_sessions(
 async def _listen(
     stack: contextlib.AsyncExitStack, app: web.Application, host: str, port: int, *, fallback: bool = False
 ) -> str:
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    stack.push_async_callback(runner.cleanup)
+    stack.push_async_callback(_stop, runner)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -238,6 +238,15 @@ async def _listen(
     await web.SockSite(runner, sock).start()
     bound = sock.getsockname()[1]
     return f"[{host}]:{bound}" if family == socket.AF_INET6 else f"{host}:{bound}"
+
+
+async def _stop(runner: web.AppRunner) -> None:
+    """Stop serving. Connections still open are cut, not waited for: after an interruption (Ctrl-C)
+    a client may be mid-upload, and the engine's docker push only stops when its upload fails."""
+    for connection in list(runner.server.connections if runner.server else ()):
+        if connection.transport is not None:
+            connection.transport.abort()
+    await runner.cleanup()
 
 
 def _client_environment(

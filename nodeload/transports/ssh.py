@@ -14,6 +14,7 @@ Nothing is installed or left on the node and no port is opened there.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -62,6 +63,11 @@ class SSHTransport:
         # connection drops (asyncio closes its own descriptor then), for the traffic of a lost session.
         self._counter: socket.socket | None = None
         self._carried = Traffic(0, 0)  # what earlier sessions of this transport carried
+        # Kept open between sessions (a persistent session's pool): the connection, and the local
+        # end of each socket opened through it, stay until close() or until the connection drops.
+        self.keep_open = False
+        self._closed: asyncio.Future[None] | None = None
+        self._opened: dict[str, tuple[str, str]] = {}  # socket path -> (method, local target)
 
     @property
     def node(self) -> str:
@@ -70,7 +76,11 @@ class SSHTransport:
 
     async def __aenter__(self) -> Self:
         """Connect; a transport may be entered again after it is left (a retry reconnects)."""
+        if self.is_open:
+            return self  # kept open, and still alive
+        await self.close()
         self._connection = await connect(self._dest, self._options)
+        self._closed = asyncio.ensure_future(self._connection.conn.wait_closed())
         first = self._connection.jumps[0] if self._connection.jumps else self._connection.conn
         with contextlib.suppress(OSError, AttributeError):
             self._counter = socket.socket(fileno=os.dup(first.get_extra_info("socket").fileno()))
@@ -79,6 +89,18 @@ class SSHTransport:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if not (self.keep_open and exc_type is None):
+            await self.close()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection is open (kept open between sessions, or in one)."""
+        return self._connection is not None and self._closed is not None and not self._closed.done()
+
+    async def close(self) -> None:
+        """Close the connection and every local socket end opened through it."""
+        if self._connection is None:
+            return
         self._carried = self.traffic() or self._carried
         for closer in self._closers:
             with contextlib.suppress(Exception):  # the connection may be gone already
@@ -92,7 +114,10 @@ class SSHTransport:
             self._counter.close()
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
+        if self._closed is not None:
+            self._closed.cancel()
         self._connection, self._counter, self._tmpdir, self._closers = None, None, None, []
+        self._closed, self._opened = None, {}
 
     def traffic(self) -> Traffic | None:
         """What the SSH connections to the node carried, every session of this transport together
@@ -112,6 +137,15 @@ class SSHTransport:
         Raises:
             SocketUnavailable: with the reason (``missing`` when the socket does not exist).
         """
+        if path in self._opened:  # kept open from an earlier session of this connection
+            self.method, target = self._opened[path]
+            return target
+        target = await self._open_socket(path)
+        if self.keep_open:
+            self._opened[path] = (self.method, target)
+        return target
+
+    async def _open_socket(self, path: str) -> str:
         if await self._forwards(path):
             self.method = "ssh-forward"
             return await self._serve(lambda local: self._conn().forward_local_path(local, path))

@@ -1,0 +1,44 @@
+"""The command line's side of persistent sessions: where the socket lives, who may use it, durations."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from nodeload.cli.arguments import _duration
+from nodeload.persist.client import SessionError, session_dir, socket_path
+
+
+def test_the_session_directory_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    made = session_dir()
+    assert made == tmp_path / "nodeload" and (made.stat().st_mode & 0o777) == 0o700
+    made.chmod(0o755)  # someone else could enter: refused, not used
+    with pytest.raises(SessionError, match="nobody else may enter"):
+        session_dir()
+
+
+def test_a_socket_path_too_long_is_refused_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
+    with pytest.raises(SessionError, match="too long for a unix socket; set XDG_RUNTIME_DIR or TMPDIR"):
+        socket_path()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10m", 600.0), ("1h", 3600.0), ("90s", 90.0), ("600", 600.0), ("off", None), ("0", None)],
+)
+def test_durations(text: str, seconds: float | None) -> None:
+    assert _duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["forever", "-5m", "25h", "m"])
+def test_bad_durations_are_usage_errors(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="invalid duration"):
+        _duration(text)
