@@ -52,7 +52,9 @@ def socket_path() -> Path:
         SessionError: the path is longer than a unix socket's may be.
     """
     here = str(Path(__file__).resolve().parents[1])
-    key = hashlib.sha256(f"{sys.executable}\0{here}".encode()).hexdigest()[:16]
+    # The interpreter itself (python and python3 in a venv are the same one) and the environment.
+    python = f"{os.path.realpath(sys.executable)}\0{sys.prefix}"
+    key = hashlib.sha256(f"{python}\0{here}".encode()).hexdigest()[:16]
     path = session_dir() / f"session-{key}.sock"
     if len(os.fsencode(path)) >= _SUN_PATH:
         raise SessionError(f"{path} is too long for a unix socket; set XDG_RUNTIME_DIR or TMPDIR shorter")

@@ -42,3 +42,16 @@ def test_durations(text: str, seconds: float | None) -> None:
 def test_bad_durations_are_usage_errors(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="invalid duration"):
         _duration(text)
+
+
+def test_python_and_python3_of_one_venv_find_the_same_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    alias = tmp_path / "python-alias"
+    alias.symlink_to(sys.executable)
+    first = socket_path()
+    monkeypatch.setattr(sys, "executable", str(alias))
+    assert socket_path() == first  # `nodeload persist stop` finds what `python -m nodeload` started
