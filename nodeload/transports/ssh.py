@@ -76,7 +76,7 @@ class SSHTransport:
 
     async def __aenter__(self) -> Self:
         """Connect; a transport may be entered again after it is left (a retry reconnects)."""
-        if self.is_open:
+        if self._alive():
             return self  # kept open, and still alive
         await self.close()
         self._connection = await connect(self._dest, self._options)
@@ -96,6 +96,21 @@ class SSHTransport:
     def is_open(self) -> bool:
         """Whether the connection is open (kept open between sessions, or in one)."""
         return self._connection is not None and self._closed is not None and not self._closed.done()
+
+    def _alive(self) -> bool:
+        """Whether a kept connection still stands. Between the pushes of a persistent session no
+        event loop runs to see the node hang up, so the socket itself is asked (a peek: nothing
+        is consumed): at end of stream or reset, the node is gone."""
+        if not self.is_open:
+            return False
+        if self._counter is None:
+            return True
+        try:
+            return self._counter.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except BlockingIOError:
+            return True  # nothing to read: open
+        except OSError:
+            return False
 
     async def close(self) -> None:
         """Close the connection and every local socket end opened through it."""

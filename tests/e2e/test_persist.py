@@ -127,3 +127,19 @@ def test_ctrl_c_interrupts_the_push_in_the_session_not_the_session(
     assert nodeload("persist", "status", env=persisting.env).returncode == 0  # the session goes on
     again = json.loads(persisting.push(app_images["v2"], "--namespace", "elsewhere").stdout)["nodes"][0]
     assert again["status"] == "ok", again  # the session took the next push as ever
+
+
+def test_a_connection_dropped_between_pushes_is_made_again(
+    persisting: Persisting, app_images: dict[str, str], app_layout: tuple[Path, int]
+) -> None:
+    first = json.loads(persisting.push(app_images["v1"]).stdout)["nodes"][0]
+    assert first["status"] == "ok" and persisting.ssh_connections() == 1
+    # The node drops it (sshd restarted, a NAT timeout...): its sshd session processes die.
+    persisting.sandbox.node("node-1").check_output(["sh", "-c", "pkill -f '^sshd: root' || true"])
+    time.sleep(0.5)
+    assert persisting.ssh_connections() == 0
+    # An OCI layout: nothing to ask the engine first, the node is the first thing the push touches.
+    layout = f"oci:{app_layout[0]}:v1"
+    again = json.loads(persisting.push(layout, "--name", "nodeload-e2e/layout:v1").stdout)["nodes"][0]
+    assert again["status"] == "ok" and again["attempts"] == 1, again  # reconnected before pushing
+    assert persisting.ssh_connections() == 1

@@ -47,11 +47,15 @@ def test_bad_durations_are_usage_errors(text: str) -> None:
 def test_python_and_python3_of_one_venv_find_the_same_session(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import shutil
     import sys
+    import tempfile
 
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    runtime = Path(tempfile.mkdtemp(prefix="nl-"))  # short: the socket path must fit sun_path
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     alias = tmp_path / "python-alias"
     alias.symlink_to(sys.executable)
     first = socket_path()
     monkeypatch.setattr(sys, "executable", str(alias))
     assert socket_path() == first  # `nodeload persist stop` finds what `python -m nodeload` started
+    shutil.rmtree(runtime)
