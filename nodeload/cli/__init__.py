@@ -102,10 +102,15 @@ def _hand_over(argv: Sequence[str], persist: float, kubectl: bool) -> int | None
 
     try:
         return hand_over(argv, persist, kubectl=kubectl)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_FAILED  # our output was closed (| head): the push went on in the session
     except (SessionError, OSError) as err:
-        print(
-            f"nodeload: the persistent session is not available ({err}); pushing without it", file=sys.stderr
-        )
+        if isinstance(err, SessionError) and err.accepted:  # the session had it: never push twice
+            print(f"nodeload: error: {err}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"nodeload: no persistent session ({err}); pushing without one", file=sys.stderr)
         return None
 
 

@@ -17,11 +17,13 @@ import contextlib
 import fcntl
 import io
 import json
+import logging
 import os
 import signal
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -65,6 +67,9 @@ class Session:
 
     def serve(self) -> None:
         """Accept pushes until idle for too long, stopped, or terminated."""
+        # Python's own handler, even if the first caller ran with SIGINT ignored: interrupting a
+        # push (its caller went away) is a SIGINT, cancelled by the event loop as Ctrl-C would.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         with self._listening() as listener:
             if listener is None:
                 return  # another session already answers on this socket
@@ -72,13 +77,13 @@ class Session:
             signal.signal(signal.SIGTERM, lambda *_: self._stop())
             try:
                 while not self._stopping:
-                    listener.settimeout(self.idle)
                     try:
+                        listener.settimeout(self.idle)
                         conn, _ = listener.accept()
                     except TimeoutError:
                         break
-                    except InterruptedError:
-                        continue
+                    except (InterruptedError, KeyboardInterrupt):
+                        continue  # a stray interrupt between pushes (or SIGTERM: _stopping is set)
                     with conn:
                         self._handle(conn)
             finally:
@@ -86,8 +91,10 @@ class Session:
                 self.pool.close()
 
     def _stop(self) -> None:
+        """SIGTERM: end after the push in progress is interrupted (as Ctrl-C, so the event loop
+        cancels it while its connections are still open), or at once between pushes."""
         self._stopping = True
-        raise KeyboardInterrupt  # leaves a blocking accept (or a push, as Ctrl-C would)
+        signal.raise_signal(signal.SIGINT)
 
     @contextlib.contextmanager
     def _listening(self) -> Iterator[socket.socket | None]:
@@ -123,18 +130,28 @@ class Session:
 
     def _handle(self, conn: socket.socket) -> None:
         conn.settimeout(30)
-        if not _same_user(conn):
-            return
         try:
+            if not _same_user(conn):
+                return
             request = _read_request(conn)
         except (OSError, ValueError):
             return
         conn.settimeout(None)
-        if request.get("stop"):
+        if request.get("stop") is True:
             self._stopping = True
             conn.sendall(b'{"exit": 0}\n')
             return
-        self.idle = float(request.get("persist") or self.idle)
+        problem = _invalid(request)
+        if problem:
+            with contextlib.suppress(OSError):
+                conn.sendall(
+                    json.dumps({"fd": 2, "data": f"nodeload: session: {problem}\n"}).encode() + b"\n"
+                )
+                conn.sendall(b'{"exit": 2}\n')
+            return
+        # From here on the push is the session's: the caller must not run it again itself.
+        conn.sendall(b'{"accepted": true}\n')
+        self.idle = float(request["persist"])
         code = self._run(conn, request)
         with contextlib.suppress(OSError):
             conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
@@ -145,30 +162,33 @@ class Session:
         from nodeload.cli import run_in_session
 
         terminal = bool(request.get("terminal"))
-        saved_env, saved_cwd = dict(os.environ), os.getcwd()
+        saved_env = dict(os.environ)
         saved_out, saved_err = sys.stdout, sys.stderr
         watcher = _Watcher(conn)
         try:
             os.environ.clear()
-            os.environ.update({str(k): str(v) for k, v in dict(request.get("env") or {}).items()})
+            os.environ.update(request["env"])
+            tempfile.tempdir = None  # $TMPDIR is the caller's
             os.chdir(str(request.get("cwd") or "/"))
             sys.stdout, sys.stderr = _Output(conn, 1, False), _Output(conn, 2, terminal)
             watcher.start()
-            return run_in_session([str(a) for a in request.get("argv") or []], bool(request.get("kubectl")))
+            return run_in_session(request["argv"], request.get("kubectl") is True)
         except KeyboardInterrupt:
-            if self._stopping:
-                raise
             return 130
-        except OSError as err:
-            print(f"nodeload: error: {err}", file=sys.stderr)
+        except SystemExit as done:  # argparse's own exit (a usage error)
+            return done.code if isinstance(done.code, int) else 2
+        except Exception as err:  # one push's failure is not the session's
+            print(f"nodeload: error: {type(err).__name__}: {err}", file=sys.stderr)
             return 1
         finally:
             watcher.done()
             self.pool.tidy()
+            _reset_logging()
             sys.stdout, sys.stderr = saved_out, saved_err
             os.environ.clear()
             os.environ.update(saved_env)
-            os.chdir(saved_cwd)
+            tempfile.tempdir = None
+            os.chdir("/")  # never hold (or depend on) a caller's directory between pushes
 
 
 class _Watcher(threading.Thread):
@@ -177,18 +197,50 @@ class _Watcher(threading.Thread):
     def __init__(self, conn: socket.socket) -> None:
         super().__init__(daemon=True)
         self._conn = conn
-        self._finished = threading.Event()
+        self._lock = threading.Lock()
+        self._finished = False
 
     def run(self) -> None:
         with contextlib.suppress(OSError):
             while self._conn.recv(4096):
                 pass  # callers send nothing after the request: only its end matters
-        if not self._finished.is_set():
-            print(f"{time.strftime('%H:%M:%S')} caller gone: interrupting", file=sys.__stderr__, flush=True)
-            os.kill(os.getpid(), signal.SIGINT)
+        with self._lock:  # never after done(): the interrupt is the push's, or nobody's
+            if not self._finished:
+                print(
+                    f"{time.strftime('%H:%M:%S')} caller gone: interrupting", file=sys.__stderr__, flush=True
+                )
+                signal.raise_signal(signal.SIGINT)
 
     def done(self) -> None:
-        self._finished.set()
+        with self._lock:
+            self._finished = True
+
+
+def _invalid(request: dict[str, Any]) -> str | None:
+    """Why ``request`` is not a push this session runs, or None."""
+    argv, env, persist = request.get("argv"), request.get("env"), request.get("persist")
+    if (
+        not isinstance(argv, list)
+        or not argv
+        or not all(isinstance(a, str) for a in argv)
+        or argv[0] != "push"
+    ):
+        return "only pushes are handed to a session"
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    ):
+        return "a malformed environment"
+    if not isinstance(persist, int | float) or not 0 < persist <= 86400:
+        return "a malformed duration"
+    return None
+
+
+def _reset_logging() -> None:
+    """Undo what a push's --debug set up (its handler wrote to that push's caller)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 def _same_user(conn: socket.socket) -> bool:

@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
@@ -37,6 +39,9 @@ from nodeload.transports.ssh_connect import Connection, Destination, SSHOptions,
 __all__ = ["SSHExecutor", "SSHOptions", "SSHTransport"]
 
 _SOCKET_DIR_PREFIX = "nodeload-"
+# A kept connection used this recently is trusted without a round trip (see SSHTransport._answers).
+_IDLE_TRUSTED = 30.0
+_ANSWER_SECONDS = 5.0
 Closer = asyncssh.SSHListener | RelayServer
 
 
@@ -68,6 +73,7 @@ class SSHTransport:
         self.keep_open = False
         self._closed: asyncio.Future[None] | None = None
         self._opened: dict[str, tuple[str, str]] = {}  # socket path -> (method, local target)
+        self._last_used = 0.0
 
     @property
     def node(self) -> str:
@@ -76,7 +82,7 @@ class SSHTransport:
 
     async def __aenter__(self) -> Self:
         """Connect; a transport may be entered again after it is left (a retry reconnects)."""
-        if self._alive():
+        if self._alive() and (time.monotonic() - self._last_used < _IDLE_TRUSTED or await self._answers()):
             return self  # kept open, and still alive
         await self.close()
         self._connection = await connect(self._dest, self._options)
@@ -89,6 +95,7 @@ class SSHTransport:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._last_used = time.monotonic()
         if not (self.keep_open and exc_type is None):
             await self.close()
 
@@ -98,19 +105,31 @@ class SSHTransport:
         return self._connection is not None and self._closed is not None and not self._closed.done()
 
     def _alive(self) -> bool:
-        """Whether a kept connection still stands. Between the pushes of a persistent session no
-        event loop runs to see the node hang up, so the socket itself is asked (a peek: nothing
-        is consumed): at end of stream or reset, the node is gone."""
+        """Whether a kept connection still stands, as far as its socket tells. Between the pushes
+        of a persistent session no event loop runs to see the node hang up, so the kernel is
+        asked: a hang-up or an error on the socket, even behind unread data, means it is gone."""
         if not self.is_open:
             return False
         if self._counter is None:
             return True
+        poller = select.poll()
+        poller.register(self._counter, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        return not poller.poll(0)
+
+    async def _answers(self) -> bool:
+        """Whether the node still answers on a connection kept idle: a connection dropped without
+        a word (a NAT or firewall forgetting it) looks open until used. One round trip: a channel
+        open to the containerd socket, which sshd answers whether or not it allows it."""
         try:
-            return self._counter.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
-        except BlockingIOError:
-            return True  # nothing to read: open
-        except OSError:
+            _, writer = await asyncio.wait_for(
+                self._conn().open_unix_connection("/run/containerd/containerd.sock"), _ANSWER_SECONDS
+            )
+            writer.close()
+        except asyncssh.ChannelOpenError:
+            return True  # refused: but the node answered
+        except (TimeoutError, asyncssh.Error, OSError):
             return False
+        return True
 
     async def close(self) -> None:
         """Close the connection and every local socket end opened through it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from nodeload.persist.client import SessionError, session_dir, socket_path
 def test_the_session_directory_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     made = session_dir()
-    assert made == tmp_path / "nodeload" and (made.stat().st_mode & 0o777) == 0o700
+    assert made == tmp_path / f"nodeload-{os.getuid()}" and (made.stat().st_mode & 0o777) == 0o700
     made.chmod(0o755)  # someone else could enter: refused, not used
     with pytest.raises(SessionError, match="nobody else may enter"):
         session_dir()
