@@ -18,7 +18,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from nodeload.early import EarlyLayers, LayerListener
 from nodeload.errors import (
@@ -197,14 +197,6 @@ class _Seeding:
     check: bool  # read the node's mirror configuration (False: trust that it has one)
 
 
-@dataclass(frozen=True)
-class _Peers:
-    """A peer node's part in a seeded run: the seeds' progress per image, and the mirror check."""
-
-    seeded: Sequence[Seeded]
-    check: bool
-
-
 @dataclass
 class _NodeRun:
     """Every image of the run on one node, over one session or, after losses, several."""
@@ -222,8 +214,9 @@ class _NodeRun:
         # When each image's push began, and the traffic then: kept across sessions.
         self._started: list[float | None] = [None] * len(self.images)
         self._since: list[Traffic | None] = [None] * len(self.images)
-        self.peers: _Peers | None = None  # a peer of the seeds: pulls through the cluster's mirror first
-        self._seed = False
+        # Once the seeds are chosen: this node's part, a seed (pushed to, for the others) or a peer
+        # (pulls through the cluster's mirror first). None: a plain push.
+        self._role: Literal["seed", "peer"] | None = None
         self._gate = asyncio.Semaphore()
 
     async def run(self, gate: asyncio.Semaphore, policy: RetryPolicy) -> list[NodeResult]:
@@ -232,7 +225,7 @@ class _NodeRun:
         try:
             await self._attempts(policy)
         finally:
-            if self.seeding is not None and self._seed:
+            if self.seeding is not None and self._role == "seed":
                 for seeded, result in zip(self.seeding.choice.seeded, self.results, strict=True):
                     seeded.seed_finished(result.ok)
         return self.results
@@ -280,9 +273,10 @@ class _NodeRun:
                     image, result = self.images[i], self.results[i]
                     namespace = self.job.node.namespace or image.namespace
                     peer = None
-                    if self.peers is not None:
+                    if self.seeding is not None and self._role == "peer":
+                        seeded, check = self.seeding.choice.seeded[i], self.seeding.check
                         executor, mirror = transport.executor(), self.job.node.mirror
-                        peer = PeerPull(self.peers.seeded[i], executor, self.peers.check, mirror, self._idle)
+                        peer = PeerPull(seeded, executor, check, mirror, self._idle)
                     pushing = _Pushing(
                         target, transport, self.job.node, namespace, self.ready[i], self.early[i], peer
                     )
@@ -312,11 +306,9 @@ class _NodeRun:
         if missing is None:
             return
         async with self._idle():
-            self._seed = await seeding.choice.is_seed(seeding.node)
-        if self._seed:
+            self._role = "seed" if await seeding.choice.is_seed(seeding.node) else "peer"
+        if self._role == "seed":
             self.progress.message(self.job.node.name, "seed: pushing for its peers")
-        else:
-            self.peers = _Peers(seeding.choice.seeded, seeding.check)
 
     async def _missing(self, seeding: _Seeding, transport: Transport, target: Target) -> float | None:
         """Bytes of the images the node lacks; None when it pulls through no mirror (not waiting
