@@ -121,15 +121,10 @@ class SSHTransport:
         a word (a NAT or firewall forgetting it) looks open until used. One round trip: a channel
         open to the containerd socket, which sshd answers whether or not it allows it."""
         try:
-            _, writer = await asyncio.wait_for(
-                self._conn().open_unix_connection("/run/containerd/containerd.sock"), _ANSWER_SECONDS
-            )
-            writer.close()
-        except asyncssh.ChannelOpenError:
-            return True  # refused: but the node answered
-        except (TimeoutError, asyncssh.Error, OSError):
+            await asyncio.wait_for(self._forwards("/run/containerd/containerd.sock"), _ANSWER_SECONDS)
+        except (TimeoutError, NodeError, OSError):
             return False
-        return True
+        return True  # forwarded or refused: either way the node answered
 
     async def close(self) -> None:
         """Close the connection and every local socket end opened through it."""
