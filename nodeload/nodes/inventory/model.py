@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,25 +129,12 @@ class Inventory:
 
     def _ancestry(self, direct: Iterable[str]) -> set[str]:
         """The given groups and every group above them."""
-        seen: set[str] = set()
-        todo = list(direct)
-        while todo:
-            name = todo.pop()
-            if name not in seen:
-                seen.add(name)
-                todo.extend(self._parents[name])
-        return seen
+        return _closure(direct, self._parents.__getitem__)
 
     def _members(self, groups: Iterable[str]) -> set[str]:
         """Hosts of the given groups and of every group below them."""
-        seen: set[str] = set()
-        todo = list(groups)
-        while todo:
-            name = todo.pop()
-            if name not in seen:
-                seen.add(name)
-                todo.extend(self._groups[name].children)
-        return {host for name in seen for host in self._groups[name].hosts}
+        below = _closure(groups, lambda name: self._groups[name].children)
+        return {host for name in below for host in self._groups[name].hosts}
 
     def _ordered(self, hosts: set[str]) -> list[str]:
         return [host for host in self._hosts if host in hosts]
@@ -202,3 +189,16 @@ class Inventory:
         if not groups or expr.startswith("~") or any(c in expr for c in ".?*["):
             found.update(host for host in self._hosts if regex.match(host))
         return self._ordered(found)
+
+
+def _closure(start: Iterable[str], step: Callable[[str], Iterable[str]]) -> set[str]:
+    """``start`` and every group reached from it by ``step`` (each group once: the graph is acyclic,
+    but shared parents would otherwise be walked again)."""
+    seen: set[str] = set()
+    todo = list(start)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(step(name))
+    return seen
