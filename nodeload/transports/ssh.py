@@ -2,7 +2,8 @@
 
 1. ``ssh-forward``: the node's sshd connects to the socket itself (OpenSSH
    ``direct-streamlocal``, like ``ssh -L local.sock:/run/containerd/containerd.sock``), and the
-   stream appears on a private local unix socket. Nothing runs on the node.
+   stream appears on a private local unix socket. Nothing runs on the node but one ``true``
+   per connection (see ``_NODELAY_COMMAND``).
 2. ``ssh-exec:RELAY``: when sshd refuses stream forwarding or the login may not open the
    socket, a relay program on the node (socat, nc -U, python3; under ``sudo -n`` when allowed)
    carries the stream over an exec channel (see ``bridge.py``).
@@ -42,6 +43,12 @@ _SOCKET_DIR_PREFIX = "nodeload-"
 # A kept connection used this recently is trusted without a round trip (see SSHTransport._answers).
 _IDLE_TRUSTED = 30.0
 _ANSWER_SECONDS = 5.0
+# sshd turns Nagle's algorithm off (TCP_NODELAY) for a connection only once a session on it runs
+# a command. Until then each small reply it sends behind unacknowledged data waits for the
+# client's delayed ACK (40 ms on Linux): at the end of every upload and between the messages of
+# a stream. One command at connect time, alongside the first forward, switches it off.
+_NODELAY_COMMAND = "true"
+_NODELAY_SECONDS = 10.0
 Closer = asyncssh.SSHListener | RelayServer
 
 
@@ -72,6 +79,7 @@ class SSHTransport:
         # end of each socket opened through it, stay until close() or until the connection drops.
         self.keep_open = False
         self._closed: asyncio.Future[None] | None = None
+        self._nodelay: asyncio.Future[None] | None = None
         self._opened: dict[str, tuple[str, str]] = {}  # socket path -> (method, local target)
         self._last_used = 0.0
 
@@ -87,6 +95,7 @@ class SSHTransport:
         await self.close()
         self._connection = await connect(self._dest, self._options)
         self._closed = asyncio.ensure_future(self._connection.conn.wait_closed())
+        self._nodelay = asyncio.ensure_future(_ask_for_nodelay(self._connection.conn))
         first = self._connection.jumps[0] if self._connection.jumps else self._connection.conn
         with contextlib.suppress(OSError, AttributeError):
             self._counter = socket.socket(fileno=os.dup(first.get_extra_info("socket").fileno()))
@@ -143,10 +152,11 @@ class SSHTransport:
             self._counter.close()
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
-        if self._closed is not None:
-            self._closed.cancel()
+        for task in (self._closed, self._nodelay):
+            if task is not None:
+                task.cancel()
         self._connection, self._counter, self._tmpdir, self._closers = None, None, None, []
-        self._closed, self._opened = None, {}
+        self._closed, self._nodelay, self._opened = None, None, {}
 
     def traffic(self) -> Traffic | None:
         """What the SSH connections to the node carried, every session of this transport together
@@ -222,6 +232,13 @@ class SSHTransport:
         if self._connection is None:
             raise RuntimeError("SSHTransport used outside its context")
         return self._connection.conn
+
+
+async def _ask_for_nodelay(conn: asyncssh.SSHClientConnection) -> None:
+    """Run ``_NODELAY_COMMAND`` once; a node that refuses commands keeps Nagle on, nothing else."""
+    with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
+        command = conn.run(_NODELAY_COMMAND, check=False, stdin=asyncssh.DEVNULL)
+        await asyncio.wait_for(command, _NODELAY_SECONDS)
 
 
 class SSHExecutor:
