@@ -38,6 +38,7 @@ class NodeState:
     present: frozenset[str]  # blob digests in the content store
     equivalents: Mapping[str, Descriptor] = field(default_factory=dict)  # diffID -> blob the node has
     snapshots: frozenset[str] = frozenset()  # committed chain IDs
+    labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # of present blobs, when known
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,17 @@ def make_plan(graph: ImageGraph, state: NodeState, snapshotter: str, rewritable:
         unpack=tuple(_unpack_steps(layers, graph.diff_ids, chains, state.snapshots)),
         target=target,
         config_digest=graph.config.desc.digest,
-        snapshot_label=(f"{LABEL_GC_SNAPSHOT}.{snapshotter}", chains[-1] if chains else ""),
+        snapshot_label=_snapshot_label(graph.config.desc.digest, snapshotter, chains, state),
     )
+
+
+def _snapshot_label(
+    config: str, snapshotter: str, chains: Sequence[str], state: NodeState
+) -> tuple[str, str]:
+    """The label that keeps the image's top snapshot, to set on its config ("" when it is there)."""
+    key = f"{LABEL_GC_SNAPSHOT}.{snapshotter}"
+    wanted = chains[-1] if chains else ""
+    return key, "" if state.labels.get(config, {}).get(key) == wanted else wanted
 
 
 def manifest_labels(config: Descriptor, layers: Sequence[Descriptor]) -> dict[str, str]:
@@ -132,7 +142,14 @@ def manifest_labels(config: Descriptor, layers: Sequence[Descriptor]) -> dict[st
 def _step(
     desc: Descriptor, state: NodeState, labels: Mapping[str, str], data: bytes | None = None
 ) -> BlobStep:
-    return BlobStep(desc=desc, present=desc.digest in state.present, labels=dict(labels), data=data)
+    present = desc.digest in state.present
+    return BlobStep(desc, present, _unset(desc.digest, labels, state) if present else dict(labels), data)
+
+
+def _unset(digest: str, labels: Mapping[str, str], state: NodeState) -> dict[str, str]:
+    """The labels a present blob does not carry yet (setting one is a metadata write)."""
+    held = state.labels.get(digest, {})
+    return {k: v for k, v in labels.items() if held.get(k) != v}
 
 
 def _dedupe(steps: list[BlobStep]) -> tuple[BlobStep, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -42,6 +43,7 @@ from nodeload.image import (
 )
 from nodeload.leftovers import abandoned
 from nodeload.nodes.spec import NodeSpec
+from nodeload.pins import choose_pins, references
 from nodeload.plan import LABEL_UNCOMPRESSED, BlobStep, NodeState, Plan, chain_ids, make_plan
 from nodeload.platforms import choose_platform
 from nodeload.progress import ProgressSink
@@ -59,6 +61,7 @@ DEFAULT_SNAPSHOTTER = "overlayfs"
 # Blobs in flight per node: one stream rarely fills a tunnel (each 1 MiB write waits its turn).
 _PARALLEL_BLOBS = 3
 _CRI_WAIT_SECONDS = 10.0
+_PLAN_ATTEMPTS = 3  # looks at the node before giving up on a plan that what it holds keeps changing
 # Where containerd listens on common distributions, in the order they are tried.
 DEFAULT_SOCKETS = (
     "/run/containerd/containerd.sock",
@@ -146,6 +149,25 @@ async def _translated(what: str, call: Awaitable[T]) -> T:
         return await call
     except grpc.aio.AioRpcError as err:
         raise rpc_error(what, err) from err
+
+
+@dataclasses.dataclass(frozen=True)
+class _Seen:
+    """What the node reported before a plan: its state, the labels of every blob looked at,
+    other blobs that may keep the image's (the replaced image), what the name points at now."""
+
+    state: NodeState
+    labels: dict[str, dict[str, str]]
+    roots: list[str]
+    named: str | None
+
+
+async def _true() -> bool:
+    return True
+
+
+async def _none() -> None:
+    return None
 
 
 def _cannot_refresh(desc: Descriptor) -> bool:
@@ -263,7 +285,7 @@ class ContainerdTarget:
             await self._early  # the plan then finds what was sent early
         async with self._client.leased():
             with result.timed("plan"):
-                plan = await self._plan(graph, snapshotter, source.rewritable, options.unpack)
+                plan, named = await self._plan(graph, snapshotter, source.rewritable, options)
                 result.platform = str(graph.platform)
                 result.digest = plan.target.digest
                 result.blobs_total = len(plan.blobs)
@@ -271,7 +293,7 @@ class ContainerdTarget:
                 found = [b for b in plan.blobs if b.present and b.desc.digest not in result.sent_digests]
                 result.blobs_skipped = len(found)
                 result.bytes_skipped = sum(b.desc.size for b in found)
-                await self._check_name(options, plan.target)
+                check_name(options, plan.target.digest, named if options.name_from_source else None)
                 await self._sweep_dead_runs()  # now that our lease pins what the plan relies on
             self._progress.message(self._node, f"sending {len(plan.to_send)} of {len(plan.blobs)} blobs")
             with result.timed("write"):
@@ -342,7 +364,8 @@ class ContainerdTarget:
                 f"pulling through {endpoint} failed ({err.details() or err.code().name}): pushed directly"
             )
             return False
-        await self._check_name(options, target)
+        existing = await self._client.get_image(options.name) if options.name_from_source else None
+        check_name(options, target.digest, existing.target.digest if existing is not None else None)
         with result.timed("record"):
             await self._client.put_image(options.name, target)
             result.cri_indexed = await self._wait_for_cri(options.name, graph.config.desc.digest)
@@ -389,31 +412,47 @@ class ContainerdTarget:
         for step in parents:
             await self._put_blob(source.open_blob, source.refresh, step, result)
 
-    async def _check_name(self, options: TargetOptions, target: Descriptor) -> None:
-        existing = await self._client.get_image(options.name) if options.name_from_source else None
-        check_name(options, target.digest, existing.target.digest if existing is not None else None)
+    async def _plan(
+        self, graph: ImageGraph, snapshotter: str, rewritable: bool, options: TargetOptions
+    ) -> tuple[Plan, str | None]:
+        """Plan against what the node holds, with all of that pinned by our lease; also the
+        digest the image's name points at now (None: no such image).
 
-    async def _plan(self, graph: ImageGraph, snapshotter: str, rewritable: bool, unpack: bool) -> Plan:
-        """Plan against what the node holds, with all of that pinned by our lease.
+        The node is asked first, then the fewest references that keep what it reported (and
+        the highest committed snapshot) are added to the lease, then it is asked again. If
+        anything went away or changed in between (a deletion, kubelet's image GC), every blob
+        and snapshot the image could use is pinned one by one, and the node asked once more.
 
-        Every blob and snapshot the image could use is added to the lease *before* the node
-        is asked what it holds, so whatever it reports stays (a concurrent deletion or
-        kubelet's image GC cannot collect it mid-push). A layer's twin (found only by
-        looking) is pinned after, and dropped from the plan if it vanished in between.
+        Raises:
+            NodeError: what the node holds kept changing under the plan.
         """
-        chains = chain_ids(graph.diff_ids) if unpack else []
-        snapshots = [(snapshotter, chain) for chain in chains]
-        await self._client.protect([blob.digest for blob in graph.blobs], snapshots)
-        state = await self._node_state(graph, snapshotter, rewritable, chains)
-        if state.equivalents:
-            twins = [twin.digest for twin in state.equivalents.values()]
-            await self._client.protect(twins)
-            still = await asyncio.gather(*(self._client.content_info(d) for d in twins))
-            kept = {k: t for (k, t), info in zip(state.equivalents.items(), still, strict=True) if info}
-            state = NodeState(
-                state.present - {d for d, i in zip(twins, still, strict=True) if not i}, kept, state.snapshots
-            )
-        return make_plan(graph, state, snapshotter, rewritable)
+        chains = chain_ids(graph.diff_ids) if options.unpack else []
+        pinned: frozenset[str] = frozenset()
+        for _ in range(_PLAN_ATTEMPTS):
+            seen = await self._look(graph, snapshotter, rewritable, chains, options.name)
+            if await self._pin(seen, snapshotter, chains, pinned):
+                return make_plan(graph, seen.state, snapshotter, rewritable), seen.named
+            if not pinned:
+                everything = [blob.digest for blob in graph.blobs]
+                await self._client.protect(everything, [(snapshotter, chain) for chain in chains])
+                pinned = frozenset([*everything, *chains])
+        raise NodeError("what the node holds kept changing while the push was planned; run it again")
+
+    async def _pin(self, seen: _Seen, snapshotter: str, chains: list[str], pinned: frozenset[str]) -> bool:
+        """Add the fewest references that keep what ``seen`` found; False if it changed meanwhile."""
+        top = next(iter(seen.state.snapshots), None)
+        needed = [d for d in seen.labels if d in seen.state.present]
+        pins = choose_pins(needed, seen.labels, snapshotter, chains, top, seen.roots, pinned)
+        await self._client.protect(pins.digests, [(snapshotter, pins.snapshot)] if pins.snapshot else [])
+        relied = [d for d in seen.labels if d in seen.state.present or d in pins.labelled]
+        infos, still = await asyncio.gather(
+            asyncio.gather(*(self._client.content_info(d) for d in relied)),
+            self._client.snapshot_exists(snapshotter, top) if top else _true(),
+        )
+        return still and all(
+            info is not None and (d not in pins.labelled or dict(info.labels) == seen.labels[d])
+            for d, info in zip(relied, infos, strict=True)
+        )
 
     def _snapshotter(self, info: NodeInfo, options: TargetOptions) -> str:
         if options.snapshotter:
@@ -430,27 +469,58 @@ class ContainerdTarget:
             )
         return wanted
 
-    async def _node_state(
-        self, graph: ImageGraph, snapshotter: str, rewritable: bool, chains: list[str]
-    ) -> NodeState:
-        """Ask the node which of the image's blobs (or their twins) and snapshots it holds, all at once."""
-        present, committed = await asyncio.gather(
-            self._held(graph),
+    async def _look(
+        self, graph: ImageGraph, snapshotter: str, rewritable: bool, chains: list[str], name: str
+    ) -> _Seen:
+        """Ask the node, all at once, which of the image's blobs (or their twins) and snapshots
+        it holds, with their labels, and what the image's name points at now."""
+        digests = [blob.digest for blob in graph.blobs]
+        infos, committed, image = await asyncio.gather(
+            asyncio.gather(*(self._client.content_info(d) for d in digests)),
             asyncio.gather(*(self._client.snapshot_exists(snapshotter, chain) for chain in chains)),
+            self._client.get_image(name) if name else _none(),
         )
+        labels = {d: dict(info.labels) for d, info in zip(digests, infos, strict=True) if info is not None}
+        present = set(labels)
         equivalents: dict[str, Descriptor] = {}
         if rewritable:
-            wanted = [
-                (layer, d)
-                for layer, d in zip(graph.layers, graph.diff_ids, strict=True)
-                if layer.digest not in present
-            ]
-            twins = await asyncio.gather(*(self.equivalent_blob(diff_id) for _, diff_id in wanted))
-            equivalents = {diff_id: twin for (_, diff_id), twin in zip(wanted, twins, strict=True) if twin}
-        present |= {twin.digest for twin in equivalents.values()}
+            layers = zip(graph.layers, graph.diff_ids, strict=True)
+            wanted = [diff_id for layer, diff_id in layers if layer.digest not in present]
+            twins = await asyncio.gather(*(self.equivalent_blob(diff_id) for diff_id in wanted))
+            equivalents = {diff_id: twin for diff_id, twin in zip(wanted, twins, strict=True) if twin}
+        twin_digests = [twin.digest for twin in equivalents.values()]
+        twin_infos = await asyncio.gather(*(self._client.content_info(d) for d in twin_digests))
+        for digest, info in zip(twin_digests, twin_infos, strict=True):
+            if info is not None:
+                present.add(digest)
+                labels[digest] = dict(info.labels)
+        named = image.target.digest if image is not None else None
+        roots: list[str] = []
+        if named is not None and named not in labels:  # the image being replaced: it may keep the rest
+            roots = [named]
+            await self._look_below(named, labels, snapshotter)
         # A committed chain implies its parents: the highest one is all the plan needs.
         top = [chain for chain, ok in zip(chains, committed, strict=True) if ok][-1:]
-        return NodeState(frozenset(present), equivalents, frozenset(top))
+        state = NodeState(frozenset(present), equivalents, frozenset(top), labels)
+        return _Seen(state, labels, roots, named)
+
+    async def _look_below(
+        self, root: str, labels: dict[str, dict[str, str]], snapshotter: str, depth: int = 3
+    ) -> None:
+        """Add the labels of ``root`` and of the documents it refers to (an index, its manifests,
+        their configs) to ``labels``; what is absent is left out."""
+        level = [root]
+        for _ in range(depth):
+            level = [d for d in dict.fromkeys(level) if d not in labels]
+            if not level:
+                return
+            infos = await asyncio.gather(*(self._client.content_info(d) for d in level))
+            below: list[str] = []
+            for digest, info in zip(level, infos, strict=True):
+                if info is not None:
+                    labels[digest] = dict(info.labels)
+                    below += references(info.labels, snapshotter)[0]
+            level = below
 
     async def equivalent_blob(self, diff_id: str) -> Descriptor | None:
         """A blob on the node with the same uncompressed content, if any.

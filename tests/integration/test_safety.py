@@ -1,7 +1,9 @@
 """The safety claims, proven through real pushes (not only on the client's building blocks):
 a synchronous garbage collection on the node during and after a push takes nothing the image
-needs; a rebuilt image moves its tag; a stale partial upload is restarted; a layer whose content
-disagrees with the config fails the push without leaving an image behind.
+needs (whether the lease holds each blob, or the replaced image's manifest that refers to them,
+or something went between looking and pinning); a rebuilt image moves its tag; a stale partial
+upload is restarted; a layer whose content disagrees with the config fails the push without
+leaving an image behind.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from nodeload import PushOptions, push
 from nodeload.containerd.client import ContainerdClient
 from nodeload.image import MEDIA_OCI_CONFIG, MEDIA_OCI_MANIFEST, canonical_json, descriptor_for
 from nodeload.sandbox.faults import FaultAt
+from nodeload.targets.containerd import ContainerdTarget
 from nodeload.transports.ssh_connect import SSHOptions
 from tests.helpers.oci import ImageSpec, LayoutInfo, write_layout
 from tests.integration.cli import Cli, chain_ids, content, images, snapshots
@@ -62,6 +65,68 @@ def test_a_sync_gc_during_and_after_a_push_takes_nothing_it_needs(
     node.ctr("images", "rm", "--sync", "x.io/unrelated:v0", namespace="default")  # and once more after
     assert wanted <= content(node, "default") and chains <= snapshots(node, "default")
     assert old.images[0].layers[1].digest not in content(node, "default")  # what only old had is gone
+
+
+@pytest.mark.parametrize("phase", ["write", "unpack"])
+def test_the_replaced_image_pinned_in_its_place_keeps_the_shared_layers(
+    sshd: Sshd, fresh_containerd: Containerd, tmp_path: Path, phase: str
+) -> None:
+    """A changed push under the same name pins the image it replaces (one reference that keeps
+    its layers and snapshots); deleting that image mid-push takes nothing the new one needs."""
+    node = fresh_containerd
+    old = write_layout(tmp_path / "old", [ImageSpec((141, 142, 143))], ref="v1")
+    new = write_layout(tmp_path / "new", [ImageSpec((141, 142, 144))], ref="v1")
+    options = _replace(_options(sshd, node, namespace="default"), "x.io/app:dev")
+    (first,) = push(f"oci:{old.path}:v1", [sshd.node], options)
+    assert first.ok, first.error
+
+    collect = FaultAt(
+        phase, lambda: node.ctr("images", "rm", "--sync", "x.io/app:dev", namespace="default"), after_bytes=1
+    )
+    (result,) = push(f"oci:{new.path}:v1", [sshd.node], options, progress=collect)
+    assert collect.fired and result.ok, result.error
+    shared = sum(d.size for d in new.images[0].layers[:2])
+    assert result.bytes_skipped >= shared and result.layers_unpacked == 1  # found, not sent or unpacked
+
+    wanted = {new.root.digest, new.images[0].config.digest, *(d.digest for d in new.images[0].layers)}
+    chains = set(chain_ids(new.images[0].diff_ids))
+    assert wanted <= content(node, "default") and chains <= snapshots(node, "default")
+    node.ctr("images", "rm", "--sync", "x.io/unrelated:v0", namespace="default")  # the lease is gone now
+    assert wanted <= content(node, "default") and chains <= snapshots(node, "default")
+    assert old.images[0].layers[2].digest not in content(node, "default")
+
+
+def test_what_goes_between_looking_and_pinning_is_sent(
+    sshd: Sshd, fresh_containerd: Containerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node is asked first and pinned after: a layer collected in between is noticed when
+    the node is asked again, everything is pinned one by one, and the layer is sent."""
+    node = fresh_containerd
+    old = write_layout(tmp_path / "old", [ImageSpec((151, 152))], ref="v1")
+    new = write_layout(tmp_path / "new", [ImageSpec((151, 153))], ref="v1")
+    options = _options(sshd, node, namespace="default")
+    (first,) = push(f"oci:{old.path}:v1", [sshd.node], _replace(options, "x.io/old:v1"))
+    assert first.ok, first.error
+
+    look = ContainerdTarget._look
+    looks: list[frozenset[str]] = []
+
+    async def look_then_collect(self: ContainerdTarget, *args: object, **kw: object) -> object:
+        seen = await look(self, *args, **kw)  # type: ignore[arg-type]
+        looks.append(seen.state.present)
+        if len(looks) == 1:  # kubelet's image GC, right after the node said what it holds
+            await asyncio.to_thread(node.ctr, "images", "rm", "--sync", "x.io/old:v1", namespace="default")
+        return seen
+
+    monkeypatch.setattr(ContainerdTarget, "_look", look_then_collect)
+    (result,) = push(f"oci:{new.path}:v1", [sshd.node], _replace(options, "x.io/new:v1"))
+    assert result.ok, result.error
+    shared = new.images[0].layers[0]
+    assert shared.digest in looks[0] and shared.digest not in looks[1]  # looked again, and it was gone
+    assert result.bytes_sent >= shared.size and result.blobs_sent == len(new.blobs)
+    wanted = {new.root.digest, new.images[0].config.digest, *(d.digest for d in new.images[0].layers)}
+    assert wanted <= content(node, "default")
+    assert set(chain_ids(new.images[0].diff_ids)) <= snapshots(node, "default")
 
 
 def test_a_rebuilt_image_moves_its_tag_and_the_old_one_becomes_collectable(

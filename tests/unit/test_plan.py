@@ -140,3 +140,23 @@ def test_a_layer_used_twice_is_sent_once() -> None:
     digests = [b.desc.digest for b in plan.blobs]
     assert len(digests) == len(set(digests))
     assert len(plan.unpack) == 3  # but it is unpacked at both positions of the stack
+
+
+def test_labels_a_present_blob_already_carries_are_not_set_again() -> None:
+    graph = _graph()
+    top = chain_ids(graph.diff_ids)[-1]
+    manifest, config = graph.manifest.desc.digest, graph.config.desc.digest
+    wanted = make_plan(graph, NodeState(frozenset()), "overlayfs", rewritable=False)
+    manifest_labels = {b.desc.digest: b.labels for b in wanted.blobs}[manifest]
+    present = frozenset(b.digest for b in graph.blobs)
+    held = {manifest: dict(manifest_labels), config: {"containerd.io/gc.ref.snapshot.overlayfs": top}}
+    plan = make_plan(graph, NodeState(present, snapshots=frozenset({top}), labels=held), "overlayfs", False)
+    assert all(not b.labels for b in plan.blobs)
+    assert plan.snapshot_label[1] == ""  # the config keeps the top snapshot already
+
+    stale = {manifest: {**manifest_labels, "containerd.io/gc.ref.content.l.0": _digest("old")}}
+    relabel = make_plan(graph, NodeState(present, labels=stale), "overlayfs", rewritable=False)
+    assert {b.desc.digest: b.labels for b in relabel.blobs}[manifest] == {
+        "containerd.io/gc.ref.content.l.0": graph.layers[0].digest
+    }
+    assert relabel.snapshot_label[1] == top
