@@ -212,12 +212,12 @@ async def _push_with_engine(
     from nodeload.registry.server import ServeOptions
 
     special = not options.unpack or options.snapshotter or options.platform
-    images = None if special else engine_images(texts, options.name)
-    if images is None:
+    client = None if special else engine_client()
+    images = None if client is None else engine_images(client, texts, options.name)
+    if client is None or images is None:
         if forced:
             raise UsageError("--export push needs Docker-engine images, unpacked, without --platform")
         return None
-    client = engine_client()
     unreachable = engine_can_reach_loopback(client)
     if unreachable:
         if forced:
@@ -230,7 +230,7 @@ async def _push_with_engine(
         ssh=options.ssh,
     )
     try:
-        return await push_with_engine(images, nodes, serve, progress)
+        return await push_with_engine(client, images, nodes, serve, progress)
     except EngineCannotPush as err:
         if forced:
             raise

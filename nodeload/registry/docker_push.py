@@ -23,7 +23,6 @@ from typing import Any
 import docker
 import docker.errors
 
-from nodeload.dockerapi import engine_client
 from nodeload.errors import NodeloadError, SourceError
 from nodeload.image import Descriptor
 from nodeload.jsondoc import parse
@@ -51,6 +50,11 @@ class EngineImage:
     ref: str  # what the engine calls it (name or image ID)
     name: str  # normalized name on the nodes (docker.io/library/app:dev)
     name_from_source: bool
+    diff_ids: tuple[str, ...] = ()  # its layers, uncompressed (the engine's RootFS)
+
+
+# Engines known to push to our loopback endpoint (by API address): asking costs a `docker info`.
+_REACHES_LOOPBACK: set[str] = set()
 
 
 def engine_can_reach_loopback(client: docker.DockerClient) -> str | None:
@@ -62,16 +66,20 @@ def engine_can_reach_loopback(client: docker.DockerClient) -> str | None:
     base = str(getattr(client.api, "base_url", ""))
     if not base.startswith(("http+docker://localhost", "http+docker://localunixsocket")):
         return f"the Docker engine is remote ({base})"
+    if base in _REACHES_LOOPBACK:  # a persistent session asks once
+        return None
     try:
         security = client.api.info().get("SecurityOptions") or []
     except docker.errors.DockerException as err:
         return f"the Docker engine did not answer ({err})"
     if any("rootless" in str(option) for option in security):
         return "the Docker engine is rootless (its 127.0.0.1 is not this machine's)"
+    _REACHES_LOOPBACK.add(base)
     return None
 
 
 async def push_with_engine(
+    client: docker.DockerClient,
     images: Sequence[EngineImage],
     nodes: Sequence[NodeSpec],
     options: ServeOptions,
@@ -82,12 +90,11 @@ async def push_with_engine(
     Raises:
         EngineCannotPush: a node cannot be served (the caller falls back to ``docker save``).
     """
-    client = engine_client()
     serve_options = dataclasses.replace(options, listen=ENDPOINT, fallback_port=True)
     try:
         opened = open_endpoint(nodes, serve_options, progress, require_all=True)
         async with opened as endpoint:
-            await _check_no_twins(client, endpoint, images)
+            await _check_no_twins(endpoint, images)
             results: list[NodeResult] = []
             for image in images:
                 results += await _push_one(client, endpoint, image, progress)
@@ -98,23 +105,27 @@ async def push_with_engine(
         raise EngineCannotPush(str(err)) from err
 
 
-async def _check_no_twins(
-    client: docker.DockerClient, endpoint: Endpoint, images: Sequence[EngineImage]
-) -> None:
+async def _check_no_twins(endpoint: Endpoint, images: Sequence[EngineImage]) -> None:
     """Refuse (EngineCannotPush) when a node holds a layer under a digest the engine would not push.
 
-    Such a layer would be sent again, compressed by the engine; the save path reuses it.
+    Such a layer would be sent again, compressed by the engine; the save path reuses it. A
+    node that holds the digest the engine pushed before is asked nothing more: the engine's
+    HEAD finds it there.
     """
-    pushed = _PushedLayers(LayerCache())
-    diff_ids = set()
-    for image in images:
-        info: dict[str, Any] = await asyncio.to_thread(client.api.inspect_image, image.ref)
-        diff_ids |= {str(d) for d in (info.get("RootFS") or {}).get("Layers") or []}
-    layers = sorted(diff_ids)
+    known = _PushedLayers(LayerCache())
+    layers = sorted({diff_id for image in images for diff_id in image.diff_ids})
+    pushed = {diff_id: known.digest(diff_id) for diff_id in layers}
+
+    async def twin_of(session: NodeSession, diff_id: str) -> Descriptor | None:
+        digest = pushed[diff_id]
+        if digest is not None and await session.client.content_info(digest) is not None:
+            return None
+        return await session.target.equivalent_blob(diff_id)
+
     for session in endpoint.sessions:
-        twins = await asyncio.gather(*(session.target.equivalent_blob(diff_id) for diff_id in layers))
+        twins = await asyncio.gather(*(twin_of(session, diff_id) for diff_id in layers))
         for diff_id, twin in zip(layers, twins, strict=True):
-            if twin is not None and twin.digest != pushed.digest(diff_id):
+            if twin is not None and twin.digest != pushed[diff_id]:
                 raise EngineCannotPush(
                     f"{session.name} holds layer {diff_id[:19]} as {twin.digest[:19]}, which docker push "
                     "would send again"
@@ -141,16 +152,16 @@ class _PushedLayers:
                 (self._dir / diff_id.removeprefix("sha256:")).write_text(digest)
 
 
-async def _record_pushed(endpoint: Endpoint, image: EngineImage) -> None:
-    """Remember which digests the engine used, from the manifest it pushed (read back from a node)."""
+def _record_pushed(endpoint: Endpoint, image: EngineImage) -> None:
+    """Remember which digests the engine used, from the manifest it pushed and its config."""
+    received = endpoint.store.received.get(image.name)
+    if received is None:
+        return
+    root, documents = received
     with contextlib.suppress(NodeloadError, KeyError, ValueError, TypeError):
-        reference = parse_reference(image.name)
-        repository = f"{reference.domain}/{reference.path}"
-        _, manifest = await endpoint.store.get_manifest(repository, reference.tag or "latest")
-        doc = parse(manifest, "pushed manifest")
+        doc = parse(documents[root.digest], "pushed manifest")
         config = Descriptor.from_json(doc.obj("config"))
-        _, config_bytes = await endpoint.store.get_manifest(repository, config.digest)
-        rootfs = parse(config_bytes, "pushed config").obj("rootfs")
+        rootfs = parse(documents[config.digest], "pushed config").obj("rootfs")
         digests = [Descriptor.from_json(layer).digest for layer in doc.objs("layers")]
         _PushedLayers(LayerCache()).record(rootfs.texts("diff_ids"), digests)
 
@@ -168,7 +179,7 @@ async def _push_one(
     reference = parse_reference(image.name)
     repository = f"{endpoint.address}/{reference.domain}/{reference.path}"
     await asyncio.to_thread(_engine_push, client, image.ref, repository, reference.tag or "latest", endpoint)
-    await _record_pushed(endpoint, image)
+    _record_pushed(endpoint, image)
     seconds = round(asyncio.get_running_loop().time() - started, 3)
     results = [_result(session, image, *before[session.name]) for session in endpoint.sessions]
     for result in results:
@@ -230,14 +241,15 @@ def _result(
     return result
 
 
-def engine_images(texts: Sequence[str], explicit_name: str | None) -> list[EngineImage] | None:
+def engine_images(
+    client: docker.DockerClient, texts: Sequence[str], explicit_name: str | None
+) -> list[EngineImage] | None:
     """The IMAGE arguments as engine images, or None when one is not a Docker-engine image."""
     from nodeload.api import target_name
     from nodeload.sources import parse_source
     from nodeload.sources.docker_daemon import own_name
 
     images = []
-    client = engine_client()
     for text in texts:
         spec = parse_source(text)
         if spec.scheme != "docker-daemon" or spec.ref is None:
@@ -249,5 +261,6 @@ def engine_images(texts: Sequence[str], explicit_name: str | None) -> list[Engin
         name, from_source = target_name(explicit_name, text, own_name(spec.ref, info))
         if parse_reference(name).digest:
             return None  # a digest-pinned name cannot be pushed by tag
-        images.append(EngineImage(text, spec.ref, name, from_source))
+        diff_ids = tuple(str(d) for d in (info.get("RootFS") or {}).get("Layers") or [])
+        images.append(EngineImage(text, spec.ref, name, from_source, diff_ids))
     return images

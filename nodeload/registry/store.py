@@ -91,6 +91,8 @@ class NodesStore:
         self._namespace, self._progress = namespace, progress
         self._uploads: dict[str, Upload] = {}
         self._lacking: dict[str, frozenset[str]] = {}  # digest -> nodes lacking it, from HEADs
+        # Image name -> the root pushed under it last and its documents (what a node was given).
+        self.received: dict[str, tuple[Descriptor, dict[str, bytes]]] = {}
         self._spool_dir: str | None = None
 
     # -- blobs ----------------------------------------------------------------------------------
@@ -310,6 +312,7 @@ class NodesStore:
             )
             if name:
                 await session.target.push(PreparedImage(source, options), options, result)
+                self.received[name] = (root, documents)
                 if "manifests" in doc:  # an index keeps every platform that was pushed, not just the node's
                     await session.client.set_labels(root.digest, _references(doc))
                 session.results.append(result)
