@@ -149,6 +149,25 @@ def test_chunked_upload_with_a_resume_and_status(
     assert all(digest in _blobs(node) for node in two_nodes)
 
 
+def test_a_body_sent_a_few_kib_at_a_time_lands_whole(
+    registry: Registry, two_nodes: tuple[Containerd, Containerd]
+) -> None:
+    """docker push streams what it compresses in small chunks (chunked transfer encoding)."""
+    data = os.urandom(2 * 1024 * 1024 + 4321)
+    digest = _digest(data)
+
+    def trickle() -> Iterator[bytes]:
+        for start in range(0, len(data), 4096):
+            yield data[start : start + 4096]
+
+    location = registry.request("POST", "/v2/app/blobs/uploads/").headers["Location"]
+    patched = registry.request("PATCH", location, data=trickle())
+    assert patched.status_code == 202 and patched.headers["Range"] == f"0-{len(data) - 1}"
+    assert registry.request("PUT", f"{location}?digest={digest}").status_code == 201
+    assert all(digest in _blobs(node) for node in two_nodes)
+    assert registry.request("GET", f"/v2/app/blobs/{digest}").content == data
+
+
 def test_wrong_digest_is_refused_and_nothing_is_kept(
     registry: Registry, two_nodes: tuple[Containerd, Containerd]
 ) -> None:
