@@ -61,6 +61,8 @@ CoreError = cygrpc.InternalError
 
 # containerd refuses messages above 16 MiB; stay far below with room for headers.
 WRITE_CHUNK = 1 << 20
+# Writes of an upload in flight before their responses are read (they must be, or flow control stalls).
+_UNANSWERED_WRITES = 16
 # Seconds a call may take (and an upload may stand still) before containerd counts as hung.
 DEFAULT_TIMEOUT = 60.0
 # Unpacking is disk-bound: a layer gets the call deadline plus this much time per byte.
@@ -357,74 +359,26 @@ class ContainerdClient:
         except grpc.aio.AioRpcError as err:
             _raise_push_error(f"reading {digest}", err)
 
+    async def open_ingest(self, ref: str) -> IngestStream:
+        """A Write stream on the ingest ``ref`` (new or partial), kept open for appends and the
+        commit (see :class:`IngestStream`); its ``offset`` says how much the node holds."""
+        stream = IngestStream(self, ref)
+        await stream.open()
+        return stream
+
     async def append(self, ref: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
         """Add ``chunks`` to the ingest ``ref`` at ``offset`` without committing it; the new offset.
-
-        For uploads whose digest is known only at the end (registry uploads): the ingest
-        stays on the node, under the lease, until :meth:`commit_ingest`.
 
         Raises:
             PushFailed: when the ingest is not at ``offset`` (a lost or concurrent upload).
         """
-        req = content_pb2.WriteContentRequest
-        call = self._content.Write(metadata=self._md())
+        stream = await self.open_ingest(ref)
         try:
-            async with asyncio.timeout(self.timeout) as deadline:
-                await call.write(req(action=content_pb2.STAT, ref=ref))
-                status = await call.read()
-                if status is grpc.aio.EOF or int(status.offset) != offset:
-                    at = "nothing" if status is grpc.aio.EOF else int(status.offset)
-                    raise PushFailed(f"the upload {ref} is at {at} on the node, not {offset}")
-                drained = asyncio.ensure_future(_drain(call))
-                async for data in chunks:
-                    for start in range(0, len(data), WRITE_CHUNK):
-                        piece = data[start : start + WRITE_CHUNK]
-                        await call.write(req(action=content_pb2.WRITE, ref=ref, offset=offset, data=piece))
-                        offset += len(piece)
-                    deadline.reschedule(asyncio.get_running_loop().time() + self.timeout)
-                await call.done_writing()
-                await drained
-        except grpc.aio.AioRpcError as err:
-            _raise_push_error(f"receiving {ref}", err)
-        except CoreError:
-            _raise_push_error(f"receiving {ref}", await _status_of(call))
-        except TimeoutError:
-            raise ContainerdTimeout(f"containerd stopped taking data for {ref}") from None
+            if stream.offset != offset:
+                raise PushFailed(f"the upload {ref} is at {stream.offset} on the node, not {offset}")
+            return await stream.append(chunks)
         finally:
-            call.cancel()
-        return offset
-
-    async def commit_ingest(self, ref: str, size: int, digest: str, labels: Mapping[str, str]) -> bool:
-        """Commit the ingest ``ref`` as ``digest``; True when the blob was already there.
-
-        Raises:
-            BlobMismatch: when what was uploaded is not ``digest``.
-        """
-        req = content_pb2.WriteContentRequest
-        call = self._content.Write(metadata=self._md())
-        try:
-            await call.write(req(action=content_pb2.STAT, ref=ref, total=size, expected=digest))
-            await call.read()
-            await call.write(
-                req(
-                    action=content_pb2.COMMIT,
-                    ref=ref,
-                    offset=size,
-                    total=size,
-                    expected=digest,
-                    labels=dict(labels),
-                )
-            )
-            await call.done_writing()
-            await _drain(call)
-        except (grpc.aio.AioRpcError, CoreError) as failed:
-            err = failed if isinstance(failed, grpc.aio.AioRpcError) else await _status_of(call)
-            if _code(err) == grpc.StatusCode.ALREADY_EXISTS:
-                return True
-            if _code(err) in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE):
-                raise BlobMismatch(f"the upload is not {digest} ({err.details()})") from err
-            _raise_push_error(f"committing {digest}", err)
-        return False
+            stream.close()
 
     async def read_head(self, digest: str, size: int) -> bytes:
         """The first ``size`` bytes of a blob (to sniff its compression)."""
@@ -804,6 +758,105 @@ async def _read_ahead(stream: IO[bytes], size: int) -> AsyncIterator[bytes]:
     finally:
         if not pending.done():
             pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+class IngestStream:
+    """One ingest written through a single content Write stream, open across appends and the commit.
+
+    A registry upload arrives in separate requests (PATCH, then PUT with the digest).
+    containerd hashes an ingest as it is written to; a new stream on a partial ingest first
+    reads all of it back to hash it. Keeping one stream spares the node that second pass
+    over every uploaded blob at commit.
+    """
+
+    def __init__(self, client: ContainerdClient, ref: str) -> None:
+        """Not open yet: see :meth:`ContainerdClient.open_ingest`."""
+        self.ref, self.offset = ref, 0
+        self._client = client
+        self._call: Any = None
+        self._unanswered = 0  # writes sent whose response was not read yet
+
+    async def open(self) -> None:
+        """Start the stream and learn the ingest's offset on the node."""
+        self._call = self._client._content.Write(metadata=self._client._md())
+        async with self._errors("opening"), asyncio.timeout(self._client.timeout):
+            await self._call.write(content_pb2.WriteContentRequest(action=content_pb2.STAT, ref=self.ref))
+            status = await self._call.read()
+            if status is grpc.aio.EOF:
+                raise PushFailed(f"containerd ended the upload {self.ref} at once")
+            self.offset = int(status.offset)
+
+    async def append(self, chunks: AsyncIterable[bytes]) -> int:
+        """Write ``chunks`` at the current offset; the new offset once the node has taken them."""
+        req = content_pb2.WriteContentRequest
+        async with self._errors("receiving"), asyncio.timeout(self._client.timeout) as deadline:
+            async for data in chunks:
+                for start in range(0, len(data), WRITE_CHUNK):
+                    piece = data[start : start + WRITE_CHUNK]
+                    await self._call.write(
+                        req(action=content_pb2.WRITE, ref=self.ref, offset=self.offset, data=piece)
+                    )
+                    self.offset += len(piece)
+                    self._unanswered += 1
+                    while self._unanswered > _UNANSWERED_WRITES:  # responses must be read: flow control
+                        await self._answer()
+                deadline.reschedule(asyncio.get_running_loop().time() + self._client.timeout)
+            while self._unanswered:
+                await self._answer()
+        return self.offset
+
+    async def commit(self, digest: str, labels: Mapping[str, str]) -> bool:
+        """Commit what was written as ``digest``; True when the blob was there already.
+
+        Raises:
+            BlobMismatch: when what was written is not ``digest``.
+        """
+        req = content_pb2.WriteContentRequest(
+            action=content_pb2.COMMIT,
+            ref=self.ref,
+            offset=self.offset,
+            total=self.offset,
+            expected=digest,
+            labels=dict(labels),
+        )
+        try:
+            async with asyncio.timeout(self._client.timeout):
+                await self._call.write(req)
+                await self._call.done_writing()
+                await _drain(self._call)
+        except (grpc.aio.AioRpcError, CoreError) as failed:
+            err = failed if isinstance(failed, grpc.aio.AioRpcError) else await _status_of(self._call)
+            if _code(err) == grpc.StatusCode.ALREADY_EXISTS:
+                return True
+            if _code(err) in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE):
+                raise BlobMismatch(f"the upload is not {digest} ({err.details()})") from err
+            _raise_push_error(f"committing {digest}", err)
+        except TimeoutError:
+            raise ContainerdTimeout(f"containerd did not commit {digest} in time") from None
+        finally:
+            self.close()
+        return False
+
+    def close(self) -> None:
+        """End the stream (what the node took stays in the ingest, for a resume or an abort)."""
+        if self._call is not None:
+            self._call.cancel()
+
+    async def _answer(self) -> None:
+        if await self._call.read() is grpc.aio.EOF:
+            raise PushFailed(f"containerd ended the upload {self.ref}")
+        self._unanswered -= 1
+
+    @asynccontextmanager
+    async def _errors(self, what: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except grpc.aio.AioRpcError as err:
+            _raise_push_error(f"{what} {self.ref}", err)
+        except CoreError:
+            _raise_push_error(f"{what} {self.ref}", await _status_of(self._call))
+        except TimeoutError:
+            raise ContainerdTimeout(f"containerd stopped taking data for {self.ref}") from None
 
 
 async def _drain(call: Any) -> None:

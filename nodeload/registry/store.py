@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from nodeload import scratch
-from nodeload.containerd.client import ContainerdClient
+from nodeload.containerd.client import ContainerdClient, IngestStream
 from nodeload.errors import BlobMismatch, NodeloadError, SourceError
 from nodeload.image import Descriptor, sha256_digest
 from nodeload.jsondoc import MAX_DOCUMENT_BYTES, Doc, parse
@@ -63,6 +63,7 @@ class Upload:
     spool: Path | None = None  # the local copy, when the nodes disagree about what they lack
     offset: int = 0
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
+    streams: dict[str, IngestStream] = field(default_factory=dict)  # node -> its open Write stream
 
     @property
     def ref(self) -> str:
@@ -159,7 +160,7 @@ class NodesStore:
         start = upload.offset
         queues = [asyncio.Queue[bytes | None](_QUEUE_DEPTH) for _ in upload.nodes]
         writers = [
-            asyncio.ensure_future(self._feed_node(session, upload.ref, start, queue))
+            asyncio.ensure_future(self._feed_node(session, upload, start, queue))
             for session, queue in zip(upload.nodes, queues, strict=True)
         ]
         try:
@@ -177,7 +178,7 @@ class NodesStore:
         upload.nodes = [s for s, ok in zip(upload.nodes, kept, strict=True) if ok]
 
     async def _feed_node(
-        self, session: NodeSession, ref: str, start: int, queue: asyncio.Queue[bytes | None]
+        self, session: NodeSession, upload: Upload, start: int, queue: asyncio.Queue[bytes | None]
     ) -> bool:
         """Write what arrives on ``queue`` into the node's ingest; False (recorded) if the node failed."""
 
@@ -186,14 +187,26 @@ class NodesStore:
                 yield data
 
         try:
-            end = await session.client.append(ref, start, chunks())
+            stream = await self._stream(session, upload)
+            if stream.offset != start:
+                raise NodeloadError(f"the node holds {stream.offset} bytes of it, not {start}")
+            end = await stream.append(chunks())
         except NodeloadError as err:
-            session.errors.append(f"receiving upload {ref}: {err}")
+            session.errors.append(f"receiving upload {upload.ref}: {err}")
+            failed = upload.streams.pop(session.name, None)
+            if failed is not None:
+                failed.close()
             while await queue.get() is not None:  # let the other nodes go on
                 pass
             return False
         session.bytes_received += end - start
         return True
+
+    async def _stream(self, session: NodeSession, upload: Upload) -> IngestStream:
+        """The node's Write stream for ``upload``, opened on first use and kept to the commit."""
+        if session.name not in upload.streams:
+            upload.streams[session.name] = await session.client.open_ingest(upload.ref)
+        return upload.streams[session.name]
 
     async def finish(self, upload: Upload, digest: str) -> None:
         """Commit the upload as ``digest`` on the nodes that lack it.
@@ -213,7 +226,12 @@ class NodesStore:
 
     async def _commit(self, session: NodeSession, upload: Upload, digest: str) -> None:
         try:
-            if not await session.client.commit_ingest(upload.ref, upload.offset, digest, {}):
+            stream = await self._stream(session, upload)
+            del upload.streams[session.name]
+            if stream.offset != upload.offset:
+                stream.close()
+                raise NodeloadError(f"the node holds {stream.offset} bytes of it, not {upload.offset}")
+            if not await stream.commit(digest, {}):
                 session.blobs_received += 1
         except BlobMismatch as err:
             session.errors.append(f"{digest}: {err}")
@@ -248,6 +266,9 @@ class NodesStore:
     async def cancel(self, upload: Upload) -> None:
         """Throw an upload away (its ingests, or its spool)."""
         self._uploads.pop(upload.uuid, None)
+        for stream in upload.streams.values():
+            stream.close()
+        upload.streams.clear()
         if upload.spool is not None:
             upload.spool.unlink(missing_ok=True)
         for session in upload.nodes:
