@@ -7,6 +7,7 @@ Outside a persistent session (every ordinary run) nothing here is active: :func:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -15,6 +16,9 @@ if TYPE_CHECKING:
     from nodeload.transports.ssh import SSHOptions, SSHTransport
 
 T = TypeVar("T")
+
+# Closing waits no longer than this for the nodes (one that stopped answering would hold it).
+_CLOSE_SECONDS = 10.0
 
 
 class SessionPool:
@@ -44,14 +48,16 @@ class SessionPool:
             del self._transports[key]
 
     def close(self) -> None:
-        """Close every connection, then the loop."""
+        """Close every connection (all at once, for at most ``_CLOSE_SECONDS``), then the loop."""
 
         async def close_all() -> None:
-            for transport in self._transports.values():
-                await transport.close()
+            closing = asyncio.gather(*(t.close() for t in self._transports.values()), return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing, _CLOSE_SECONDS)
 
         try:
-            self.runner.run(close_all())
+            if self._transports:
+                self.runner.run(close_all())
         finally:
             self._transports.clear()
             self.runner.close()

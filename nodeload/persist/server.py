@@ -70,12 +70,12 @@ class Session:
         # Python's own handler, even if the first caller ran with SIGINT ignored: interrupting a
         # push (its caller went away) is a SIGINT, cancelled by the event loop as Ctrl-C would.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        with self._listening() as listener:
-            if listener is None:
-                return  # another session already answers on this socket
-            activate(self.pool)
-            signal.signal(signal.SIGTERM, lambda *_: self._stop())
-            try:
+        try:
+            with self._listening() as listener:
+                if listener is None:
+                    return  # another session already answers on this socket
+                activate(self.pool)
+                signal.signal(signal.SIGTERM, lambda *_: self._stop())
                 while not self._stopping:
                     try:
                         listener.settimeout(self.idle)
@@ -86,9 +86,9 @@ class Session:
                         continue  # a stray interrupt between pushes (or SIGTERM: _stopping is set)
                     with conn:
                         self._handle(conn)
-            finally:
-                activate(None)
-                self.pool.close()
+        finally:  # the socket is gone first: a push meanwhile starts a session of its own
+            activate(None)
+            self.pool.close()
 
     def _stop(self) -> None:
         """SIGTERM: end after the push in progress is interrupted (as Ctrl-C, so the event loop

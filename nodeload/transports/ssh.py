@@ -178,6 +178,9 @@ class SSHTransport:
         """
         if path in self._opened:  # kept open from an earlier session of this connection
             self.method, target = self._opened[path]
+            if self._tmpdir is not None:  # in use: other runs' sweeps take day-old directories
+                with contextlib.suppress(OSError):
+                    os.utime(self._tmpdir)
             return target
         target = await self._open_socket(path)
         if self.keep_open:
