@@ -36,7 +36,7 @@ class NodeResult:
     wire_bytes_sent: int | None = None
     wire_bytes_received: int | None = None
     transport: str = ""  # how the node was reached: ssh-forward, ssh-exec:sudo:socat, ctr-import...
-    export: str | None = None  # how a Docker-engine image left the engine: docker-save or docker-push
+    export: str | None = None  # how a Docker-engine image left the engine: docker-save, docker-push, none
     via: str = "push"  # "push", or "peer-pull": pulled from a seed node through the cluster's mirror
     socket: str = ""
     containerd_version: str = ""

@@ -50,8 +50,10 @@ from nodeload.errors import (
     NodeDiskFull,
     NodeError,
     PushFailed,
+    SourceError,
 )
 from nodeload.image import Descriptor
+from nodeload.jsondoc import MAX_DOCUMENT_BYTES
 from nodeload.leftovers import INGEST_PREFIX, LEASE_PREFIX, Ingest, Lease, run_labels
 from nodeload.platforms import Platform
 
@@ -379,6 +381,19 @@ class ContainerdClient:
             return await stream.append(chunks)
         finally:
             stream.close()
+
+    async def read_document(self, digest: str) -> bytes:
+        """A small blob whole (a manifest, an index, a config).
+
+        Raises:
+            SourceError: when it is larger than any document may be (as jsondoc.parse says).
+        """
+        data = bytearray()
+        async for chunk in self.read_blob(digest):
+            data += chunk
+            if len(data) > MAX_DOCUMENT_BYTES:
+                raise SourceError(f"{digest} is too large for a document")
+        return bytes(data)
 
     async def read_head(self, digest: str, size: int) -> bytes:
         """The first ``size`` bytes of a blob (to sniff its compression)."""

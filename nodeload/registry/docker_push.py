@@ -33,6 +33,7 @@ from nodeload.registry.server import Endpoint, ServeOptions, open_endpoint
 from nodeload.registry.store import NodeSession
 from nodeload.report import NodeResult
 from nodeload.sources.layer_cache import LayerCache
+from nodeload.targets.base import TargetOptions
 
 # Docker remembers what it pushed per registry host: the endpoint keeps one address across runs.
 ENDPOINT = "127.0.0.1:5751"
@@ -51,6 +52,7 @@ class EngineImage:
     name: str  # normalized name on the nodes (docker.io/library/app:dev)
     name_from_source: bool
     diff_ids: tuple[str, ...] = ()  # its layers, uncompressed (the engine's RootFS)
+    image_id: str = ""  # the engine's image ID: its config's digest
 
 
 # Engines known to push to our loopback endpoint (by API address): asking costs a `docker info`.
@@ -94,15 +96,45 @@ async def push_with_engine(
     try:
         opened = open_endpoint(nodes, serve_options, progress, require_all=True)
         async with opened as endpoint:
-            await _check_no_twins(endpoint, images)
+            held = [await _unchanged(endpoint, image) for image in images]
+            changed = [image for image, found in zip(images, held, strict=True) if found is None]
+            await _check_no_twins(endpoint, changed)
             results: list[NodeResult] = []
-            for image in images:
-                results += await _push_one(client, endpoint, image, progress)
+            for image, found in zip(images, held, strict=True):
+                results += found if found is not None else await _push_one(client, endpoint, image, progress)
             return results
     except NodeloadError as err:
         if isinstance(err, EngineCannotPush | SourceError):
             raise
         raise EngineCannotPush(str(err)) from err
+
+
+async def _unchanged(endpoint: Endpoint, image: EngineImage) -> list[NodeResult] | None:
+    """Each node's result when every node holds ``image`` as the engine has it, complete (then
+    there is nothing for the engine to push: ``export`` is ``none``); None otherwise."""
+    if not image.image_id:
+        return None
+    started = asyncio.get_running_loop().time()
+    before = {s.name: _traffic(s) for s in endpoint.sessions}
+    results = [NodeResult(node=s.name, image=image.label, export="none") for s in endpoint.sessions]
+    found = await asyncio.gather(
+        *(
+            session.target.holds(
+                TargetOptions(namespace=session.client.namespace, name=image.name),
+                image.image_id,
+                image.diff_ids,
+                result,
+            )
+            for session, result in zip(endpoint.sessions, results, strict=True)
+        )
+    )
+    if not all(found):
+        return None
+    seconds = round(asyncio.get_running_loop().time() - started, 3)
+    for session, result in zip(endpoint.sessions, results, strict=True):
+        result.seconds = seconds
+        _count_wire(result, session, before[session.name])
+    return results
 
 
 async def _check_no_twins(endpoint: Endpoint, images: Sequence[EngineImage]) -> None:
@@ -234,11 +266,16 @@ def _result(
     result.blobs_sent += blobs
     result.blobs_skipped = max(result.blobs_skipped - blobs, 0)
     result.export = "docker-push"
-    after = _traffic(session)
-    if traffic_before[0] >= 0 and after[0] >= 0:
-        result.wire_bytes_sent = after[0] - traffic_before[0]
-        result.wire_bytes_received = after[1] - traffic_before[1]
+    _count_wire(result, session, traffic_before)
     return result
+
+
+def _count_wire(result: NodeResult, session: NodeSession, before: tuple[int, int]) -> None:
+    """What the node's SSH connection carried since ``before`` (nothing known: left unset)."""
+    after = _traffic(session)
+    if before[0] >= 0 and after[0] >= 0:
+        result.wire_bytes_sent = after[0] - before[0]
+        result.wire_bytes_received = after[1] - before[1]
 
 
 def engine_images(
@@ -262,5 +299,5 @@ def engine_images(
         if parse_reference(name).digest:
             return None  # a digest-pinned name cannot be pushed by tag
         diff_ids = tuple(str(d) for d in (info.get("RootFS") or {}).get("Layers") or [])
-        images.append(EngineImage(text, spec.ref, name, from_source, diff_ids))
+        images.append(EngineImage(text, spec.ref, name, from_source, diff_ids, str(info.get("Id") or "")))
     return images

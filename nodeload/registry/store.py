@@ -407,12 +407,10 @@ class _Documents:
 
 
 async def _read_small(client: ContainerdClient, digest: str) -> bytes:
-    data = bytearray()
-    async for chunk in client.read_blob(digest):
-        data += chunk
-        if len(data) > MAX_DOCUMENT_BYTES:
-            raise invalid("MANIFEST_INVALID", f"{digest} is too large for a document")
-    return bytes(data)
+    try:
+        return await client.read_document(digest)
+    except SourceError as err:
+        raise invalid("MANIFEST_INVALID", str(err)) from err
 
 
 def _references(doc: Doc) -> dict[str, str]:

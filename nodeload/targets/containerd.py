@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import io
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import IO, TypeVar
@@ -29,7 +29,7 @@ from nodeload.containerd.client import (
     rpc_error,
 )
 from nodeload.early import EarlyLayers, ReadyLayer
-from nodeload.errors import BlobMismatch, ContainerdUnavailable, NodeError, PlatformNotFound
+from nodeload.errors import BlobMismatch, ContainerdUnavailable, NodeError, PlatformNotFound, SourceError
 from nodeload.graph import ImageGraph
 from nodeload.image import (
     INDEX_MEDIA_TYPES,
@@ -41,6 +41,7 @@ from nodeload.image import (
     ImageSource,
     sniff,
 )
+from nodeload.jsondoc import parse
 from nodeload.leftovers import abandoned
 from nodeload.nodes.spec import NodeSpec
 from nodeload.pins import choose_pins, references
@@ -309,6 +310,46 @@ class ContainerdTarget:
             with result.timed("record"):
                 result.cri_indexed = await self._wait_for_cri(options.name, plan.config_digest)
         result.status = "ok"
+
+    async def holds(
+        self, options: TargetOptions, config: str, diff_ids: Sequence[str], result: NodeResult
+    ) -> bool:
+        """Whether the node holds image ``options.name`` as it is, complete, filling ``result``
+        as a push that found everything: the record points at a manifest of ``config``, whose
+        blobs are there, unpacked (the top snapshot is committed) and, in kubelet's namespace,
+        known to CRI under that ID. False when anything differs (a push then does the work).
+        """
+        self._client.namespace = options.namespace
+        record = await self._client.get_image(options.name)
+        if record is None or record.target.media_type not in MANIFEST_MEDIA_TYPES:
+            return False
+        try:
+            manifest = parse(await self._client.read_document(record.target.digest), "the node's manifest")
+            blobs = [
+                Descriptor.from_json(manifest.obj("config")),
+                *map(Descriptor.from_json, manifest.objs("layers")),
+            ]
+        except (SourceError, KeyError, TypeError, ValueError):
+            return False
+        if blobs[0].digest != config or len(blobs) - 1 != len(diff_ids):
+            return False
+        held = await asyncio.gather(*(self._client.content_info(b.digest) for b in blobs))
+        if not all(held):
+            return False
+        if options.unpack and diff_ids:
+            top = chain_ids(diff_ids)[-1]
+            if not await self._client.snapshot_exists(self._snapshotter(self._info, options), top):
+                return False
+        cri = options.namespace == CRI_NAMESPACE and self._info.has_cri
+        if cri and await self._client.cri_image_id(options.name) != config:
+            return False
+        result.namespace, result.name, result.digest = options.namespace, options.name, record.target.digest
+        result.socket, result.containerd_version = self._socket, self._info.version
+        result.transport, result.cri_indexed = self._method, True if cri else None
+        result.blobs_total = result.blobs_skipped = len(blobs) + 1
+        result.bytes_skipped = sum(b.size for b in blobs) + record.target.size
+        result.status = "ok"
+        return True
 
     async def missing_bytes(self, image: PreparedImage, namespace: str) -> int:
         """Bytes of ``image`` (this node's platform) its content store lacks: what a push here

@@ -48,6 +48,15 @@ def test_docker_push_path_sends_only_the_changed_layer(
     repeat, _ = _push(node_sandbox, app_images["v2"], tmp_path)
     assert (repeat["bytes_sent"], repeat["blobs_sent"]) == (0, 0)
     assert node.rx_bytes() - rx < WIRE_FIXED
+    # The node holds the engine's image as it is: nothing for the engine to push.
+    assert (repeat["export"], repeat["status"], repeat["cri_indexed"]) == ("none", "ok", True)
+    assert repeat["blobs_skipped"] == repeat["blobs_total"] == warm["blobs_total"]
+    assert repeat["digest"] == warm["digest"]
+
+    node.check_output(["ctr", "-n", "k8s.io", "images", "rm", "docker.io/nodeload-e2e/app:v2"])
+    again, _ = _push(node_sandbox, app_images["v2"], tmp_path)  # the record is gone: pushed, found
+    assert (again["export"], again["status"], again["bytes_sent"]) == ("docker-push", "ok", 0)
+    assert run_image(node, "docker.io/nodeload-e2e/app:v2", f"t-{secrets.token_hex(4)}") == "hello from v2"
 
 
 def test_auto_keeps_to_docker_save_when_a_node_holds_the_layers_another_way(
@@ -55,7 +64,10 @@ def test_auto_keeps_to_docker_save_when_a_node_holds_the_layers_another_way(
 ) -> None:
     node = node_sandbox.node("node-1")
     node.ctr_import(app_images["v1"])  # uncompressed layers under their diffIDs
-    result, err = _push(node_sandbox, app_images["v1"], tmp_path)
+    as_imported, _ = _push(node_sandbox, app_images["v1"], tmp_path)
+    assert (as_imported["export"], as_imported["blobs_sent"]) == ("none", 0)  # the very image: done
+
+    result, err = _push(node_sandbox, app_images["v1"], tmp_path, "--name", "example.com/app:other")
     assert "exporting with docker save rather than docker push" in err
     assert result["export"] == "docker-save"
     assert result["blobs_sent"] == 1  # only a manifest: every layer was there already
