@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from nodeload.plan import LABEL_GC_CONTENT, LABEL_GC_SNAPSHOT
 
 Labels = Mapping[str, Mapping[str, str]]  # digest -> the labels containerd holds for it
+_GC_REFERENCE = "containerd.io/gc.ref."
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,10 @@ def choose_pins(
     needed: Sequence[str],
     labels: Labels,
     snapshotter: str,
-    chains: Sequence[str] = (),
     top: str | None = None,
     roots: Sequence[str] = (),
     pinned: frozenset[str] = frozenset(),
+    top_pinned: bool = False,
 ) -> Pins:
     """The fewest references that keep ``needed`` blobs and the ``top`` committed snapshot.
 
@@ -59,13 +60,14 @@ def choose_pins(
         needed: Blobs on the node the plan relies on (it will not send them).
         labels: The labels of every blob looked at (``needed`` and what ``roots`` refer to).
         snapshotter: Whose snapshot labels count.
-        chains: The image's chain IDs, bottom first (a snapshot keeps the ones below it).
-        top: The highest committed chain the plan builds on, if any.
+        top: The highest committed chain the plan builds on, if any. Only a label naming it
+            keeps it: the chains above it are not committed, and others' chains are unknown.
         roots: Other blobs on the node that may refer to them (the image the name points at).
-        pinned: Blobs and chains the lease holds already.
+        pinned: Blobs the lease holds already.
+        top_pinned: Whether the lease holds ``top`` already.
     """
     uncovered = set(needed) - pinned
-    snapshot_kept = top is None or top in pinned
+    snapshot_kept = top is None or top_pinned
     chosen: list[str] = []
     labelled: set[str] = set()
     candidates = list(dict.fromkeys([*needed, *roots]))
@@ -73,7 +75,7 @@ def choose_pins(
         best, best_gain, best_keeps = None, 0, False
         for candidate in candidates:
             blobs, snapshots = _closure(candidate, labels, snapshotter)
-            keeps = not snapshot_kept and _keeps(snapshots, top, chains)
+            keeps = not snapshot_kept and top in snapshots
             gain = len(blobs & uncovered) + keeps
             if gain > best_gain:
                 best, best_gain, best_keeps = candidate, gain, keeps
@@ -99,9 +101,6 @@ def _closure(root: str, labels: Labels, snapshotter: str) -> tuple[set[str], set
     return blobs, snapshots
 
 
-def _keeps(snapshots: set[str], top: str | None, chains: Sequence[str]) -> bool:
-    """Whether one of ``snapshots`` is ``top`` or above it in the chain (which keeps ``top``)."""
-    if top is None or top not in chains:
-        return False
-    floor = chains.index(top)
-    return any(chains.index(s) >= floor for s in snapshots if s in chains)
+def gc_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """The labels that make containerd's GC keep other objects (the ones a plan relies on)."""
+    return {k: v for k, v in labels.items() if k.startswith(_GC_REFERENCE)}

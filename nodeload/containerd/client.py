@@ -331,6 +331,22 @@ class ContainerdClient:
             )
         )
 
+    async def unprotect(self, digests: Iterable[str]) -> None:
+        """Take blobs out of our lease again (what else keeps them decides whether they stay)."""
+        if not self.lease:
+            raise RuntimeError("unprotect() needs a lease")
+        await asyncio.gather(
+            *(
+                self._leases.DeleteResource(
+                    leases_pb2.DeleteResourceRequest(
+                        id=self.lease, resource=leases_pb2.Resource(id=d, type="content")
+                    ),
+                    **self._opts(lease=False),
+                )
+                for d in digests
+            )
+        )
+
     # -- content ----------------------------------------------------------
 
     async def content_info(self, digest: str) -> content_pb2.Info | None:
@@ -367,20 +383,6 @@ class ContainerdClient:
         stream = IngestStream(self, ref)
         await stream.open()
         return stream
-
-    async def append(self, ref: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
-        """Add ``chunks`` to the ingest ``ref`` at ``offset`` without committing it; the new offset.
-
-        Raises:
-            PushFailed: when the ingest is not at ``offset`` (a lost or concurrent upload).
-        """
-        stream = await self.open_ingest(ref)
-        try:
-            if stream.offset != offset:
-                raise PushFailed(f"the upload {ref} is at {stream.offset} on the node, not {offset}")
-            return await stream.append(chunks)
-        finally:
-            stream.close()
 
     async def read_document(self, digest: str) -> bytes:
         """A small blob whole (a manifest, an index, a config).
@@ -794,30 +796,35 @@ class IngestStream:
     async def open(self) -> None:
         """Start the stream and learn the ingest's offset on the node."""
         self._call = self._client._content.Write(metadata=self._client._md())
-        async with self._errors("opening"), asyncio.timeout(self._client.timeout):
-            await self._call.write(content_pb2.WriteContentRequest(action=content_pb2.STAT, ref=self.ref))
-            status = await self._call.read()
-            if status is grpc.aio.EOF:
-                raise PushFailed(f"containerd ended the upload {self.ref} at once")
-            self.offset = int(status.offset)
+        try:
+            async with self._errors("opening"), asyncio.timeout(self._client.timeout):
+                await self._call.write(content_pb2.WriteContentRequest(action=content_pb2.STAT, ref=self.ref))
+                status = await self._call.read()
+                if status is grpc.aio.EOF:
+                    raise PushFailed(f"containerd ended the upload {self.ref} at once")
+                self.offset = int(status.offset)
+        except BaseException:
+            self.close()  # never leave a half-open stream holding the ingest
+            raise
 
     async def append(self, chunks: AsyncIterable[bytes]) -> int:
         """Write ``chunks`` at the current offset; the new offset once the node has taken them."""
         req = content_pb2.WriteContentRequest
-        async with self._errors("receiving"), asyncio.timeout(self._client.timeout) as deadline:
-            async for data in chunks:
-                for start in range(0, len(data), WRITE_CHUNK):
-                    piece = data[start : start + WRITE_CHUNK]
-                    await self._call.write(
-                        req(action=content_pb2.WRITE, ref=self.ref, offset=self.offset, data=piece)
-                    )
-                    self.offset += len(piece)
-                    self._unanswered += 1
-                    while self._unanswered > _UNANSWERED_WRITES:  # responses must be read: flow control
-                        await self._answer()
-                deadline.reschedule(asyncio.get_running_loop().time() + self._client.timeout)
-            while self._unanswered:
-                await self._answer()
+        async with self._errors("receiving"):
+            async for data in chunks:  # waiting for the client's bytes is not containerd's time
+                async with asyncio.timeout(self._client.timeout):
+                    for start in range(0, len(data), WRITE_CHUNK):
+                        piece = data[start : start + WRITE_CHUNK]
+                        await self._call.write(
+                            req(action=content_pb2.WRITE, ref=self.ref, offset=self.offset, data=piece)
+                        )
+                        self.offset += len(piece)
+                        self._unanswered += 1
+                        while self._unanswered > _UNANSWERED_WRITES:  # responses must be read
+                            await self._answer()
+            async with asyncio.timeout(self._client.timeout):
+                while self._unanswered:
+                    await self._answer()
         return self.offset
 
     async def commit(self, digest: str, labels: Mapping[str, str]) -> bool:
@@ -841,16 +848,20 @@ class IngestStream:
                 await _drain(self._call)
         except (grpc.aio.AioRpcError, CoreError) as failed:
             err = failed if isinstance(failed, grpc.aio.AioRpcError) else await _status_of(self._call)
-            if _code(err) == grpc.StatusCode.ALREADY_EXISTS:
-                return True
-            if _code(err) in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE):
-                raise BlobMismatch(f"the upload is not {digest} ({err.details()})") from err
-            _raise_push_error(f"committing {digest}", err)
+            if _code(err) != grpc.StatusCode.ALREADY_EXISTS:
+                if _code(err) in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE):
+                    raise BlobMismatch(f"the upload is not {digest} ({err.details()})") from err
+                _raise_push_error(f"committing {digest}", err)
         except TimeoutError:
             raise ContainerdTimeout(f"containerd did not commit {digest} in time") from None
+        else:
+            return False
         finally:
             self.close()
-        return False
+        # Committed by another writer meanwhile: a commit that finds the blob does not lease it.
+        if self._client.lease:
+            await self._client.protect([digest])
+        return True
 
     def close(self) -> None:
         """End the stream (what the node took stays in the ingest, for a resume or an abort)."""

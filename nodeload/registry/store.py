@@ -64,6 +64,7 @@ class Upload:
     offset: int = 0
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
     streams: dict[str, IngestStream] = field(default_factory=dict)  # node -> its open Write stream
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one request body at a time
 
     @property
     def ref(self) -> str:
@@ -149,7 +150,14 @@ class NodesStore:
             raise upload_unknown(uuid) from None
 
     async def append(self, upload: Upload, chunks: AsyncIterable[bytes]) -> None:
-        """Add a request body's bytes to the upload (to its nodes as they arrive, or its spool)."""
+        """Add a request body's bytes to the upload (to its nodes as they arrive, or its spool).
+
+        One body at a time per upload: two requests on one upload are taken in turn.
+        """
+        async with upload.lock:
+            await self._append(upload, chunks)
+
+    async def _append(self, upload: Upload, chunks: AsyncIterable[bytes]) -> None:
         if upload.spool is not None:
             with upload.spool.open("ab") as spool:
                 async for data in chunks:
@@ -170,12 +178,12 @@ class NodesStore:
                 for queue, writer in zip(queues, writers, strict=True):
                     if not writer.done():
                         await queue.put(data)
-        finally:
+        finally:  # also when the client went away: what each node was given is written first
             for queue, writer in zip(queues, writers, strict=True):
                 if not writer.done():
                     await queue.put(None)
-        kept = await asyncio.gather(*writers)
-        upload.nodes = [s for s, ok in zip(upload.nodes, kept, strict=True) if ok]
+            kept = await asyncio.gather(*writers)
+            upload.nodes = [s for s, ok in zip(upload.nodes, kept, strict=True) if ok]
 
     async def _feed_node(
         self, session: NodeSession, upload: Upload, start: int, queue: asyncio.Queue[bytes | None]

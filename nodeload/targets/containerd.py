@@ -29,7 +29,7 @@ from nodeload.containerd.client import (
     rpc_error,
 )
 from nodeload.early import EarlyLayers, ReadyLayer
-from nodeload.errors import BlobMismatch, ContainerdUnavailable, NodeError, PlatformNotFound, SourceError
+from nodeload.errors import BlobMismatch, ContainerdUnavailable, NodeError, NodeloadError, PlatformNotFound
 from nodeload.graph import ImageGraph
 from nodeload.image import (
     INDEX_MEDIA_TYPES,
@@ -44,8 +44,17 @@ from nodeload.image import (
 from nodeload.jsondoc import parse
 from nodeload.leftovers import abandoned
 from nodeload.nodes.spec import NodeSpec
-from nodeload.pins import choose_pins, references
-from nodeload.plan import LABEL_UNCOMPRESSED, BlobStep, NodeState, Plan, chain_ids, make_plan
+from nodeload.pins import choose_pins, gc_labels, references
+from nodeload.plan import (
+    LABEL_GC_SNAPSHOT,
+    LABEL_UNCOMPRESSED,
+    BlobStep,
+    NodeState,
+    Plan,
+    chain_ids,
+    make_plan,
+    manifest_labels,
+)
 from nodeload.platforms import choose_platform
 from nodeload.progress import ProgressSink
 from nodeload.reference import parse_reference
@@ -284,9 +293,10 @@ class ContainerdTarget:
         snapshotter = self._snapshotter(info, options)
         if self._early is not None:
             await self._early  # the plan then finds what was sent early
+        lease_outlives_push = self._client.lease is not None  # nodeload serve's, for its whole run
         async with self._client.leased():
             with result.timed("plan"):
-                plan, named = await self._plan(graph, snapshotter, source.rewritable, options)
+                plan, named, roots = await self._plan(graph, snapshotter, source.rewritable, options)
                 result.platform = str(graph.platform)
                 result.digest = plan.target.digest
                 result.blobs_total = len(plan.blobs)
@@ -305,6 +315,8 @@ class ContainerdTarget:
             self._progress.message(self._node, "tagging")
             with result.timed("record"):
                 await self._client.put_image(options.name, plan.target)
+                if roots and lease_outlives_push:  # the replaced image is free to go now
+                    await self._client.unprotect(roots)
         # CRI only indexes images it could run: the node's own platform.
         if options.namespace == CRI_NAMESPACE and info.has_cri and graph.platform.matches(info.platform):
             with result.timed("record"):
@@ -315,33 +327,40 @@ class ContainerdTarget:
         self, options: TargetOptions, config: str, diff_ids: Sequence[str], result: NodeResult
     ) -> bool:
         """Whether the node holds image ``options.name`` as it is, complete, filling ``result``
-        as a push that found everything: the record points at a manifest of ``config``, whose
-        blobs are there, unpacked (the top snapshot is committed) and, in kubelet's namespace,
-        known to CRI under that ID. False when anything differs (a push then does the work).
+        as a push that found everything: the record points at a manifest of ``config`` whose
+        blobs are there and kept by its GC labels, unpacked (the top snapshot committed and kept
+        by the config's label) and, in kubelet's namespace, known to CRI under that ID. False
+        when anything differs or cannot be read (a push then does the work).
         """
         self._client.namespace = options.namespace
-        record = await self._client.get_image(options.name)
-        if record is None or record.target.media_type not in MANIFEST_MEDIA_TYPES:
-            return False
         try:
-            manifest = parse(await self._client.read_document(record.target.digest), "the node's manifest")
-            blobs = [
-                Descriptor.from_json(manifest.obj("config")),
-                *map(Descriptor.from_json, manifest.objs("layers")),
-            ]
-        except (SourceError, KeyError, TypeError, ValueError):
-            return False
-        if blobs[0].digest != config or len(blobs) - 1 != len(diff_ids):
-            return False
-        held = await asyncio.gather(*(self._client.content_info(b.digest) for b in blobs))
-        if not all(held):
-            return False
-        if options.unpack and diff_ids:
-            top = chain_ids(diff_ids)[-1]
-            if not await self._client.snapshot_exists(self._snapshotter(self._info, options), top):
+            record = await self._client.get_image(options.name)
+            if record is None or record.target.media_type not in MANIFEST_MEDIA_TYPES:
                 return False
-        cri = options.namespace == CRI_NAMESPACE and self._info.has_cri
-        if cri and await self._client.cri_image_id(options.name) != config:
+            manifest = parse(await self._client.read_document(record.target.digest), "the node's manifest")
+            layers = [Descriptor.from_json(layer) for layer in manifest.objs("layers")]
+            blobs = [Descriptor.from_json(manifest.obj("config")), *layers]
+            if blobs[0].digest != config or len(layers) != len(diff_ids):
+                return False
+            infos = await asyncio.gather(
+                *(self._client.content_info(d) for d in (record.target.digest, *(b.digest for b in blobs)))
+            )
+            if not all(infos):
+                return False
+            wanted = {record.target.digest: manifest_labels(blobs[0], layers)}
+            if options.unpack and diff_ids:
+                top = chain_ids(diff_ids)[-1]
+                snapshotter = self._snapshotter(self._info, options)
+                if not await self._client.snapshot_exists(snapshotter, top):
+                    return False
+                wanted[config] = {f"{LABEL_GC_SNAPSHOT}.{snapshotter}": top}
+            labels = {info.digest: info.labels for info in infos if info is not None}
+            if any(labels[d].get(k) != v for d, want in wanted.items() for k, v in want.items()):
+                return False
+            cri = options.namespace == CRI_NAMESPACE and self._info.has_cri
+            if cri and await self._client.cri_image_id(options.name) != config:
+                return False
+        except (NodeloadError, grpc.aio.AioRpcError, KeyError, TypeError, ValueError):
             return False
         result.namespace, result.name, result.digest = options.namespace, options.name, record.target.digest
         result.socket, result.containerd_version = self._socket, self._info.version
@@ -455,9 +474,10 @@ class ContainerdTarget:
 
     async def _plan(
         self, graph: ImageGraph, snapshotter: str, rewritable: bool, options: TargetOptions
-    ) -> tuple[Plan, str | None]:
+    ) -> tuple[Plan, str | None, list[str]]:
         """Plan against what the node holds, with all of that pinned by our lease; also the
-        digest the image's name points at now (None: no such image).
+        digest the image's name points at now (None: no such image) and the other images'
+        blobs pinned because they keep some of this one's (the replaced image).
 
         The node is asked first, then the fewest references that keep what it reported (and
         the highest committed snapshot) are added to the lease, then it is asked again. If
@@ -468,32 +488,35 @@ class ContainerdTarget:
             NodeError: what the node holds kept changing under the plan.
         """
         chains = chain_ids(graph.diff_ids) if options.unpack else []
-        pinned: frozenset[str] = frozenset()
+        pinned: frozenset[str] = frozenset()  # blobs; once set, every chain is pinned too
         for _ in range(_PLAN_ATTEMPTS):
             seen = await self._look(graph, snapshotter, rewritable, chains, options.name)
-            if await self._pin(seen, snapshotter, chains, pinned):
-                return make_plan(graph, seen.state, snapshotter, rewritable), seen.named
+            roots = await self._pin(seen, snapshotter, pinned)
+            if roots is not None:
+                return make_plan(graph, seen.state, snapshotter, rewritable), seen.named, roots
             if not pinned:
                 everything = [blob.digest for blob in graph.blobs]
                 await self._client.protect(everything, [(snapshotter, chain) for chain in chains])
-                pinned = frozenset([*everything, *chains])
+                pinned = frozenset(everything)
         raise NodeError("what the node holds kept changing while the push was planned; run it again")
 
-    async def _pin(self, seen: _Seen, snapshotter: str, chains: list[str], pinned: frozenset[str]) -> bool:
-        """Add the fewest references that keep what ``seen`` found; False if it changed meanwhile."""
+    async def _pin(self, seen: _Seen, snapshotter: str, pinned: frozenset[str]) -> list[str] | None:
+        """Add the fewest references that keep what ``seen`` found; the other images' blobs
+        among them, or None when the node changed meanwhile (gone, or its GC labels moved)."""
         top = next(iter(seen.state.snapshots), None)
         needed = [d for d in seen.labels if d in seen.state.present]
-        pins = choose_pins(needed, seen.labels, snapshotter, chains, top, seen.roots, pinned)
+        pins = choose_pins(needed, seen.labels, snapshotter, top, seen.roots, pinned, bool(pinned))
         await self._client.protect(pins.digests, [(snapshotter, pins.snapshot)] if pins.snapshot else [])
         relied = [d for d in seen.labels if d in seen.state.present or d in pins.labelled]
         infos, still = await asyncio.gather(
             asyncio.gather(*(self._client.content_info(d) for d in relied)),
             self._client.snapshot_exists(snapshotter, top) if top else _true(),
         )
-        return still and all(
-            info is not None and (d not in pins.labelled or dict(info.labels) == seen.labels[d])
+        unchanged = still and all(
+            info is not None and gc_labels(info.labels) == gc_labels(seen.labels[d])
             for d, info in zip(relied, infos, strict=True)
         )
+        return [d for d in pins.digests if d in seen.roots] if unchanged else None
 
     def _snapshotter(self, info: NodeInfo, options: TargetOptions) -> str:
         if options.snapshotter:
@@ -535,6 +558,7 @@ class ContainerdTarget:
             if info is not None:
                 present.add(digest)
                 labels[digest] = dict(info.labels)
+        equivalents = {diff_id: twin for diff_id, twin in equivalents.items() if twin.digest in present}
         named = image.target.digest if image is not None else None
         roots: list[str] = []
         if named is not None and named not in labels:  # the image being replaced: it may keep the rest
@@ -644,6 +668,8 @@ class ContainerdTarget:
                 # Only now is the uncompressed digest verified (Apply checked it), as in
                 # containerd's own unpacker; later pushes trust this label to find twins.
                 await self._client.set_labels(step.layer.digest, {LABEL_UNCOMPRESSED: step.diff_id})
+            else:  # committed by someone else meanwhile: ours to keep until the image names it
+                await self._client.protect([], [(snapshotter, step.chain_id)])
         key, value = plan.snapshot_label
         if value:
             await self._client.set_labels(plan.config_digest, {key: value})

@@ -46,12 +46,14 @@ def test_layers_imported_by_ctr_are_not_sent_again(node_sandbox: Sandbox, app_im
     node = node_sandbox.node("node-1")
     node.ctr_import(app_images["v1"])  # the old way: uncompressed layers stored under their diffIDs
     before = content_sizes(node)
-    [result] = push_json(node_sandbox, app_images["v1"])
+    [same] = push_json(node_sandbox, app_images["v1"])  # the very image, under its name: nothing to do
+    assert (same["export"], same["blobs_sent"], content_sizes(node)) == ("none", 0, before)
+    [result] = push_json(node_sandbox, app_images["v1"], extra=("--name", f"example.com/{APP}:v1"))
     new = {d: s for d, s in content_sizes(node).items() if d not in before}
     # Config (same digest: Docker's image id) and every layer were there; only a manifest travels.
     assert result["blobs_sent"] == 1
     assert result["bytes_sent"] == sum(new.values()) < 4096
-    assert run_image(node, f"docker.io/{APP}:v1", f"t-{secrets.token_hex(4)}") == "hello from v1"
+    assert run_image(node, f"example.com/{APP}:v1", f"t-{secrets.token_hex(4)}") == "hello from v1"
 
 
 def test_layers_compressed_by_another_tool_are_not_sent_again(

@@ -58,6 +58,11 @@ def test_docker_push_path_sends_only_the_changed_layer(
     assert (again["export"], again["status"], again["bytes_sent"]) == ("docker-push", "ok", 0)
     assert run_image(node, "docker.io/nodeload-e2e/app:v2", f"t-{secrets.token_hex(4)}") == "hello from v2"
 
+    node.check_output(["ctr", "-n", "k8s.io", "content", "rm", again["digest"]])  # the record is dangling
+    repaired, _ = _push(node_sandbox, app_images["v2"], tmp_path)
+    assert (repaired["export"], repaired["status"]) == ("docker-push", "ok")
+    assert again["digest"] in content_sizes(node)
+
 
 def test_auto_keeps_to_docker_save_when_a_node_holds_the_layers_another_way(
     node_sandbox: Sandbox, app_images: dict[str, str], tmp_path: Path

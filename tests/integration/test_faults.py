@@ -187,7 +187,9 @@ def test_an_upload_idle_past_the_guard_is_aborted(cli: Cli, fresh_containerd: Co
             yield b"x" * 4096
 
         client = ContainerdClient(f"unix:{node.socket}")
-        await client.append("nodeload-sha256:" + "0" * 64, 0, chunks())
+        stream = await client.open_ingest("nodeload-sha256:" + "0" * 64)
+        await stream.append(chunks())
+        stream.close()
         await client.close()
 
     asyncio.run(upload())

@@ -27,7 +27,7 @@ import nodeload
 from nodeload.errors import UsageError
 from nodeload.nodes.spec import NodeSpec
 from nodeload.registry.server import ServeOptions, loopback, serve
-from tests.helpers.oci import write_layout
+from tests.helpers.oci import ImageSpec, LayoutInfo, write_layout
 from tests.integration.conftest import _running_containerd
 from tests.integration.nodes import Containerd
 
@@ -37,7 +37,8 @@ pytestmark = pytest.mark.integration
 class Registry:
     """``nodeload serve`` (the library call) on its own event loop thread, without a command."""
 
-    def __init__(self, nodes: list[NodeSpec]) -> None:
+    def __init__(self, nodes: list[NodeSpec], namespace: str = "k8s.io") -> None:
+        self.namespace = namespace
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self.address, self.env = "", {}
@@ -53,7 +54,8 @@ class Registry:
             self.address, self.env = address, env
             self._ready.set()
 
-        self._task = self.loop.create_task(serve(nodes, ServeOptions(namespace="k8s.io"), None, ready=ready))
+        options = ServeOptions(namespace=self.namespace)
+        self._task = self.loop.create_task(serve(nodes, options, None, ready=ready))
         with contextlib.suppress(asyncio.CancelledError, Exception):
             self.loop.run_until_complete(self._task)
 
@@ -252,6 +254,68 @@ def test_manifest_by_tag_makes_an_image_on_each_node(
     by_digest = registry.request("GET", f"/v2/team/app/manifests/{image.manifest.digest}")
     assert by_tag.content == by_digest.content == manifest
     assert by_tag.headers["Content-Type"] == image.manifest.media_type
+
+
+def _push_image(registry: Registry, info: LayoutInfo, tag: str) -> None:
+    image = info.images[0]
+    for digest in [image.config.digest, *(layer.digest for layer in image.layers)]:
+        posted = registry.request("POST", f"/v2/app/blobs/uploads/?digest={digest}", data=info.blobs[digest])
+        assert posted.status_code in (201, 202)
+    manifest = info.blobs[image.manifest.digest]
+    headers = {"Content-Type": image.manifest.media_type}
+    assert (
+        registry.request("PUT", f"/v2/app/manifests/{tag}", data=manifest, headers=headers).status_code == 201
+    )
+
+
+def test_a_replaced_image_is_collectable_while_serve_runs(
+    two_nodes: tuple[Containerd, Containerd], tmp_path: Path
+) -> None:
+    """serve holds one lease for its whole run (what it receives stays until images name it); the
+    image a tag pointed at before the run, pinned while its replacement was planned, must not
+    stay pinned in that lease once the replacement is named."""
+    old = write_layout(tmp_path / "old", [ImageSpec((181, 182, 184))], ref="v1")
+    new = write_layout(tmp_path / "new", [ImageSpec((181, 182, 183))], ref="v1")  # two layers shared
+    nodes = [local_node("a", two_nodes[0]), local_node("b", two_nodes[1])]
+    earlier = Registry(nodes, namespace="default")
+    _push_image(earlier, old, "dev")
+    earlier.stop()
+    server = Registry(nodes, namespace="default")
+    try:
+        _push_image(server, new, "dev")  # the same tag: the old image is replaced
+        for node in two_nodes:
+            lease = node.ctr("leases", "create", namespace="default").split()[0]
+            node.ctr("leases", "delete", "--sync", lease, namespace="default")  # a synchronous GC
+            held = set(node.ctr("content", "ls", "--quiet", namespace="default").split())
+            assert old.images[0].layers[2].digest not in held  # only the old image had it
+            assert {d.digest for d in new.images[0].layers} | {new.images[0].config.digest} <= held
+    finally:
+        server.stop()
+
+
+def test_an_upload_of_a_blob_the_node_holds_is_kept_until_an_image_names_it(
+    two_nodes: tuple[Containerd, Containerd], tmp_path: Path
+) -> None:
+    """A commit that finds the blob already there does not put it in the lease by itself: serve
+    does, so the image that named it going away (kubelet's GC) cannot take it mid-push."""
+    old = write_layout(tmp_path / "old", [ImageSpec((191, 192))], ref="v1")
+    nodes = [local_node("a", two_nodes[0]), local_node("b", two_nodes[1])]
+    earlier = Registry(nodes, namespace="default")
+    _push_image(earlier, old, "dev")
+    earlier.stop()
+    server = Registry(nodes, namespace="default")
+    try:
+        layer = old.images[0].layers[0].digest
+        location = server.request("POST", "/v2/app/blobs/uploads/").headers["Location"]
+        assert server.request("PUT", f"{location}?digest={layer}", data=old.blobs[layer]).status_code == 201
+        for node in two_nodes:
+            node.ctr("images", "rm", "--sync", "docker.io/library/app:dev", namespace="default")
+            assert layer in set(node.ctr("content", "ls", "--quiet", namespace="default").split())
+        _push_image(server, old, "again")  # the image is whole again, from what the lease kept
+        for node in two_nodes:
+            assert "docker.io/library/app:again" in node.ctr("images", "ls", "--quiet", namespace="default")
+    finally:
+        server.stop()
 
 
 _CLIENT = """

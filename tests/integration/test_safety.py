@@ -159,7 +159,9 @@ def test_a_stale_partial_upload_is_restarted(cli: Cli, fresh_containerd: Contain
             yield b"\0" * 4096
 
         client = ContainerdClient(f"unix:{node.socket}")
-        await client.append(f"nodeload-{layer.digest}", 0, chunks())
+        stream = await client.open_ingest(f"nodeload-{layer.digest}")
+        await stream.append(chunks())
+        stream.close()
         await client.close()
 
     asyncio.run(garbage())

@@ -83,3 +83,11 @@ class AddResourceRequest(_message.Message):
     id: str
     resource: Resource
     def __init__(self, id: _Optional[str] = ..., resource: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...
+
+class DeleteResourceRequest(_message.Message):
+    __slots__ = ("id", "resource")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    resource: Resource
+    def __init__(self, id: _Optional[str] = ..., resource: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...

@@ -55,6 +55,11 @@ class LeasesStub:
                 request_serializer=nodeload_dot_containerd_dot_api_dot_leases__pb2.AddResourceRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.DeleteResource = channel.unary_unary(
+                '/containerd.services.leases.v1.Leases/DeleteResource',
+                request_serializer=nodeload_dot_containerd_dot_api_dot_leases__pb2.DeleteResourceRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class LeasesServicer:
@@ -84,6 +89,12 @@ class LeasesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteResource(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeasesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +116,11 @@ def add_LeasesServicer_to_server(servicer, server):
             'AddResource': grpc.unary_unary_rpc_method_handler(
                     servicer.AddResource,
                     request_deserializer=nodeload_dot_containerd_dot_api_dot_leases__pb2.AddResourceRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'DeleteResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteResource,
+                    request_deserializer=nodeload_dot_containerd_dot_api_dot_leases__pb2.DeleteResourceRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -215,6 +231,33 @@ class Leases:
             target,
             '/containerd.services.leases.v1.Leases/AddResource',
             nodeload_dot_containerd_dot_api_dot_leases__pb2.AddResourceRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/containerd.services.leases.v1.Leases/DeleteResource',
+            nodeload_dot_containerd_dot_api_dot_leases__pb2.DeleteResourceRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
