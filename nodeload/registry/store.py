@@ -195,9 +195,7 @@ class NodesStore:
                 yield data
 
         try:
-            stream = await self._stream(session, upload)
-            if stream.offset != start:
-                raise NodeloadError(f"the node holds {stream.offset} bytes of it, not {start}")
+            stream = await self._stream(session, upload, start)
             end = await stream.append(chunks())
         except NodeloadError as err:
             session.errors.append(f"receiving upload {upload.ref}: {err}")
@@ -210,11 +208,20 @@ class NodesStore:
         session.bytes_received += end - start
         return True
 
-    async def _stream(self, session: NodeSession, upload: Upload) -> IngestStream:
-        """The node's Write stream for ``upload``, opened on first use and kept to the commit."""
+    async def _stream(self, session: NodeSession, upload: Upload, at: int) -> IngestStream:
+        """The node's Write stream for ``upload``, opened on first use and kept to the commit.
+
+        Raises:
+            NodeloadError: the node's ingest is not at ``at`` (the stream is closed and dropped).
+        """
         if session.name not in upload.streams:
             upload.streams[session.name] = await session.client.open_ingest(upload.ref)
-        return upload.streams[session.name]
+        stream = upload.streams[session.name]
+        if stream.offset != at:
+            del upload.streams[session.name]
+            stream.close()
+            raise NodeloadError(f"the node holds {stream.offset} bytes of it, not {at}")
+        return stream
 
     async def finish(self, upload: Upload, digest: str) -> None:
         """Commit the upload as ``digest`` on the nodes that lack it.
@@ -234,11 +241,8 @@ class NodesStore:
 
     async def _commit(self, session: NodeSession, upload: Upload, digest: str) -> None:
         try:
-            stream = await self._stream(session, upload)
+            stream = await self._stream(session, upload, upload.offset)
             del upload.streams[session.name]
-            if stream.offset != upload.offset:
-                stream.close()
-                raise NodeloadError(f"the node holds {stream.offset} bytes of it, not {upload.offset}")
             if not await stream.commit(digest, {}):
                 session.blobs_received += 1
         except BlobMismatch as err:

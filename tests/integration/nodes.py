@@ -84,6 +84,11 @@ class Containerd:
         )
         return out.stdout
 
+    def collect_garbage(self, namespace: str = "k8s.io") -> None:
+        """A synchronous garbage collection (deleting a lease with --sync runs one)."""
+        lease = self.ctr("leases", "create", namespace=namespace).split()[0]
+        self.ctr("leases", "delete", "--sync", lease, namespace=namespace)
+
     def stop(self) -> None:
         """Stop containerd and unmount whatever its snapshotter left mounted."""
         self.process.terminate()

@@ -28,6 +28,7 @@ from nodeload.errors import UsageError
 from nodeload.nodes.spec import NodeSpec
 from nodeload.registry.server import ServeOptions, loopback, serve
 from tests.helpers.oci import ImageSpec, LayoutInfo, write_layout
+from tests.integration.cli import content, images
 from tests.integration.conftest import _running_containerd
 from tests.integration.nodes import Containerd
 
@@ -268,6 +269,17 @@ def _push_image(registry: Registry, info: LayoutInfo, tag: str) -> None:
     )
 
 
+def _serving_after_an_earlier_run(
+    nodes: tuple[Containerd, Containerd], info: LayoutInfo, tag: str
+) -> Registry:
+    """A serve run (namespace default) on nodes where an earlier, finished run left ``info`` as ``tag``."""
+    specs = [local_node("a", nodes[0]), local_node("b", nodes[1])]
+    earlier = Registry(specs, namespace="default")
+    _push_image(earlier, info, tag)
+    earlier.stop()
+    return Registry(specs, namespace="default")
+
+
 def test_a_replaced_image_is_collectable_while_serve_runs(
     two_nodes: tuple[Containerd, Containerd], tmp_path: Path
 ) -> None:
@@ -276,17 +288,12 @@ def test_a_replaced_image_is_collectable_while_serve_runs(
     stay pinned in that lease once the replacement is named."""
     old = write_layout(tmp_path / "old", [ImageSpec((181, 182, 184))], ref="v1")
     new = write_layout(tmp_path / "new", [ImageSpec((181, 182, 183))], ref="v1")  # two layers shared
-    nodes = [local_node("a", two_nodes[0]), local_node("b", two_nodes[1])]
-    earlier = Registry(nodes, namespace="default")
-    _push_image(earlier, old, "dev")
-    earlier.stop()
-    server = Registry(nodes, namespace="default")
+    server = _serving_after_an_earlier_run(two_nodes, old, "dev")
     try:
         _push_image(server, new, "dev")  # the same tag: the old image is replaced
         for node in two_nodes:
-            lease = node.ctr("leases", "create", namespace="default").split()[0]
-            node.ctr("leases", "delete", "--sync", lease, namespace="default")  # a synchronous GC
-            held = set(node.ctr("content", "ls", "--quiet", namespace="default").split())
+            node.collect_garbage("default")
+            held = content(node, "default")
             assert old.images[0].layers[2].digest not in held  # only the old image had it
             assert {d.digest for d in new.images[0].layers} | {new.images[0].config.digest} <= held
     finally:
@@ -299,21 +306,17 @@ def test_an_upload_of_a_blob_the_node_holds_is_kept_until_an_image_names_it(
     """A commit that finds the blob already there does not put it in the lease by itself: serve
     does, so the image that named it going away (kubelet's GC) cannot take it mid-push."""
     old = write_layout(tmp_path / "old", [ImageSpec((191, 192))], ref="v1")
-    nodes = [local_node("a", two_nodes[0]), local_node("b", two_nodes[1])]
-    earlier = Registry(nodes, namespace="default")
-    _push_image(earlier, old, "dev")
-    earlier.stop()
-    server = Registry(nodes, namespace="default")
+    server = _serving_after_an_earlier_run(two_nodes, old, "dev")
     try:
         layer = old.images[0].layers[0].digest
         location = server.request("POST", "/v2/app/blobs/uploads/").headers["Location"]
         assert server.request("PUT", f"{location}?digest={layer}", data=old.blobs[layer]).status_code == 201
         for node in two_nodes:
             node.ctr("images", "rm", "--sync", "docker.io/library/app:dev", namespace="default")
-            assert layer in set(node.ctr("content", "ls", "--quiet", namespace="default").split())
+            assert layer in content(node, "default")
         _push_image(server, old, "again")  # the image is whole again, from what the lease kept
         for node in two_nodes:
-            assert "docker.io/library/app:again" in node.ctr("images", "ls", "--quiet", namespace="default")
+            assert "docker.io/library/app:again" in images(node, "default")
     finally:
         server.stop()
 

@@ -91,7 +91,7 @@ def test_the_replaced_image_pinned_in_its_place_keeps_the_shared_layers(
     wanted = {new.root.digest, new.images[0].config.digest, *(d.digest for d in new.images[0].layers)}
     chains = set(chain_ids(new.images[0].diff_ids))
     assert wanted <= content(node, "default") and chains <= snapshots(node, "default")
-    _collect_now(node)  # the push's lease is gone: what only the old image had goes now
+    node.collect_garbage("default")  # the push's lease is gone: what only the old image had goes now
     assert wanted <= content(node, "default") and chains <= snapshots(node, "default")
     assert old.images[0].layers[2].digest not in content(node, "default")
 
@@ -199,12 +199,6 @@ def _with_wrong_diff_id(info: LayoutInfo) -> Path:
     entry["annotations"] = {"org.opencontainers.image.ref.name": "v1"}
     (info.path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
     return info.path
-
-
-def _collect_now(node: Containerd) -> None:
-    """A synchronous garbage collection (deleting a lease with --sync runs one)."""
-    lease = node.ctr("leases", "create", namespace="default").split()[0]
-    node.ctr("leases", "delete", "--sync", lease, namespace="default")
 
 
 def _replace(options: PushOptions, name: str) -> PushOptions:
