@@ -44,8 +44,12 @@ test: host $(STAMP) lint
 bench: host $(STAMP)
 	$(BIN)/python -m benchmarks.bench --markdown
 
-protos: $(STAMP)
-	$(BIN)/python scripts/gen_protos.py
+# The gRPC modules, from the pinned generator (pyproject's protos group) in a venv of its own.
+protos:
+	test -x .venv-protos/bin/python || $(PYTHON) -m venv .venv-protos
+	.venv-protos/bin/pip install -q --upgrade pip
+	.venv-protos/bin/pip install -q --group protos
+	.venv-protos/bin/python scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-protos .mypy_cache .ruff_cache .pytest_cache

@@ -1,12 +1,9 @@
-import datetime
-
 from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -25,7 +22,7 @@ class Lease(_message.Message):
     id: str
     created_at: _timestamp_pb2.Timestamp
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CreateRequest(_message.Message):
     __slots__ = ("id", "labels")
@@ -54,7 +51,7 @@ class DeleteRequest(_message.Message):
     SYNC_FIELD_NUMBER: _ClassVar[int]
     id: str
     sync: bool
-    def __init__(self, id: _Optional[str] = ..., sync: _Optional[bool] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., sync: bool = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ("filters",)
