@@ -46,7 +46,7 @@ UsePAM no
 StrictModes no
 AllowStreamLocalForwarding {forwarding}
 LogLevel {log_level}
-"""
+{extra}"""
 
 
 def free_port() -> int:
@@ -150,10 +150,14 @@ def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-def start_sshd(root: Path, log_level: str = "ERROR", *, forwarding: bool = True) -> Sshd:
+def start_sshd(
+    root: Path, log_level: str = "ERROR", *, forwarding: bool = True, path: str | None = None
+) -> Sshd:
     """Start sshd with a fresh host key and client key; wait until it accepts.
 
     Its log (``root/sshd.log``) is at ``log_level`` (DEBUG1 shows every channel request).
+    ``path``: the PATH its sessions get (sshd's ``SetEnv``), to give the "node" fewer programs
+    than this machine has.
     """
     root.mkdir(parents=True, exist_ok=True)
     os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
@@ -164,7 +168,11 @@ def start_sshd(root: Path, log_level: str = "ERROR", *, forwarding: bool = True)
     config = root / "sshd_config"
     config.write_text(
         SSHD_CONFIG.format(
-            port=port, root=root, log_level=log_level, forwarding="yes" if forwarding else "no"
+            port=port,
+            root=root,
+            log_level=log_level,
+            forwarding="yes" if forwarding else "no",
+            extra=f"SetEnv PATH={path}\n" if path else "",
         )
     )
     host_pub = (root / "host_ed25519.pub").read_text().split()

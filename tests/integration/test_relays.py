@@ -1,9 +1,10 @@
-"""The exec bridge with the relay this machine has (python3; no socat here), against a real sshd
-that refuses stream forwarding and a real containerd."""
+"""The exec bridge's python3 relay, against a real sshd that refuses stream forwarding and a real
+containerd. The sshd's sessions get a PATH without socat and nc, whatever this machine has, so
+python3 is the relay the node offers."""
 
 from __future__ import annotations
 
-import shutil
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,15 +16,34 @@ from tests.integration.nodes import Containerd, Sshd, start_sshd
 pytestmark = pytest.mark.integration
 
 
+# The relays the bridge prefers to python3 (bridge.py's order), and nc's other names.
+_PREFERRED_RELAYS = {"socat", "nc", "nc.openbsd", "nc.traditional", "netcat"}
+
+
+def _path_without_relays(directory: Path) -> str:
+    """A directory of links to every program on this machine's PATH but the preferred relays."""
+    directory.mkdir()
+    for entry in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep):
+        if not os.path.isdir(entry):
+            continue
+        for name in os.listdir(entry):
+            program = Path(entry, name)
+            link = directory / name
+            if name in _PREFERRED_RELAYS or link.exists() or not os.access(program, os.X_OK):
+                continue
+            link.symlink_to(program)
+    return str(directory)
+
+
 @pytest.fixture()
 def hardened_sshd(tmp_path: Path) -> Iterator[Sshd]:
-    """An sshd with AllowStreamLocalForwarding no (CIS-hardened)."""
-    server = start_sshd(tmp_path / "sshd", forwarding=False)
+    """An sshd with AllowStreamLocalForwarding no (CIS-hardened) whose sessions find no socat or nc."""
+    path = _path_without_relays(tmp_path / "bin")
+    server = start_sshd(tmp_path / "sshd", forwarding=False, path=path)
     yield server
     server.stop()
 
 
-@pytest.mark.skipif(shutil.which("socat") is not None, reason="socat would be chosen before python3")
 def test_python3_relay_carries_the_push(
     cli: Cli, hardened_sshd: Sshd, fresh_containerd: Containerd, tmp_path: Path
 ) -> None:
