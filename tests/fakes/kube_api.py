@@ -53,7 +53,7 @@ MASTER = "node-role.kubernetes.io/master"
 # Paths the real server serves to anyone (system:public-info-viewer).
 PUBLIC_PATHS = frozenset({"/version", "/version/", "/healthz", "/livez", "/readyz"})
 # The authenticated user's name (None on public paths), for handlers.
-USER = web.RequestKey[str | None]("user")
+USER = "nodeload-fake-user"  # a plain key: web.RequestKey needs aiohttp 3.11, above the floor
 
 
 # -- Node objects --------------------------------------------------------------------------
