@@ -123,6 +123,9 @@ class PushOptions:
             raise UsageError(f"--target must be containerd or docker, not {self.target!r}")
         if self.target == "docker" and self.export == "push":
             raise UsageError("--export push writes into containerd; with --target docker use save")
+        for hop in (self.ssh.jump or "").split(","):
+            if hop.strip():
+                parse_node(hop.strip().removeprefix("ssh://"))  # a UsageError names what is wrong
 
 
 def push(

@@ -38,6 +38,7 @@ import yaml
 from kubernetes import client as kube_client
 from kubernetes.config import kube_config
 
+from nodeload.addresses import dns_name_problem, ip_problem, refused
 from nodeload.errors import NodeSourceError, UsageError
 from nodeload.nodes.spec import DEFAULT_AGENT_NAMESPACE, ClusterMirror, KubeAccess, NodeSpec
 from nodeload.nodes.spegel import SPEGEL_SELECTOR, spegel_mirrors
@@ -209,9 +210,26 @@ def missing_address(spec: NodeSpec, selection: KubeSelection) -> str | None:
     )
 
 
+def invalid_address(spec: NodeSpec, selection: KubeSelection) -> str | None:
+    """Why ``spec``'s SSH address is not one (its kubelet wrote something else), or None.
+
+    The API server does not check that an address is an IP or a host name, and whoever can
+    write the node's status (its kubelet) chooses it: anything else is refused, never handed
+    to ssh, whose config may put it in a command (``ProxyCommand ... %h``).
+    """
+    if spec.address is None or spec.reach != "ssh":
+        return None
+    if selection.address_type in ("InternalIP", "ExternalIP"):
+        why, field = ip_problem(spec.address), f"its status.addresses {selection.address_type}"
+    else:
+        field = "its name" if selection.address_type == "name" else "its status.addresses Hostname"
+        why = dns_name_problem(spec.address)
+    return f"node {spec.name}: {refused(field, spec.address, why)}" if why else None
+
+
 def node_problem(spec: NodeSpec, selection: KubeSelection) -> str | None:
     """Why nodeload cannot push to ``spec`` at all, or None: the node's failed-result message."""
-    return unsupported_runtime(spec) or missing_address(spec, selection)
+    return unsupported_runtime(spec) or missing_address(spec, selection) or invalid_address(spec, selection)
 
 
 # -- selection ---------------------------------------------------------------------------

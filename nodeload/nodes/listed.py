@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from nodeload.addresses import refused, ssh_name_problem
 from nodeload.errors import UsageError
 from nodeload.nodes.spec import NodeSpec
 
@@ -25,7 +26,11 @@ def parse_node(text: str) -> NodeSpec:
         host, port = hostport.split(":")
     elif ":" in hostport and not _is_ip(hostport):
         raise UsageError(f"invalid node {text!r}: write an IPv6 address with a port as [ADDR]:PORT")
-    if not host or (port is not None and not port.isdigit()) or any(c.isspace() for c in text):
+    for field, value in (("host", host), ("user", user)):
+        why = ssh_name_problem(value) if value or field == "host" else None
+        if why:
+            raise UsageError(f"invalid node: {refused(field, value, why)}")
+    if (port is not None and not port.isdigit()) or any(c.isspace() for c in text):
         raise UsageError(f"invalid node {text!r}: expected [USER@]HOST[:PORT]")
     if port is not None and not 0 < int(port) < 65536:
         raise UsageError(f"invalid node {text!r}: port {port} is out of range")

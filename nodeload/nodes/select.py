@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from nodeload.addresses import refused, ssh_name_problem
 from nodeload.errors import UsageError
 from nodeload.nodes.listed import listed_nodes
 from nodeload.nodes.spec import DEFAULT_AGENT_NAMESPACE, NodeSpec
@@ -100,6 +101,8 @@ def select_nodes(selection: NodeSelection, notify: Callable[[str], None] | None 
         NodeSourceError: when the inventory or the cluster cannot be read, or nothing matches.
     """
     kind = selection.kind
+    if selection.ssh_user and (why := ssh_name_problem(selection.ssh_user)):
+        raise UsageError(f"--ssh-user: {refused('user', selection.ssh_user, why)}")
     if kind == "inventory":
         assert selection.inventory is not None
         from nodeload.nodes.inventory import load_inventory

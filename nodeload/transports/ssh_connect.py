@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncssh
 
+from nodeload.addresses import refused, ssh_name_problem
 from nodeload.errors import AuthenticationFailed, HostKeyRejected, NodeUnreachable, UsageError
 from nodeload.transports.ssh_hostkeys import CheckingClient, HostKeyCheck, trust_policy
 
@@ -117,7 +118,9 @@ async def connect(dest: Destination, options: SSHOptions) -> Connection:
 
     Raises:
         NodeError: HostKeyRejected, AuthenticationFailed or NodeUnreachable, naming the hop.
+        UsageError: a host or user name that could be read as an option or a shell word.
     """
+    _check_names(dest)
     settings = resolve(dest, options)
     jumps: list[asyncssh.SSHClientConnection] = []
     try:
@@ -125,6 +128,7 @@ async def connect(dest: Destination, options: SSHOptions) -> Connection:
         for i, hop in enumerate(_jump_chain(settings, options)):
             if i >= _MAX_JUMPS:
                 raise UsageError(f"{dest.label}: more than {_MAX_JUMPS} jump hosts")
+            _check_names(hop)
             hop_settings = resolve(hop, options)
             jumps.append(await _open(hop, hop_settings, options, tunnel, jump=True))
             tunnel = jumps[-1]
@@ -132,6 +136,15 @@ async def connect(dest: Destination, options: SSHOptions) -> Connection:
     except BaseException:
         await Connection(jumps[-1], jumps[:-1]).close() if jumps else None
         raise
+
+
+def _check_names(dest: Destination) -> None:
+    """Refuse names ssh could take for options or a ProxyCommand could run: every node source
+    checks its own, this is the last line for all of them."""
+    for what, value in (("host", dest.host), ("user", dest.user)):
+        why = None if value is None else ssh_name_problem(value)
+        if value is not None and why:
+            raise UsageError(f"{dest.label}: {refused(what, value, why)}")
 
 
 def _jump_chain(settings: asyncssh.SSHClientConnectionOptions, options: SSHOptions) -> list[Destination]:

@@ -649,3 +649,111 @@ def test_containerd_that_stops_answering_hits_a_deadline(
         assert "did not answer within 3s" in err
     else:
         assert "stopped taking data" in err and "no progress for 3s" in err
+
+
+# -- 10. addresses from a cluster or an inventory are data, never arguments ------------------------
+
+# What a compromised node's kubelet (or anyone who may patch nodes/status) can write as its address:
+# with "ProxyCommand ssh -W %h:%p bastion" in the ssh config, the inner ssh would take the quoted
+# word for an option and run its ProxyCommand on the pusher's machine.
+_INJECTED = "10.0.0.9:22 '-oProxyCommand=sh -c \"id > {marker}\"' -oUser=x"
+
+
+def _bastion_config(path: Path, sshd: Sshd) -> Path:
+    """The common bastion form for every host but the test sshd's own address."""
+    path.write_text(
+        f"Host 127.0.0.1\n  Port {sshd.port}\n  User root\n  IdentityFile {sshd.client_key}\n"
+        "  IdentitiesOnly yes\n  ProxyCommand none\n"
+        "Host *\n  ProxyCommand ssh -W %h:%p bastion.invalid\n"
+    )
+    return path
+
+
+def test_a_node_status_address_never_reaches_a_proxy_command(
+    cli: Cli, sshd: Sshd, containerd: Containerd, tmp_path: Path
+) -> None:
+    from tests.fakes.kube_api import FakeKubeApi, node, write_kubeconfig
+
+    marker = tmp_path / "injected"
+    cluster = [
+        node("good", internal_ip="127.0.0.1"),
+        node("evil", internal_ip=_INJECTED.format(marker=marker)),
+        node("evil-hostname", hostname="a;touch {marker}", internal_ip="127.0.0.1"),
+    ]
+    source = layout(tmp_path, 310)
+    with FakeKubeApi(cluster) as api:
+        kubeconfig = write_kubeconfig(tmp_path / "kube", [api.token_context("dev", user="alice")])
+        config = _bastion_config(tmp_path / "ssh_config", sshd)
+        run = cli.run(
+            "push", f"oci:{source.path}", "--name", "example.com/addresses:v1", "--all-nodes",
+            "--kubeconfig", str(kubeconfig), "-F", str(config), "--known-hosts", str(sshd.known_hosts),
+            "--containerd-socket", str(containerd.socket), "--json",
+        )  # fmt: skip
+    assert not marker.exists(), "a node's address ran a command on this machine"
+    assert run.code == 1, run.err
+    results = {r["node"]: r for r in run.nodes}
+    assert results["good"]["status"] == "ok"
+    assert results["evil-hostname"]["status"] == "ok"  # its InternalIP is used, not its Hostname
+    evil = results["evil"]
+    assert evil["status"] == "failed"
+    assert "node evil" in evil["error"] and "status.addresses InternalIP" in evil["error"], evil["error"]
+    assert "not an IP address" in evil["error"]
+    assert evil["wire_bytes_sent"] in (None, 0)
+
+    with FakeKubeApi(cluster) as api:  # the Hostname type is checked as a DNS name
+        kubeconfig = write_kubeconfig(tmp_path / "kube2", [api.token_context("dev", user="alice")])
+        run = cli.run(
+            "push", f"oci:{source.path}", "--name", "example.com/addresses:v1", "--node", "evil-hostname",
+            "--address-type", "Hostname", "--kubeconfig", str(kubeconfig), "-F", str(config), "--json",
+        )  # fmt: skip
+    (result,) = run.nodes
+    assert run.code == 1 and "status.addresses Hostname" in result["error"], result
+    assert not marker.exists()
+
+
+def test_an_inventory_address_fails_its_host_alone(
+    cli: Cli, sshd: Sshd, containerd: Containerd, tmp_path: Path
+) -> None:
+    marker = tmp_path / "injected"
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(
+        "[nodes]\n"
+        f"good ansible_host=127.0.0.1 ansible_port={sshd.port} ansible_user=root\n"
+        f"evil ansible_host='-oProxyCommand=touch {marker}' ansible_user=root\n"
+        "jumpy ansible_host=127.0.0.1 ansible_ssh_common_args='-o ProxyJump=x;id'\n"
+    )
+    config = _bastion_config(tmp_path / "ssh_config", sshd)
+    source = layout(tmp_path, 311)
+    run = cli.run(
+        "push", f"oci:{source.path}", "--name", "example.com/addresses:v2", "--inventory", str(inventory),
+        "--all-nodes", "-F", str(config), "-i", str(sshd.client_key), "--known-hosts", str(sshd.known_hosts),
+        "--containerd-socket", str(containerd.socket), "--json",
+    )  # fmt: skip
+    assert not marker.exists()
+    assert run.code == 1, run.err
+    results = {r["node"]: r for r in run.nodes}
+    assert results["good"]["status"] == "ok"
+    assert "host 'evil'" in results["evil"]["error"] and "ansible_host" in results["evil"]["error"]
+    assert "starts with '-'" in results["evil"]["error"]
+    assert "host 'jumpy'" in results["jumpy"]["error"] and "ProxyJump" in results["jumpy"]["error"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["--node", "-oProxyCommand=touch {marker}"], id="node-option"),
+        pytest.param(["--node", "root@a$(touch {marker})"], id="node-substitution"),
+        pytest.param(["--node", "127.0.0.1", "--ssh-user", "x`touch {marker}`"], id="ssh-user"),
+        pytest.param(["--node", "127.0.0.1", "-J", "b;touch {marker}"], id="jump"),
+    ],
+)
+def test_command_line_destinations_are_checked_before_connecting(
+    cli: Cli, sshd: Sshd, tmp_path: Path, args: list[str]
+) -> None:
+    marker = tmp_path / "injected"
+    config = _bastion_config(tmp_path / "ssh_config", sshd)
+    source = layout(tmp_path, 312)
+    run = cli.run("push", f"oci:{source.path}", "-F", str(config), *(a.format(marker=marker) for a in args))
+    assert run.code == 2, (run.out, run.err)
+    assert "cannot be an SSH destination" in run.err, run.err
+    assert not marker.exists()

@@ -9,7 +9,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nodeload.addresses import refused, ssh_name_problem
 from nodeload.errors import NodeSourceError, UsageError
+from nodeload.nodes.listed import parse_node
 from nodeload.nodes.spec import NodeSpec, Reach
 from nodeload.platforms import Platform
 
@@ -213,7 +215,7 @@ def _node_spec(values: _HostVars, base: Path) -> NodeSpec:
         return replace(spec, container=values.text(*_CONTAINER_VARS) or values.host)
     if reach == "local":
         return spec
-    return replace(
+    spec = replace(
         spec,
         address=values.text(*_ADDRESS_VARS) or values.host,
         user=values.text(*_USER_VARS),
@@ -221,3 +223,31 @@ def _node_spec(values: _HostVars, base: Path) -> NodeSpec:
         identity=values.identity(base),
         jump=values.jump(),
     )
+    problem = _destination_problem(values, spec)
+    return (
+        replace(spec, address=None, problem=f"{values.source}: host {values.host!r}: {problem}")
+        if problem
+        else spec
+    )
+
+
+def _destination_problem(values: _HostVars, spec: NodeSpec) -> str | None:
+    """Why the host's SSH destination cannot be used (the inventory's maintainer wrote it, and
+    ssh may put it into a command), or None."""
+    address = values.lookup(*_ADDRESS_VARS)
+    user = values.lookup(*_USER_VARS)
+    fields = [
+        (address[0] if address else "the host name", spec.address),
+        (user[0] if user else "", spec.user),
+    ]
+    for field, value in fields:
+        why = None if value is None else ssh_name_problem(value)
+        if value is not None and why:
+            return refused(field, value, why)
+    for hop in (spec.jump or "").split(","):
+        if hop.strip():
+            try:
+                parse_node(hop.strip().removeprefix("ssh://"))
+            except UsageError as err:
+                return f"the ProxyJump of its ssh args: {err}"
+    return None
