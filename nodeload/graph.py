@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from nodeload.errors import PlatformNotFound, SourceError
 from nodeload.image import (
@@ -86,6 +87,25 @@ def resolve(source: ImageSource, platform: Platform) -> ImageGraph:
         indexes.append((doc, chosen))
         desc = entries[chosen]
     raise SourceError(f"{source.root.digest}: indexes nested too deeply")
+
+
+def next_document(
+    data: bytes, digest: str, platform: Platform
+) -> tuple[Literal["manifest", "config"], str] | None:
+    """One step from a document towards ``platform``'s config: an index's entry for it, or a
+    manifest's config; None when the document has neither.
+
+    Raises:
+        SourceError: when the document is malformed.
+    """
+    body = parse(data, digest)
+    if "config" in body:
+        return "config", Descriptor.from_json(body.obj("config")).digest
+    if "manifests" not in body:
+        return None
+    entries = [Descriptor.from_json(m) for m in body.objs("manifests")]
+    chosen = choose_platform(platform, [e.platform or Platform("", "") for e in entries])
+    return None if chosen is None else ("manifest", entries[chosen].digest)
 
 
 def _resolve_manifest(

@@ -341,7 +341,10 @@ class NodesStore:
             await self._gather_documents(session.client, doc, documents)
             source = _Documents(root, documents, name)
             options = TargetOptions(
-                namespace=self._namespace, name=name or "", platform=_platform_of(doc, documents)
+                namespace=self._namespace,
+                name=name or "",
+                platform=_platform_of(doc, documents),
+                name_from_source=self.name_from_source,
             )
             if name:
                 await session.target.push(PreparedImage(source, options), options, result)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from nodeload.errors import PushFailed
-from nodeload.graph import ImageGraph, resolve
+from nodeload.errors import NodeloadError, PushFailed
+from nodeload.graph import ImageGraph, next_document, resolve
 from nodeload.image import ImageSource
 from nodeload.nodes.spec import ClusterMirror, NodeSpec
 from nodeload.platforms import Platform
@@ -67,17 +67,22 @@ class PreparedImage:
             return self._graphs[key]
 
 
-def check_name(options: TargetOptions, pushed: str, existing: str | None) -> None:
+def check_name(
+    options: TargetOptions, pushed: str, existing: str | None, *, same_image: bool = False
+) -> None:
     """Refuse names that would make the node lie about what an image is.
 
     Args:
         options: The name and where it came from.
         pushed: The digest the image record would point at.
         existing: The digest the name points at on the node now (None: no such image).
+        same_image: The record now points at an image of the same config (image ID) as the one
+            pushed, under another manifest (the same image from another kind of archive, say):
+            moving it changes nothing kubelet runs.
 
     Raises:
         PushFailed: a digest-pinned name for other content, or a name taken from inside the
-            source that already names other content on the node.
+            source that already names another image on the node.
     """
     pinned = parse_reference(options.name).digest
     if pinned and pinned != pushed:
@@ -85,12 +90,44 @@ def check_name(options: TargetOptions, pushed: str, existing: str | None) -> Non
             f"refusing the name {options.name}: it pins {pinned}, but the image pushed is "
             f"{pushed}; a digest-pinned reference must resolve to that digest"
         )
-    if options.name_from_source and existing is not None and existing != pushed:
+    if options.name_from_source and existing is not None and existing != pushed and not same_image:
         raise PushFailed(
             f"{options.name} already exists on the node as {existing}, and this name comes from inside "
             "the source, not from you: nodeload will not repoint it. To replace that image, name it "
             f"yourself: --name {options.name}"
         )
+
+
+async def same_image(
+    read: Callable[[str], Awaitable[bytes]],
+    existing: str | None,
+    pushed: str,
+    config: str,
+    platform: Platform,
+) -> bool:
+    """Whether the record at ``existing`` (a manifest other than ``pushed``) names an image of the
+    same ``config`` for ``platform``, read from the node with ``read``: moving it to ``pushed``
+    then changes nothing kubelet runs (see check_name)."""
+    if existing is None or existing == pushed:
+        return False
+    return await _image_id(read, existing, platform) == config
+
+
+async def _image_id(read: Callable[[str], Awaitable[bytes]], root: str, platform: Platform) -> str | None:
+    """The config digest (the image ID CRI shows) of the image ``root`` names for ``platform``, read
+    with ``read``; None when the node cannot say (a document missing or not an image)."""
+    digest = root
+    for _ in range(4):  # as deep as graph.resolve walks
+        try:
+            step = next_document(await read(digest), digest, platform)
+        except NodeloadError:
+            return None
+        if step is None:
+            return None
+        kind, digest = step
+        if kind == "config":
+            return digest
+    return None
 
 
 class Seeded:

@@ -59,7 +59,15 @@ from nodeload.platforms import choose_platform
 from nodeload.progress import ProgressSink
 from nodeload.reference import parse_reference
 from nodeload.report import NodeResult
-from nodeload.targets.base import CRI_NAMESPACE, PeerPull, PreparedImage, Target, TargetOptions, check_name
+from nodeload.targets.base import (
+    CRI_NAMESPACE,
+    PeerPull,
+    PreparedImage,
+    Target,
+    TargetOptions,
+    check_name,
+    same_image,
+)
 from nodeload.targets.ctr_import import open_ctr_import
 from nodeload.transports.base import Transport
 from nodeload.transports.bridge import NoRelay, SocketUnavailable
@@ -304,7 +312,10 @@ class ContainerdTarget:
                 found = [b for b in plan.blobs if b.present and b.desc.digest not in result.sent_digests]
                 result.blobs_skipped = len(found)
                 result.bytes_skipped = sum(b.desc.size for b in found)
-                check_name(options, plan.target.digest, named if options.name_from_source else None)
+                existing, pushed = named if options.name_from_source else None, plan.target.digest
+                read = self._client.read_document
+                same = await same_image(read, existing, pushed, plan.config_digest, graph.platform)
+                check_name(options, pushed, existing, same_image=same)
                 await self._sweep_dead_runs()  # now that our lease pins what the plan relies on
             self._progress.message(self._node, f"sending {len(plan.to_send)} of {len(plan.blobs)} blobs")
             with result.timed("write"):
@@ -424,8 +435,12 @@ class ContainerdTarget:
                 f"pulling through {endpoint} failed ({err.details() or err.code().name}): pushed directly"
             )
             return False
-        existing = await self._client.get_image(options.name) if options.name_from_source else None
-        check_name(options, target.digest, existing.target.digest if existing is not None else None)
+        record = await self._client.get_image(options.name) if options.name_from_source else None
+        existing = record.target.digest if record is not None else None
+        same = await same_image(
+            self._client.read_document, existing, target.digest, graph.config.desc.digest, graph.platform
+        )
+        check_name(options, target.digest, existing, same_image=same)
         with result.timed("record"):
             await self._client.put_image(options.name, target)
             result.cri_indexed = await self._wait_for_cri(options.name, graph.config.desc.digest)

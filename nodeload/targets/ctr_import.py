@@ -26,7 +26,7 @@ from nodeload.plan import BlobStep, NodeState, make_plan
 from nodeload.platforms import Platform, choose_platform
 from nodeload.progress import ProgressSink
 from nodeload.report import NodeResult
-from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, TargetOptions, check_name
+from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, TargetOptions, check_name, same_image
 from nodeload.transports.bridge import SUDO_PROBE
 from nodeload.transports.execs import ExecProcess, Executor, keyvalues, run_text
 
@@ -128,7 +128,10 @@ class CtrImportTarget:
         result.blobs_total = len(plan.blobs)
         result.blobs_skipped = sum(1 for b in plan.blobs if b.present)
         result.bytes_skipped = plan.bytes_skipped
-        check_name(options, plan.target.digest, await self._existing(options))
+        existing = await self._existing(options)
+        read = functools.partial(self._read_document, options.namespace)
+        same = await same_image(read, existing, plan.target.digest, plan.config_digest, graph.platform)
+        check_name(options, plan.target.digest, existing, same_image=same)
         self._progress.message(self._node, f"importing {len(plan.to_send)} of {len(plan.blobs)} blobs")
         await self._import(image.source, plan.to_send, plan.target, options, graph.platform, result)
         if options.namespace == CRI_NAMESPACE and graph.platform.matches(self._platform):
@@ -145,6 +148,12 @@ class CtrImportTarget:
         """The digests in the node's content store (shared by every namespace)."""
         out = await self._run_ctr(namespace, "content ls --quiet")
         return {line.strip() for line in out.splitlines() if line.startswith("sha")}
+
+    async def _read_document(self, namespace: str, digest: str) -> bytes:
+        """A small blob of the node's content store (``ctr content get``)."""
+        if not digest.startswith("sha256:") or not all(c in "0123456789abcdef" for c in digest[7:]):
+            raise PushFailed(f"not a digest: {digest!r}")
+        return (await self._run_ctr(namespace, f"content get {digest}")).encode()
 
     async def _existing(self, options: TargetOptions) -> str | None:
         if not options.name_from_source:

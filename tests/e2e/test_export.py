@@ -9,9 +9,10 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
-from nodeload.sandbox import Sandbox
+from nodeload.sandbox import LayerSpec, Sandbox, build_image
 from tests.e2e.pushing import content_sizes, nodeload, run_image
 
 pytestmark = pytest.mark.e2e
@@ -76,3 +77,28 @@ def test_auto_keeps_to_docker_save_when_a_node_holds_the_layers_another_way(
     assert "exporting with docker save rather than docker push" in err
     assert result["export"] == "docker-save"
     assert result["blobs_sent"] == 1  # only a manifest: every layer was there already
+
+
+def test_a_name_found_in_the_engine_never_repoints_an_image(
+    node_sandbox: Sandbox, app_images: dict[str, str], tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    """Pushed by its image ID, an engine image's name comes from its RepoTags, not from the user:
+    on the engine's own path (the default) too, it may not move a record the node has for another
+    image."""
+    node = node_sandbox.node("node-1")
+    victim = "docker.io/library/secrev-victim:1"
+    named, _ = _push(node_sandbox, app_images["v1"], tmp_path, "--name", victim)
+    before = node.check_output(["ctr", "-n", "k8s.io", "images", "ls", f"name=={victim}"])
+    build_image(docker_client, "secrev-victim:1", "not the victim", [LayerSpec(1024 * 1024, "secrev")])
+    try:
+        image_id = docker_client.images.get("secrev-victim:1").id
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+        args = ["push", image_id, "--node", "node-1", "-F", str(node_sandbox.ssh_config_path), "--json"]
+        proc = nodeload(*args, check=False, env=env)
+    finally:
+        docker_client.images.remove("secrev-victim:1", noprune=False)
+    assert proc.returncode == 1, proc.stderr
+    (result,) = json.loads(proc.stdout)["nodes"]
+    assert f"{victim} already exists on the node" in result["error"], result
+    assert node.check_output(["ctr", "-n", "k8s.io", "images", "ls", f"name=={victim}"]) == before
+    assert named["digest"] in before

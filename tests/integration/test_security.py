@@ -251,6 +251,30 @@ def test_archive_cannot_repoint_an_existing_image(
     assert cli.push_ok(f"docker-archive:{fresh}", node)["name"] == "example.com/app:v1"
 
 
+def test_a_name_from_inside_may_move_to_the_same_image_under_another_manifest(
+    cli: Cli, fresh_containerd: Containerd, tmp_path: Path
+) -> None:
+    """The same image as a docker-archive and as an OCI archive: two manifests, one config (image
+    ID). Moving the record between them changes nothing kubelet runs, so it is allowed; another
+    image under that name still is not."""
+    node, name = fresh_containerd, "example.com/same:v1"
+    archive = write_docker_archive(tmp_path / "same.tar", [saved_image([name], [113])])
+    oci = write_layout(tmp_path / "same-oci", [ImageSpec(layer_seeds=(113,))], name=name)
+    first = cli.push_ok(f"docker-archive:{archive}", node)
+    second = cli.push_ok(f"oci:{oci.path}", node)
+    assert second["name"] == first["name"] == name
+    assert second["digest"] != first["digest"]  # another manifest...
+    config = json.loads(node.ctr("content", "get", second["digest"]))["config"]["digest"]
+    assert (
+        config == json.loads(node.ctr("content", "get", first["digest"]))["config"]["digest"]
+    )  # ...same image
+    assert name in images(node)
+
+    other = write_docker_archive(tmp_path / "other.tar", [saved_image([name], [114])])
+    refused = cli.push(f"docker-archive:{other}", node)
+    assert refused.code == 1 and f"{name} already exists on the node" in refused.nodes[0]["error"]
+
+
 def test_digest_pinned_name_must_match_what_is_pushed(
     cli: Cli, fresh_containerd: Containerd, tmp_path: Path
 ) -> None:
