@@ -49,6 +49,8 @@ def run_in_session(argv: Sequence[str], kubectl: bool) -> int:
 def _run(
     args: argparse.Namespace, argv: Sequence[str], *, kubectl: bool = False, in_session: bool = False
 ) -> int:
+    if args.debug:  # before the hand-over: why a session is where it is (or is not) shows too
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
     if args.verb == "push" and args.persist and not in_session:
         handed = _hand_over(argv, args.persist, kubectl)
         if handed is not None:
@@ -59,8 +61,6 @@ def _run(
     from nodeload.text import printable
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    if args.debug:
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
     if not in_session:  # a session ends on SIGTERM itself
         _terminate_like_interrupt()
     try:

@@ -1,14 +1,16 @@
 """The persistent session: a background process that runs the pushes handed to it.
 
-``python -m nodeload.persist.server SOCKET`` (started by :mod:`.client`). One push at a time,
-each exactly as the command line would run it, in the caller's directory and environment and
-with its output sent back; between pushes the nodes' SSH connections stay open on the session's
-event loop (:mod:`.pool`). It ends after the idle time the last push asked for (``--persist``),
-on ``nodeload persist stop``, or on SIGTERM, closing every connection.
+``python -m nodeload.persist.server FD DIR NAME`` (started by :mod:`.client`, which hands it its
+session directory open as FD). One push at a time, each exactly as the command line would run
+it, in the caller's directory and environment and with its output sent back; between pushes the
+nodes' SSH connections stay open on the session's event loop (:mod:`.pool`). It ends after the
+idle time the last push asked for (``--persist``), on ``nodeload persist stop``, or on SIGTERM,
+closing every connection.
 
 Only its own user reaches it: the socket is 0600 in a 0700 directory, and each caller's
-credentials (SO_PEERCRED) are checked too. A caller that goes away mid-push (Ctrl-C) interrupts
-the push as Ctrl-C would.
+credentials (SO_PEERCRED) are checked too. Its socket and lock are reached through the
+directory's descriptor (:class:`~nodeload.persist.client.SessionDir`), never by a path. A
+caller that goes away mid-push (Ctrl-C) interrupts the push as Ctrl-C would.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nodeload.persist.client import MAX_MESSAGE
+from nodeload.persist.client import MAX_MESSAGE, SessionDir
 from nodeload.persist.pool import SessionPool, activate
 
 DEFAULT_IDLE = 600.0
@@ -58,9 +60,11 @@ class _Output(io.TextIOBase):
 class Session:
     """The accept loop, the idle clock and the pool of one session."""
 
-    def __init__(self, path: Path) -> None:
-        """Serve on ``path`` (see :meth:`serve`)."""
-        self.path = path
+    def __init__(self, where: SessionDir, name: str) -> None:
+        """Serve on the socket ``NAME.sock`` of ``where`` (see :meth:`serve`)."""
+        self.where = where
+        self.socket = f"{name}.sock"
+        self.lock = f"{name}.lock"
         self.idle = DEFAULT_IDLE
         self.pool = SessionPool()
         self._stopping = False
@@ -100,23 +104,23 @@ class Session:
     def _listening(self) -> Iterator[socket.socket | None]:
         """The bound socket; None when a running session already owns the path. Starting
         sessions take a lock, so that two pushes starting one at once get the same."""
-        with open(self.path.with_suffix(".lock"), "a") as lock:
+        address = self.where.address(self.socket)
+        with os.fdopen(self.where.open_file(self.lock, os.O_WRONLY | os.O_APPEND), "ab") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             probe = socket.socket(socket.AF_UNIX)
             try:
-                probe.connect(str(self.path))
+                probe.connect(address)
                 yield None
                 return
             except OSError:
                 pass
             finally:
                 probe.close()
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()  # left by a session that was killed
+            self.where.remove(self.socket)  # left by a session that was killed
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             old = os.umask(0o177)
             try:
-                listener.bind(str(self.path))
+                listener.bind(address)
             finally:
                 os.umask(old)
             listener.listen(8)
@@ -125,8 +129,7 @@ class Session:
             yield listener
         finally:
             listener.close()
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            self.where.remove(self.socket)
 
     def _handle(self, conn: socket.socket) -> None:
         conn.settimeout(30)
@@ -266,11 +269,12 @@ def _read_request(conn: socket.socket) -> dict[str, Any]:
 
 
 def main() -> None:
-    """``python -m nodeload.persist.server SOCKET``."""
+    """``python -m nodeload.persist.server FD DIR NAME``."""
+    fd, directory, name = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     started = time.strftime("%Y-%m-%d %H:%M:%S")
-    print(f"{started} nodeload persistent session on {sys.argv[1]} (pid {os.getpid()})", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):  # SIGTERM, or stopped mid-accept
-        Session(Path(sys.argv[1])).serve()
+    print(f"{started} nodeload persistent session on {directory / name}.sock (pid {os.getpid()})", flush=True)
+    with SessionDir.adopt(fd, directory) as where, contextlib.suppress(KeyboardInterrupt):
+        Session(where, name).serve()  # KeyboardInterrupt: SIGTERM, or stopped mid-accept
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} session ended", flush=True)
 
 

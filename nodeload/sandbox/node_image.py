@@ -23,6 +23,8 @@ from typing import Literal
 import docker
 import docker.errors
 
+from nodeload import userdirs
+
 log = logging.getLogger(__name__)
 
 NODE_IMAGE_REPO = "nodeload-node"
@@ -60,9 +62,16 @@ def docker_client() -> docker.DockerClient:
 
 
 def cache_dir() -> Path:
-    """Return nodeload's cache directory (``${XDG_CACHE_HOME:-~/.cache}/nodeload``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "nodeload"
+    """Return nodeload's cache directory (``${XDG_CACHE_HOME:-~/.cache}/nodeload``, or your own
+    ``~/.cache/nodeload`` when another user could redirect that one: :func:`nodeload.userdirs.cache_dir`).
+
+    Raises:
+        SandboxError: No cache directory is safe to use.
+    """
+    try:
+        return userdirs.cache_dir()
+    except PermissionError as exc:
+        raise SandboxError(str(exc)) from exc
 
 
 def node_image_tag() -> str:

@@ -28,6 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
+from nodeload import userdirs
 from nodeload.errors import SourceError
 from nodeload.image import sha256_digest
 from nodeload.scratch import mkstemp, sweep
@@ -39,9 +40,16 @@ _TMP_PREFIX = ".tmp-"
 
 
 def default_cache_dir() -> Path:
-    """``${XDG_CACHE_HOME:-~/.cache}/nodeload``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "nodeload"
+    """``${XDG_CACHE_HOME:-~/.cache}/nodeload``, or your own ``~/.cache/nodeload`` when another
+    user could redirect that one (``sudo -E``; see :func:`nodeload.userdirs.cache_dir`).
+
+    Raises:
+        SourceError: no cache directory is safe to use.
+    """
+    try:
+        return userdirs.cache_dir()
+    except PermissionError as exc:
+        raise SourceError(f"cannot use the layer cache: {exc}") from exc
 
 
 def _hex(digest: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import time
 from datetime import timedelta
@@ -13,6 +14,7 @@ import pytest
 
 from nodeload.cli import main
 from nodeload.sources.layer_cache import LayerCache
+from tests.helpers.users import give_away, needs_root
 
 
 def _add(cache: LayerCache, seed: int, size: int = 64 * 1024) -> str:
@@ -60,3 +62,21 @@ def test_the_command_prunes_everything_by_default(
     assert main(["cache", "prune"]) == 0
     assert cache.lookup(diff) is None
     assert "removed 1 layer(s)" in capsys.readouterr().out
+
+
+@needs_root
+def test_prune_never_reaches_into_a_cache_of_another_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # root with another user's $XDG_CACHE_HOME (sudo -E), where they put a link to files of root's
+    victim = LayerCache(tmp_path / "victim")
+    kept = _add(victim, 7)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "nodeload").symlink_to(victim.root)
+    give_away(theirs, theirs / "nodeload")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(theirs))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert main(["cache", "prune", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cache"] == str(tmp_path / "home" / ".cache" / "nodeload")
+    assert victim.lookup(kept) is not None

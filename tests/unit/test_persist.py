@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import socket
+import stat
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from nodeload.cli.arguments import _duration
-from nodeload.persist.client import SessionError, session_dir, socket_path
+from nodeload.persist import client
+from nodeload.persist.client import SessionDir, SessionError, session_dir, socket_path
+from tests.helpers.users import give_away, needs_root
 
 
 def test_the_session_directory_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -21,14 +28,89 @@ def test_the_session_directory_is_private(tmp_path: Path, monkeypatch: pytest.Mo
         session_dir()
 
 
-def test_a_socket_path_too_long_is_refused_with_the_fix(
+@pytest.mark.parametrize(
+    ("make_theirs", "why"),
+    [
+        pytest.param(give_away, "belongs to", marks=needs_root, id="another user's"),
+        pytest.param(lambda d: d.chmod(0o777), "writable by others", id="anyone's to write"),
+    ],
+)
+def test_a_runtime_dir_others_can_change_is_passed_over(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    make_theirs: Callable[[Path], None],
+    why: str,
+) -> None:
+    # root with another user's environment (sudo -E): their $XDG_RUNTIME_DIR, where they can swap
+    # the session's directory for one of links
+    theirs, ours = tmp_path / "theirs", tmp_path / "tmp"
+    theirs.mkdir()
+    ours.mkdir()
+    make_theirs(theirs)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(theirs))
+    monkeypatch.setattr(client, "USER_RUNTIME", str(tmp_path / "no-login-session"), raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(ours))
+    with caplog.at_level(logging.DEBUG, logger="nodeload.persist.client"):
+        made = session_dir()
+    assert made == ours / f"nodeload-{os.getuid()}" and list(theirs.iterdir()) == []
+    assert f"not in {theirs} ($XDG_RUNTIME_DIR)" in caplog.text and why in caplog.text
+
+
+def test_a_sticky_runtime_dir_is_shared_safely(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path.chmod(0o1777)  # as /tmp: nobody can rename or replace what is ours in it
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert session_dir() == tmp_path / f"nodeload-{os.getuid()}"
+
+
+def test_a_session_directory_that_is_a_link_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deep = tmp_path / ("d" * 90)
-    deep.mkdir()
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
-    with pytest.raises(SessionError, match="too long for a unix socket; set XDG_RUNTIME_DIR or TMPDIR"):
-        socket_path()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (tmp_path / f"nodeload-{os.getuid()}").symlink_to(elsewhere)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    with pytest.raises(SessionError, match=r"nobody else may enter .*: it is a symbolic link; remove it"):
+        session_dir()
+
+
+def test_the_session_directory_is_held_not_looked_up_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    with SessionDir.open() as where:
+        where.path.rename(tmp_path / "moved")  # swapped, once checked, for a directory of links
+        where.path.mkdir(mode=0o700)
+        (where.path / "session.log").symlink_to(victim)
+        (where.path / "session.sock").symlink_to(victim)
+        log = where.open_file("session.log", os.O_WRONLY | os.O_APPEND)
+        os.write(log, b"started\n")
+        os.close(log)
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(where.address("session.sock"))
+            assert len(where.address("session.sock")) < 108
+    assert victim.read_text() == "precious\n"
+    assert (tmp_path / "moved" / "session.log").read_text() == "started\n"
+    assert stat.S_ISSOCK((tmp_path / "moved" / "session.sock").lstat().st_mode)
+
+
+def test_what_is_not_a_file_of_ours_in_the_session_directory_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    with SessionDir.open() as where:
+        (where.path / "a.log").symlink_to(victim)
+        (where.path / "b.lock").symlink_to(tmp_path / "created")
+        os.mkfifo(where.path / "c.log")  # opening it for writing would hang
+        for name in ("a.log", "b.lock", "c.log"):
+            os.close(where.open_file(name, os.O_WRONLY | os.O_APPEND))
+            assert stat.S_ISREG((where.path / name).lstat().st_mode), name
+        assert not where.holds_socket("a.log")
+    assert victim.read_text() == "precious\n" and not (tmp_path / "created").exists()
 
 
 @pytest.mark.parametrize(
