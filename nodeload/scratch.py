@@ -16,13 +16,30 @@ import tempfile
 import time
 from pathlib import Path
 
+from nodeload.userdirs import untrusted
+
 # Whatever its owner, an entry this old is a leftover (a pid may have been reused since).
 _MAX_AGE_SECONDS = 24 * 3600
+# What runs leave in the temporary directory: tunnels' sockets, serve's spool and its client logins.
+TEMP_PREFIXES = ("nodeload-", "nodeload-serve-", "nodeload-serve-auth-")
+
+
+def temp_root() -> str:
+    """The temporary directory (``$TMPDIR``...), unless another user could redirect what is made
+    in it (root with someone's environment, ``sudo -E``): then ``/tmp``. A tunnel's socket made
+    there would otherwise be theirs to move."""
+    root = tempfile.gettempdir()
+    return root if untrusted(root) is None else "/tmp"
 
 
 def mkdtemp(prefix: str, directory: str | Path | None = None) -> str:
-    """A new private (0700) directory ``<prefix><pid>-<random>``."""
-    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=directory)
+    """A new private (0700) directory ``<prefix><pid>-<random>`` (default: in :func:`temp_root`)."""
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=directory or temp_root())
+
+
+def sweep_temp() -> list[Path]:
+    """Remove what dead runs left in the temporary directory (see :data:`TEMP_PREFIXES`)."""
+    return [path for prefix in TEMP_PREFIXES for path in sweep(temp_root(), prefix)]
 
 
 def mkstemp(prefix: str, directory: str | Path, suffix: str = "") -> tuple[int, str]:

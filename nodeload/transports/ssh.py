@@ -21,7 +21,6 @@ import os
 import select
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -218,14 +217,14 @@ class SSHTransport:
         """Listen on a private local unix socket (0600 in a 0700 directory); its gRPC target."""
         try:
             if self._tmpdir is None:
-                scratch.sweep(tempfile.gettempdir(), _SOCKET_DIR_PREFIX)  # left by killed runs
+                scratch.sweep_temp()  # what killed runs left
                 self._tmpdir = scratch.mkdtemp(_SOCKET_DIR_PREFIX)  # 0700
             local = os.path.join(self._tmpdir, f"sock{len(self._closers)}")
             closer = await listen(local)
             os.chmod(local, 0o600)
         except OSError as err:  # e.g. "AF_UNIX path too long" for a deep TMPDIR
             raise LocalError(
-                f"cannot create the local end of the tunnel in {self._tmpdir or tempfile.gettempdir()}: "
+                f"cannot create the local end of the tunnel in {self._tmpdir or scratch.temp_root()}: "
                 f"{err.strerror or err} (set TMPDIR to a short, writable directory)"
             ) from err
         self._closers.append(closer)

@@ -620,24 +620,28 @@ def test_local_socket_errors_are_named_local(cli: Cli, containerd: Containerd, t
     assert "connection to the node lost" not in error
 
 
-def test_socket_directories_of_killed_runs_are_swept(
+def test_temporary_directories_of_killed_runs_are_swept(
     cli: Cli, containerd: Containerd, tmp_path: Path
 ) -> None:
+    """Tunnel sockets, serve's spool and serve's copy of the user's registry logins: what a
+    kill -9 left is removed by the next run; what a live run holds is not."""
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = tmpdir / f"nodeload-{dead.pid}-abcd"
-    live = tmpdir / f"nodeload-{os.getpid()}-abcd"  # this test process is alive
-    for directory in (stale, live):
+    prefixes = ("nodeload-", "nodeload-serve-", "nodeload-serve-auth-")
+    stale = [tmpdir / f"{prefix}{dead.pid}-abcd" for prefix in prefixes]
+    live = [tmpdir / f"{prefix}{os.getpid()}-abcd" for prefix in prefixes]  # this test process is alive
+    for directory in (*stale, *live):
         directory.mkdir()
         (directory / "sock0").write_text("")
     run = cli.push(
         layout(tmp_path, 116), containerd, "--name", "example.com/sweep:v1", env={"TMPDIR": str(tmpdir)}
     )
     assert run.code == 0
-    assert not stale.exists() and live.exists()
-    shutil.rmtree(live)
+    assert not any(d.exists() for d in stale) and all(d.exists() for d in live)
+    for directory in live:
+        shutil.rmtree(directory)
 
 
 @pytest.mark.parametrize("when", ["connecting", "mid-blob"])
