@@ -7,7 +7,8 @@ Decisions worth knowing when calling this module:
   merges them: files that do not exist are skipped, the first file to define a context,
   cluster or user wins, and the first file that sets ``current-context`` decides it;
   else ``~/.kube/config``. ``$KUBECONFIG`` is read at call time (the client library
-  reads it once, at import).
+  reads it once, at import). An entry's relative paths are read against its own file,
+  and only the credentials kubectl would send are sent (:mod:`.kube_credentials`).
 * **Unusable nodes are returned, not dropped.** A node whose runtime is not containerd
   comes back with its ``runtime`` set, and one without an address of the requested type
   comes back with ``address=None``; :func:`node_problem` (or :func:`unsupported_runtime`
@@ -40,6 +41,7 @@ from kubernetes.config import kube_config
 
 from nodeload.addresses import dns_name_problem, ip_problem, refused
 from nodeload.errors import NodeSourceError, UsageError
+from nodeload.nodes.kube_credentials import credentials, resolve_paths
 from nodeload.nodes.spec import DEFAULT_AGENT_NAMESPACE, ClusterMirror, KubeAccess, NodeSpec
 from nodeload.nodes.spegel import SPEGEL_SELECTOR, spegel_mirrors
 from nodeload.platforms import Platform
@@ -104,6 +106,7 @@ class _Kubeconfig:
     files: tuple[Path, ...]
     contexts: Mapping[str, Mapping[str, Any]]
     clusters: Mapping[str, Mapping[str, Any]]
+    users: Mapping[str, Mapping[str, Any]]
     current: str | None
 
     def __str__(self) -> str:
@@ -176,8 +179,7 @@ def configuration(access: KubeAccess) -> kube_client.Configuration:
     Raises:
         NodeSourceError: the kubeconfig cannot be loaded any more.
     """
-    kubeconfig = _Kubeconfig(access.kubeconfig, {}, {}, None)
-    return _configuration(_Target(kubeconfig, access.context, access.user, access.server))
+    return _configuration(_target_in(_read_kubeconfig(access.kubeconfig), access.context))
 
 
 def context_name(selection: KubeSelection) -> str:
@@ -434,8 +436,13 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 
 
 def _load_kubeconfig(selection: KubeSelection) -> _Kubeconfig:
-    files = _kubeconfig_files(selection)
-    configs = [_read_kubeconfig_file(path) for path in files]
+    return _read_kubeconfig(_kubeconfig_files(selection))
+
+
+def _read_kubeconfig(files: tuple[Path, ...]) -> _Kubeconfig:
+    # Each file's relative paths against its own directory, before entries from several
+    # files are mixed (see nodeload.nodes.kube_credentials).
+    configs = [resolve_paths(_read_kubeconfig_file(path), path) for path in files]
     # kubectl: the first file that sets current-context decides it (the client library
     # lets the last one win, hence choosing the context here and passing it explicitly).
     current = next((str(c["current-context"]) for c in configs if c.get("current-context")), None)
@@ -443,6 +450,7 @@ def _load_kubeconfig(selection: KubeSelection) -> _Kubeconfig:
         files=files,
         contexts=_merge_named(configs, "contexts", "context"),
         clusters=_merge_named(configs, "clusters", "cluster"),
+        users=_merge_named(configs, "users", "user"),
         current=current,
     )
 
@@ -468,8 +476,11 @@ def _choose_context(kubeconfig: _Kubeconfig, wanted: str | None) -> str:
 
 
 def _target(selection: KubeSelection) -> _Target:
-    kubeconfig = _load_kubeconfig(selection)
-    context = _choose_context(kubeconfig, selection.context)
+    return _target_in(_load_kubeconfig(selection), selection.context)
+
+
+def _target_in(kubeconfig: _Kubeconfig, wanted: str | None) -> _Target:
+    context = _choose_context(kubeconfig, wanted)
     entry = kubeconfig.contexts[context]
     cluster = str(entry.get("cluster") or "")
     server = _mapping(kubeconfig.clusters.get(cluster)).get("server")
@@ -488,9 +499,10 @@ def _target(selection: KubeSelection) -> _Target:
 def _configuration(target: _Target) -> kube_client.Configuration:
     """A client configuration of its own: the library's global default stays untouched."""
     configuration = kube_client.Configuration()
+    config_dict = _client_kubeconfig(target)
     try:
-        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kube_config.ENV_KUBECONFIG_PATH_SEPARATOR.join(map(str, target.kubeconfig.files)),
+        kube_config.load_kube_config_from_dict(  # type: ignore[no-untyped-call]
+            config_dict,
             context=target.context,
             client_configuration=configuration,
             # Never rewrite the user's kubeconfig (the library would, after refreshing a token).
@@ -503,6 +515,34 @@ def _configuration(target: _Target) -> kube_client.Configuration:
     # One attempt: a list is cheap to re-run, and retries multiply the timeout.
     configuration.retries = 0
     return configuration
+
+
+def _client_kubeconfig(target: _Target) -> dict[str, Any]:
+    """``target``'s context alone, for the client library, with the credentials kubectl would send.
+
+    Merged and resolved here, not by the library: it resolves a user's relative paths against
+    the file of the context's cluster, and its credential handling differs from kubectl's
+    (:mod:`nodeload.nodes.kube_credentials`).
+
+    Raises:
+        NodeSourceError: the user's credentials cannot be had (token file, exec plugin).
+    """
+    kubeconfig, name = target.kubeconfig, target.context
+    context = dict(kubeconfig.contexts[name])
+    cluster_name = str(context.get("cluster"))
+    cluster = kubeconfig.clusters[cluster_name]
+    user_name = context.pop("user", None)
+    user = kubeconfig.users.get(str(user_name)) if user_name else None
+    where = f"{kubeconfig}, context {name!r}, user {user_name!r}"
+    sent = credentials(user, cluster, where) if user is not None else None
+    if sent is not None:
+        context["user"] = user_name
+    return {
+        "current-context": name,
+        "contexts": [{"name": name, "context": context}],
+        "clusters": [{"name": cluster_name, "cluster": dict(cluster)}],
+        "users": [{"name": user_name, "user": sent}] if sent is not None else [],
+    }
 
 
 def _list_nodes(target: _Target, selector: str | None) -> list[Mapping[str, Any]]:
@@ -548,6 +588,12 @@ def _list(
 def _api_error(error: kube_client.ApiException, target: _Target, resource: str = "nodes") -> NodeSourceError:
     """The user-facing message for an HTTP error status from the API server."""
     status, message = error.status, _status_message(error)
+    if status == 401 and not target.server.startswith("https://"):
+        return NodeSourceError(
+            f"the API server {target.server} answered 401 {message}: like kubectl, nodeload sends "
+            f"no credentials (those of user {target.user!r}, context {target.context!r}) to a server "
+            "that is not https://"
+        )
     if status == 401:
         return NodeSourceError(
             f"the API server {target.server} rejected the credentials of user {target.user!r} "

@@ -41,10 +41,17 @@ class ApiEndpoint:
 
     @classmethod
     def from_configuration(cls, configuration: Any) -> ApiEndpoint:
-        """From a ``kubernetes.client.Configuration`` loaded from a kubeconfig."""
+        """From a ``kubernetes.client.Configuration`` loaded from a kubeconfig.
+
+        Credentials (token, basic auth, client certificate) go to an ``https://`` server
+        only, as with kubectl: plain HTTP would show them to the network.
+        """
+        server = configuration.host.rstrip("/")
         context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
         if not configuration.verify_ssl:  # insecure-skip-tls-verify in the kubeconfig
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        if not server.startswith("https://"):
+            return cls(server, context, {})
         if configuration.cert_file:
             context.load_cert_chain(configuration.cert_file, configuration.key_file)
         headers = {}
@@ -54,7 +61,7 @@ class ApiEndpoint:
             if token:
                 headers["Authorization"] = token
                 break
-        return cls(configuration.host.rstrip("/"), context, headers)
+        return cls(server, context, headers)
 
 
 class Counters:

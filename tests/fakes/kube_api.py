@@ -3,7 +3,8 @@
 What it does, and no more:
 
 * HTTPS on 127.0.0.1 (random port) with a throwaway CA, server certificate and client
-  certificates made here with ``cryptography``;
+  certificates made here with ``cryptography``; or plain HTTP (``plain_http``), as
+  ``kubectl proxy`` serves, which answers requests without credentials as ``anonymous``;
 * authentication like the real server's x509 and token authenticators: a client
   certificate signed by the CA (user = its CN) or a known bearer token; anything else is
   ``401 Unauthorized`` (as with anonymous auth disabled);
@@ -11,7 +12,8 @@ What it does, and no more:
   ``403 Forbidden`` for nodes, with kube's wording;
 * ``GET /api/v1/nodes`` (``labelSelector`` evaluated here, server-side), ``GET
   /api/v1/nodes/{name}``, and minimal ``/version``, ``/api``, ``/apis``;
-* every request recorded, so tests can assert what reached the server.
+* every request recorded, with its ``Authorization`` header, so tests can assert what
+  reached the server.
 
 It runs aiohttp in a background thread, so synchronous tests can use it::
 
@@ -362,6 +364,7 @@ class RecordedRequest:
     path: str
     query: dict[str, str]
     user: str | None
+    authorization: str | None = None  # the header as sent
 
 
 def status(code: int, reason: str, message: str, **details: Any) -> web.Response:
@@ -388,9 +391,18 @@ class FakeKubeApi:
         forbidden: Users denied every verb on nodes (403).
         requests: Every request received, in order.
         app: The aiohttp application; add routes to ``app.router`` before :meth:`start`.
+        plain_http: Serve plain HTTP instead of HTTPS.
+        anonymous: The user of requests without credentials (None: they get 401).
     """
 
-    def __init__(self, nodes: Iterable[Mapping[str, Any]] = ()) -> None:
+    def __init__(
+        self,
+        nodes: Iterable[Mapping[str, Any]] = (),
+        *,
+        plain_http: bool = False,
+        anonymous: str | None = None,
+    ) -> None:
+        self.plain_http, self.anonymous = plain_http, anonymous
         self.nodes: dict[str, Mapping[str, Any]] = {n["metadata"]["name"]: n for n in nodes}
         self.forbidden: set[str] = set()
         self.requests: list[RecordedRequest] = []
@@ -411,7 +423,7 @@ class FakeKubeApi:
     @property
     def url(self) -> str:
         """The server URL for a kubeconfig."""
-        return f"https://127.0.0.1:{self.port}"
+        return f"{'http' if self.plain_http else 'https'}://127.0.0.1:{self.port}"
 
     # credentials
 
@@ -465,7 +477,8 @@ class FakeKubeApi:
     async def _serve(self) -> int:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl_context())
+        ssl_context = None if self.plain_http else self._ssl_context()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         return int(self._runner.addresses[0][1])
 
@@ -496,8 +509,12 @@ class FakeKubeApi:
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        user = self._user(request)
-        self.requests.append(RecordedRequest(request.method, request.path, dict(request.query), user))
+        user, authorization = self._user(request), request.headers.get("Authorization")
+        if user is None and authorization is None:
+            user = self.anonymous
+        self.requests.append(
+            RecordedRequest(request.method, request.path, dict(request.query), user, authorization)
+        )
         if user is None and request.path not in PUBLIC_PATHS:
             return status(401, "Unauthorized", "Unauthorized")
         request[USER] = user
