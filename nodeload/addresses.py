@@ -1,4 +1,4 @@
-"""What may stand where an SSH destination goes.
+"""What may stand where an SSH destination, or a path on a node, goes.
 
 Addresses come from places the user does not write: a Node's ``status.addresses`` is written by
 that node's own kubelet, an inventory by whoever maintains it. Through the ssh config they reach
@@ -52,6 +52,20 @@ def dns_name_problem(text: str) -> str | None:
     return None
 
 
-def refused(field: str, value: str, why: str) -> str:
-    """The message for a refused address: the field it came from, the value (printable) and why."""
-    return f"{field} {printable(value)!r} cannot be an SSH destination: {why}"
+def node_path_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a path on a node (a containerd socket), or None when it can.
+
+    Scripts run on the node print what they find as ``key=value`` lines: a path holding a
+    newline could add lines of its own.
+    """
+    if not text.startswith("/"):
+        return "it is not an absolute path"
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
+        return "it holds control characters"
+    return None
+
+
+def refused(field: str, value: str, why: str, *, use: str = "an SSH destination") -> str:
+    """The message for a refused value: the field it came from, the value (printable), what it
+    cannot be used as, and why."""
+    return f"{field} {printable(value)!r} cannot be {use}: {why}"

@@ -94,7 +94,9 @@ def _serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="127.0.0.1:PORT",
         help="loopback address (default: a free port)",
     )
-    group.add_argument("--containerd-socket", metavar="PATH", help="containerd socket on the nodes")
+    group.add_argument(
+        "--containerd-socket", type=_node_path, metavar="PATH", help="containerd socket on the nodes"
+    )
     group.add_argument(
         "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="containerd deadline"
     )
@@ -134,7 +136,9 @@ def _gc_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "30m, 1h, 2d (default 1h)",
     )
     group.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
-    group.add_argument("--containerd-socket", metavar="PATH", help="containerd socket on the nodes")
+    group.add_argument(
+        "--containerd-socket", type=_node_path, metavar="PATH", help="containerd socket on the nodes"
+    )
     group.add_argument(
         "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="containerd deadline"
     )
@@ -277,7 +281,9 @@ def _push_arguments(push: argparse.ArgumentParser) -> None:
         metavar="OS/ARCH[/VARIANT]",
         help="pick from a multi-platform image (default: the node's platform)",
     )
-    group.add_argument("--containerd-socket", metavar="PATH", help="containerd socket on the node")
+    group.add_argument(
+        "--containerd-socket", type=_node_path, metavar="PATH", help="containerd socket on the node"
+    )
     group.add_argument("--snapshotter", help="snapshotter to unpack into (default: CRI's, else overlayfs)")
     group.add_argument(
         "--no-unpack", action="store_true", help="store the content only; do not unpack layers"
@@ -430,6 +436,15 @@ def _boolean(text: str) -> bool:
     if text.lower() in ("false", "no", "0"):
         return False
     raise argparse.ArgumentTypeError(f"invalid boolean {text!r}: true or false")
+
+
+def _node_path(text: str) -> str:
+    from nodeload.addresses import node_path_problem
+
+    why = node_path_problem(text)
+    if why:
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be a socket path on the nodes: {why}")
+    return text
 
 
 def _seconds(text: str) -> float:

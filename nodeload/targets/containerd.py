@@ -20,6 +20,7 @@ from typing import IO, TypeVar
 
 import grpc
 
+from nodeload.addresses import node_path_problem, refused
 from nodeload.containerd.client import (
     DEFAULT_TIMEOUT,
     ContainerdClient,
@@ -108,6 +109,10 @@ async def open_containerd(
         ContainerdUnavailable: with the reason for each socket tried.
     """
     candidates = [socket] if socket else list(dict.fromkeys((*node.sockets, *DEFAULT_SOCKETS)))
+    for path in candidates:  # every node source checks its hints; this is the last line for all
+        why = node_path_problem(path)
+        if why:
+            raise ContainerdUnavailable(refused("the containerd socket", path, why, use="a socket path"))
     progress.message(node.name, "connecting")
     try:
         client, path = await _connect(transport, candidates, timeout, hinted=bool(socket))

@@ -35,20 +35,27 @@ NAME_ANNOTATION = "io.containerd.image.name"
 _BLOCK = 512
 _CHUNK = 1 << 20
 _CRI_WAIT_SECONDS = 10.0
+# What the node says comes back as key=value lines: it names the socket by its index in the
+# list given, and ctr by a fixed word, so that nothing a path on the node holds can add a line
+# or become part of a later command.
 _PROBE = (
-    """for p in {sockets}; do
+    """i=0
+for p in {sockets}; do
   if [ -S "$p" ]; then
-    echo socket="$p"
+    echo socket=$i
     if [ -r "$p" ] && [ -w "$p" ]; then echo access=rw; else echo access=denied; fi
     break
   fi
+  i=$((i+1))
 done
 command -v ctr >/dev/null 2>&1 && echo ctr=ctr
-command -v k3s >/dev/null 2>&1 && echo ctr="k3s ctr"
+command -v k3s >/dev/null 2>&1 && echo ctr=k3s
 echo arch="$(uname -m)"
 """
     + SUDO_PROBE
 )
+# The ctr invocations nodeload runs, by the probe's word for them.
+_CTR = {"ctr": "ctr", "k3s": "k3s ctr"}
 
 
 @asynccontextmanager
@@ -65,14 +72,16 @@ async def open_ctr_import(
     progress.message(node.name, "looking for ctr")
     _, out, _ = await run_text(executor, _PROBE.format(sockets=" ".join(map(shlex.quote, sockets))))
     found = keyvalues(out)
-    if "ctr" not in found:
+    ctrs = [_CTR[word] for word in found.get("ctr", []) if word in _CTR]
+    if not ctrs:
         raise ContainerdUnavailable(
             "the node has no way to reach containerd: no stream forwarding, no relay (socat, nc, python3) "
             "and no ctr or k3s ctr to import with"
         )
-    if "socket" not in found:
+    index = found.get("socket", [""])[0]
+    if not index.isdigit() or int(index) >= len(sockets):
         raise ContainerdUnavailable(f"no containerd socket on the node (looked at {', '.join(sockets)})")
-    socket, sudo = found["socket"][0], found.get("sudo", ["none"])[0]
+    socket, sudo = sockets[int(index)], found.get("sudo", ["none"])[0]
     prefix = ""
     if found.get("access", ["denied"])[0] != "rw" and sudo != "root":
         if not node.become or sudo != "ok":
@@ -85,7 +94,7 @@ async def open_ctr_import(
                 f"{socket}: user {found.get('user', ['?'])[0]!r} may not open it and {why}"
             )
         prefix = "sudo -n "
-    ctr = f"{prefix}{found['ctr'][0]} --address {shlex.quote(socket)}"
+    ctr = f"{prefix}{ctrs[0]} --address {shlex.quote(socket)}"
     arch = found.get("arch", [""])[0]
     platform = node.platform or Platform("linux", arch).normalized()
     yield CtrImportTarget(executor, node.name, progress, ctr, socket, platform, f"{transport}:{METHOD}")

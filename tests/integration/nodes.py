@@ -56,6 +56,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def path_without(directory: Path, programs: set[str]) -> str:
+    """A PATH (one directory of links) to every program on this machine's PATH but ``programs``:
+    for an sshd whose sessions must not find them, whatever this machine has installed."""
+    directory.mkdir()
+    for entry in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep):
+        if not os.path.isdir(entry):
+            continue
+        for name in os.listdir(entry):
+            program, link = Path(entry, name), directory / name
+            if name in programs or link.exists() or not os.access(program, os.X_OK):
+                continue
+            link.symlink_to(program)
+    return str(directory)
+
+
 def _wait_for(check: object, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -157,9 +172,11 @@ def start_sshd(
 
     Its log (``root/sshd.log``) is at ``log_level`` (DEBUG1 shows every channel request).
     ``path``: the PATH its sessions get (sshd's ``SetEnv``), to give the "node" fewer programs
-    than this machine has.
+    than this machine has; their HOME is then an empty directory, so that no shell start-up
+    file of this machine's (root's ~/.bashrc adding pyenv's shims) puts programs back.
     """
     root.mkdir(parents=True, exist_ok=True)
+    (root / "home").mkdir(exist_ok=True)
     os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
     _keygen(root / "host_ed25519")
     _keygen(root / "client_ed25519")
@@ -172,7 +189,7 @@ def start_sshd(
             root=root,
             log_level=log_level,
             forwarding="yes" if forwarding else "no",
-            extra=f"SetEnv PATH={path}\n" if path else "",
+            extra=f"SetEnv PATH={path} HOME={root / 'home'}\n" if path else "",
         )
     )
     host_pub = (root / "host_ed25519.pub").read_text().split()

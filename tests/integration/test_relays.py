@@ -4,14 +4,13 @@ python3 is the relay the node offers."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.cli import Cli, content, images, layout
-from tests.integration.nodes import Containerd, Sshd, start_sshd
+from tests.integration.nodes import Containerd, Sshd, path_without, start_sshd
 
 pytestmark = pytest.mark.integration
 
@@ -20,25 +19,10 @@ pytestmark = pytest.mark.integration
 _PREFERRED_RELAYS = {"socat", "nc", "nc.openbsd", "nc.traditional", "netcat"}
 
 
-def _path_without_relays(directory: Path) -> str:
-    """A directory of links to every program on this machine's PATH but the preferred relays."""
-    directory.mkdir()
-    for entry in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep):
-        if not os.path.isdir(entry):
-            continue
-        for name in os.listdir(entry):
-            program = Path(entry, name)
-            link = directory / name
-            if name in _PREFERRED_RELAYS or link.exists() or not os.access(program, os.X_OK):
-                continue
-            link.symlink_to(program)
-    return str(directory)
-
-
 @pytest.fixture()
 def hardened_sshd(tmp_path: Path) -> Iterator[Sshd]:
     """An sshd with AllowStreamLocalForwarding no (CIS-hardened) whose sessions find no socat or nc."""
-    path = _path_without_relays(tmp_path / "bin")
+    path = path_without(tmp_path / "bin", _PREFERRED_RELAYS)
     server = start_sshd(tmp_path / "sshd", forwarding=False, path=path)
     yield server
     server.stop()

@@ -11,12 +11,14 @@ import hashlib
 import io
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -785,3 +787,52 @@ def test_command_line_destinations_are_checked_before_connecting(
     assert run.code == 2, (run.out, run.err)
     assert "cannot be an SSH destination" in run.err, run.err
     assert not marker.exists()
+
+
+# -- 11. socket hints are paths, never lines of a node's answer ----------------------------------
+
+
+def test_a_socket_hint_holding_a_newline_cannot_name_the_ctr_command(
+    cli: Cli, containerd: Containerd, tmp_path: Path
+) -> None:
+    """On a node reached through ctr import (no forwarding, no relay program), the probe once
+    echoed the hint it found, and a newline in it added a ``ctr=`` line of its own: the command
+    nodeload then ran (as root, or under sudo -n)."""
+    from tests.integration.nodes import path_without, start_sshd
+
+    short = Path(tempfile.mkdtemp(prefix="nl-", dir="/tmp"))  # a unix socket's path is short
+    name = f"nodeload-injected-{os.getpid()}"  # no "/" in a file name: made where sshd starts
+    marker = Path(pwd.getpwuid(os.getuid()).pw_dir) / name  # sessions: the login's home directory
+    hint = str(short / f"x\nctr=touch {name} #")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(hint)  # a node-local user's socket of that name
+    relays = {"socat", "nc", "nc.openbsd", "nc.traditional", "netcat", "python3"}
+    sshd = start_sshd(tmp_path / "sshd", forwarding=False, path=path_without(tmp_path / "bin", relays))
+    try:
+        inventory = tmp_path / "hosts.yml"
+        host = {
+            "ansible_host": "127.0.0.1",
+            "ansible_port": sshd.port,
+            "ansible_user": "root",
+            "nodeload_containerd_socket": [hint, str(containerd.socket)],
+        }
+        inventory.write_text(json.dumps({"all": {"hosts": {"node": host}}}))  # JSON is YAML
+        run = cli.run(
+            "push", f"oci:{layout(tmp_path, 320).path}", "--name", "example.com/hint:v1",
+            "--inventory", str(inventory), "--all-nodes", "-i", str(sshd.client_key),
+            "--known-hosts", str(sshd.known_hosts), "--json",
+        )  # fmt: skip
+        assert not marker.exists(), "a socket's name became a command"
+        (result,) = run.nodes
+        assert run.code == 1 and "nodeload_containerd_socket" in result["error"], result
+        assert "control characters" in result["error"]
+
+        flag = cli.run(
+            "push", f"oci:{layout(tmp_path, 321).path}", "--node", "x", "--containerd-socket", hint
+        )
+        assert flag.code == 2 and "cannot be a socket path" in flag.err, flag.err
+    finally:
+        sshd.stop()
+        listener.close()
+        shutil.rmtree(short)
+        marker.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nodeload.addresses import refused, ssh_name_problem
+from nodeload.addresses import node_path_problem, refused, ssh_name_problem
 from nodeload.errors import NodeSourceError, UsageError
 from nodeload.nodes.listed import parse_node
 from nodeload.nodes.spec import NodeSpec, Reach
@@ -212,23 +212,30 @@ def _node_spec(values: _HostVars, base: Path) -> NodeSpec:
         reach=reach,
     )
     if reach == "docker":
-        return replace(spec, container=values.text(*_CONTAINER_VARS) or values.host)
-    if reach == "local":
-        return spec
-    spec = replace(
-        spec,
-        address=values.text(*_ADDRESS_VARS) or values.host,
-        user=values.text(*_USER_VARS),
-        port=values.port(),
-        identity=values.identity(base),
-        jump=values.jump(),
-    )
-    problem = _destination_problem(values, spec)
-    return (
-        replace(spec, address=None, problem=f"{values.source}: host {values.host!r}: {problem}")
-        if problem
-        else spec
-    )
+        spec = replace(spec, container=values.text(*_CONTAINER_VARS) or values.host)
+    elif reach == "ssh":
+        spec = replace(
+            spec,
+            address=values.text(*_ADDRESS_VARS) or values.host,
+            user=values.text(*_USER_VARS),
+            port=values.port(),
+            identity=values.identity(base),
+            jump=values.jump(),
+        )
+    # Data of the inventory's maintainer: what cannot be used fails this host alone.
+    problem = _sockets_problem(spec) or (_destination_problem(values, spec) if reach == "ssh" else None)
+    if problem:
+        return replace(spec, address=None, problem=f"{values.source}: host {values.host!r}: {problem}")
+    return spec
+
+
+def _sockets_problem(spec: NodeSpec) -> str | None:
+    """Why a ``nodeload_containerd_socket`` of the host cannot be used, or None."""
+    for socket in spec.sockets:
+        why = node_path_problem(socket)
+        if why:
+            return refused("nodeload_containerd_socket", socket, why, use="a socket path")
+    return None
 
 
 def _destination_problem(values: _HostVars, spec: NodeSpec) -> str | None:
