@@ -11,6 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from nodeload.errors import NodeError
+
+# The most a short command (a probe, `ctr content ls`) may print: its output is read whole.
+MAX_TEXT_OUTPUT = 16 << 20
+
 
 class ProcessInput(Protocol):
     """The process's stdin."""
@@ -84,14 +89,24 @@ class Executor(Protocol):
 
 
 async def run_text(executor: Executor, command: str, stdin: bytes = b"") -> tuple[int, str, str]:
-    """Run a short command; its exit status, stdout and stderr as text."""
+    """Run a short command; its exit status, stdout and stderr as text.
+
+    Raises:
+        NodeError: the command printed more than :data:`MAX_TEXT_OUTPUT`, or the node refused it.
+    """
     process = await executor.start(command)
     try:
         if stdin:
             process.stdin.write(stdin)
         process.stdin.write_eof()
-        chunks = []
+        chunks, size = [], 0
         while chunk := await process.stdout.read(65536):
+            size += len(chunk)
+            if size > MAX_TEXT_OUTPUT:
+                raise NodeError(
+                    f"a command on the node printed more than {MAX_TEXT_OUTPUT >> 20} MiB, "
+                    "more than nodeload reads of its answer: stopped"
+                )
             chunks.append(chunk)
         result = await process.wait()
     finally:

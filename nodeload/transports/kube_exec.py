@@ -29,6 +29,13 @@ PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDIN, STDOUT, STDERR, STATUS, CLOSE = 0, 1, 2, 3, 255
 # How much stdin may wait to be sent before writers are held back.
 _HIGH_WATER = 1 << 20
+# The largest websocket message taken from the API server. Its exec frames are a copy buffer
+# each (32 KiB from kubelet, as many through the API server's translation): 4 MiB leaves a wide
+# margin and keeps a hostile or broken server from making nodeload hold one unbounded message.
+MAX_MESSAGE = 4 << 20
+# The most output held that nothing has read yet (stderr, which is kept for the result, and
+# stdout while the caller only waits for the end): past it the command fails.
+MAX_COLLECTED = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -117,14 +124,14 @@ class KubeExecutor:
                 protocols=PROTOCOLS,
                 ssl=self._endpoint.ssl,
                 headers=self._endpoint.headers,
-                max_msg_size=0,
+                max_msg_size=MAX_MESSAGE,
                 autoping=True,
             )
         except aiohttp.WSServerHandshakeError as err:
             raise NodeError(self._refused(err.status, err.message)) from err
         except (aiohttp.ClientError, OSError) as err:
             raise NodeError(f"cannot reach the API server {self._endpoint.server} for exec: {err}") from err
-        return KubeProcess(ws, self._counters)
+        return KubeProcess(ws, self._counters, where=f"pod {self._namespace}/{self._pod}")
 
     def _refused(self, status: int, message: str) -> str:
         where = f"pod {self._pod} in namespace {self._namespace}"
@@ -163,10 +170,19 @@ class _Stdout:
 
 
 class KubeProcess:
-    """A command running in a pod, its standard streams carried by one websocket."""
+    """A command running in a pod, its standard streams carried by one websocket.
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, counters: Counters) -> None:
-        self._ws, self._counters = ws, counters
+    Output is taken from the websocket only when wanted: :meth:`read_stdout` takes the next
+    message once the last one is read, so a slow reader holds the API server back (aiohttp stops
+    reading the socket, TCP does the rest) instead of nodeload buffering what it sends. What is
+    kept unread (stderr, or stdout while :meth:`wait` drains the stream) is bounded by
+    :data:`MAX_COLLECTED`, each message by :data:`MAX_MESSAGE`.
+    """
+
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, counters: Counters, *, where: str = "the pod"
+    ) -> None:
+        self._ws, self._counters, self._where = ws, counters, where
         self._v5 = ws.protocol == PROTOCOLS[0]
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -224,14 +240,28 @@ class KubeProcess:
             channel, payload = data[0], data[1:]
             self._counters.received += len(payload)
             if channel == STDOUT:
-                self._stdout += payload
+                self._stdout += self._collect(self._stdout, payload, "stdout that nothing read")
             elif channel == STDERR:
-                self._stderr += payload
+                self._stderr += self._collect(self._stderr, payload, "stderr")
             elif channel == STATUS and payload:
                 with contextlib.suppress(ValueError):
                     self._status = json.loads(payload)
+        elif message.type == aiohttp.WSMsgType.ERROR and _too_big(message.data):
+            self._closed = True
+            raise NodeError(
+                f"the API server sent a message of more than {MAX_MESSAGE >> 20} MiB on the exec stream "
+                f"of {self._where} (exec frames are 32 KiB or so): refused"
+            )
         elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
             self._closed = True
+
+    def _collect(self, kept: bytearray, payload: bytes, what: str) -> bytes:
+        if len(kept) + len(payload) > MAX_COLLECTED:
+            raise NodeError(
+                f"the command in {self._where} wrote more than {MAX_COLLECTED >> 20} MiB of {what}, "
+                "more than nodeload keeps: stopped"
+            )
+        return payload
 
     async def wait(self) -> ExecResult:
         """Read to the end; the exit status (from the status channel) and stderr."""
@@ -245,6 +275,11 @@ class KubeProcess:
         if not self._ws.closed:
             task = asyncio.ensure_future(self._ws.close())
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def _too_big(error: object) -> bool:
+    """Whether a websocket error is aiohttp refusing a message over ``max_msg_size``."""
+    return getattr(error, "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
 
 
 def _exit_status(status: dict[str, Any] | None) -> int:

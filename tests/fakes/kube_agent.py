@@ -7,9 +7,11 @@ it to the node's kubelet. The bytes therefore cross the node's network interface
 tests count them, and the command (the relay nodeload asks for) runs on the real node.
 
 What it does, and no more: ``GET /api/v1/namespaces/{ns}/pods`` with ``labelSelector`` and
-``fieldSelector=spec.nodeName=...``, and the exec websocket with stdin/stdout/stderr and the
-final Status on channel 3; users in :attr:`AgentPods.list_forbidden` get 403 listing pods, users
-in :attr:`AgentPods.exec_forbidden` get 403 at the exec handshake, with kube's wording.
+``fieldSelector=spec.nodeName=...`` (each pod controlled by the chart's DaemonSet, as the
+DaemonSet controller makes them, unless a test gives it other ``owners``), and the exec
+websocket with stdin/stdout/stderr and the final Status on channel 3; users in
+:attr:`AgentPods.list_forbidden` get 403 listing pods, users in :attr:`AgentPods.exec_forbidden`
+get 403 at the exec handshake, with kube's wording.
 """
 
 from __future__ import annotations
@@ -27,6 +29,19 @@ from tests.fakes.kube_api import USER, FakeKubeApi, parse_selector, status
 
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 LABELS = {"app.kubernetes.io/name": "nodeload-agent", "app.kubernetes.io/component": "agent"}
+DAEMONSET = "nodeload-agent"  # the chart names its DaemonSet so, whatever the release
+
+
+def daemonset_owner(name: str = DAEMONSET, *, controller: bool = True) -> dict[str, object]:
+    """The reference the DaemonSet controller writes on the pods it makes."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "name": name,
+        "uid": "5b0e3b5c-8f1d-4a8e-9c1e-" + name.encode().hex()[:12].ljust(12, "0"),
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
 
 
 @dataclass
@@ -38,6 +53,8 @@ class AgentPod:
     relay: Sequence[str]  # argv prefix that runs a shell command line on the node, e.g. ssh -T node-1 --
     ready: bool = True
     execs: list[list[str]] = field(default_factory=list)  # every command run in it
+    # metadata.ownerReferences: [] for a pod someone made by hand with the agent's labels.
+    owners: list[dict[str, object]] = field(default_factory=lambda: [daemonset_owner()])
 
 
 class AgentPods:
@@ -62,7 +79,12 @@ class AgentPods:
         return {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": pod.name, "namespace": self.namespace, "labels": dict(LABELS)},
+            "metadata": {
+                "name": pod.name,
+                "namespace": self.namespace,
+                "labels": dict(LABELS),
+                "ownerReferences": [dict(owner) for owner in pod.owners],
+            },
             "spec": {"nodeName": pod.node, "containers": [{"name": "agent"}]},
             "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": ready}]},
         }
