@@ -32,6 +32,8 @@ _CIPHERS = [
     "aes256-ctr",
 ]
 _MAX_JUMPS = 8
+USER_CONFIG = Path("~/.ssh/config")
+SYSTEM_CONFIG = Path("/etc/ssh/ssh_config")
 
 
 @dataclass(frozen=True)
@@ -80,15 +82,22 @@ def local_user() -> str:
         return str(os.getuid())
 
 
+def config_files(options: SSHOptions) -> list[str]:
+    """The ssh config files read, as ssh reads them: ``-F FILE`` alone, else ``~/.ssh/config``
+    and the system's, those that exist. (asyncssh, left alone, reads only ~/.ssh/config and only
+    when it connects: read here, the host-key check and the connection see the same settings.)"""
+    if options.ssh_config is not None:
+        return [str(options.ssh_config)]
+    return [str(f) for f in (USER_CONFIG.expanduser(), SYSTEM_CONFIG) if os.access(f, os.R_OK)]
+
+
 def resolve(dest: Destination, options: SSHOptions) -> asyncssh.SSHClientConnectionOptions:
     """The hop's settings as the ssh config resolves them.
 
     Raises:
         UsageError: when the ssh config cannot be parsed for this host.
     """
-    kwargs: dict[str, Any] = {}
-    if options.ssh_config is not None:
-        kwargs["config"] = [str(options.ssh_config)]
+    kwargs: dict[str, Any] = {"config": config_files(options)}
     if dest.port:
         kwargs["port"] = dest.port
     if dest.user:
@@ -195,7 +204,8 @@ def _host_key_check(
     if not options.verify_host_keys:
         return None
     policy = trust_policy(options.known_hosts, settings.config.get_options(False), local_user())
-    return HostKeyCheck(policy, settings.host_key_alias or settings.host, settings.port)
+    alias = settings.host_key_alias
+    return HostKeyCheck(policy, alias or settings.host, settings.port, aliased=bool(alias))
 
 
 def _connect_kwargs(

@@ -88,9 +88,14 @@ def _expand(name: str, user: str) -> Path:
     return Path(os.path.expanduser(text))
 
 
-def known_hosts_entry(host: str, port: int, key: asyncssh.SSHKey) -> str:
-    """The ``known_hosts`` line for ``key`` at ``host``:``port``, as OpenSSH writes it."""
-    name = host if port == 22 else f"[{host}]:{port}"
+def known_hosts_name(host: str, port: int, *, aliased: bool = False) -> str:
+    """How known_hosts names ``host`` reached on ``port``, as OpenSSH writes it: ``[host]:port``
+    off port 22, and a HostKeyAlias as it is, whatever the port."""
+    return host if aliased or port == 22 else f"[{host}]:{port}"
+
+
+def known_hosts_entry(name: str, key: asyncssh.SSHKey) -> str:
+    """The ``known_hosts`` line for ``key`` under ``name`` (see :func:`known_hosts_name`)."""
     algorithm, blob = key.export_public_key("openssh").decode().split()[:2]
     return f"{name} {algorithm} {blob}"
 
@@ -102,13 +107,14 @@ class HostKeyCheck:
     and the resolved port): the names known_hosts entries are looked up and written under.
     """
 
-    def __init__(self, policy: TrustPolicy, host: str, port: int) -> None:
-        """Check keys for ``host``:``port`` under ``policy``.
+    def __init__(self, policy: TrustPolicy, host: str, port: int, *, aliased: bool = False) -> None:
+        """Check keys for ``host``:``port`` under ``policy`` (``aliased``: ``host`` is a HostKeyAlias).
 
         Raises:
             HostKeyRejected: when a known_hosts file exists but cannot be read or parsed.
         """
         self.policy, self.host, self.port = policy, host, port
+        self.name = known_hosts_name(host, port, aliased=aliased)
         self.offered: asyncssh.SSHKey | None = None  # the key of the handshake that failed
         self.listed = False  # known_hosts holds keys for this host (so a new one is a CHANGE)
         self.added = False  # accept-new recorded the key
@@ -132,7 +138,7 @@ class HostKeyCheck:
         self.offered = key
         if self.policy.add_unknown_to is None or self.listed:
             return False
-        _append_entry(self.policy.add_unknown_to, known_hosts_entry(self.host, self.port, key))
+        _append_entry(self.policy.add_unknown_to, known_hosts_entry(self.name, key))
         self.added = True
         return True
 
@@ -147,8 +153,8 @@ class HostKeyCheck:
         if self.offered is None:
             return f"the host key of {node} could not be verified. Nothing was sent.{note}"
         fingerprint = f"{self.offered.get_algorithm()} {self.offered.get_fingerprint('sha256')}"
-        entry = known_hosts_entry(self.host, self.port, self.offered)
-        shown = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        entry = known_hosts_entry(self.name, self.offered)
+        shown = self.name
         if self.listed:
             # A key that differs from the one on record may be an impostor's: never suggest adding it.
             return (

@@ -836,3 +836,68 @@ def test_a_socket_hint_holding_a_newline_cannot_name_the_ctr_command(
         listener.close()
         shutil.rmtree(short)
         marker.unlink(missing_ok=True)
+
+
+# -- 12. host-key settings come from the ssh config the connection reads -----------------------
+
+
+def _home_with_config(tmp_path: Path, sshd: Sshd, *lines: str) -> Path:
+    """A HOME whose ~/.ssh/config names the test sshd as "node", with ``lines`` added."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    ssh_config(home / ".ssh" / "config", sshd, *lines)
+    return home
+
+
+def test_known_hosts_files_named_in_the_default_ssh_config_are_used(
+    cli: Cli, sshd: Sshd, containerd: Containerd, tmp_path: Path
+) -> None:
+    """Without -F, ~/.ssh/config is what ssh reads, for the connection and for its host keys."""
+    home = _home_with_config(tmp_path, sshd, "UserKnownHostsFile ~/.ssh/known_hosts.d/prod")
+    (home / ".ssh" / "known_hosts.d").mkdir()
+    shutil.copy(sshd.known_hosts, home / ".ssh" / "known_hosts.d" / "prod")
+    run = cli.run(
+        "push", f"oci:{layout(tmp_path, 330).path}", "--name", "example.com/kh:v1", "--node", "node",
+        "--containerd-socket", str(containerd.socket), "--json", env={"HOME": str(home)},
+    )  # fmt: skip
+    assert run.code == 0, run.err
+    assert run.nodes[0]["status"] == "ok"
+
+
+def test_accept_new_in_the_default_ssh_config_records_the_key(
+    cli: Cli, sshd: Sshd, containerd: Containerd, tmp_path: Path
+) -> None:
+    home = _home_with_config(tmp_path, sshd, "StrictHostKeyChecking accept-new")
+    run = cli.run(
+        "push", f"oci:{layout(tmp_path, 331).path}", "--name", "example.com/kh:v2", "--node", "node",
+        "--containerd-socket", str(containerd.socket), "--json", env={"HOME": str(home)},
+    )  # fmt: skip
+    assert run.code == 0, run.err
+    recorded = (home / ".ssh" / "known_hosts").read_text()
+    assert sshd.host_key_line.split()[2] in recorded
+
+
+def test_a_changed_key_is_named_as_known_hosts_stores_it(
+    cli: Cli, sshd: Sshd, containerd: Containerd, tmp_path: Path
+) -> None:
+    """The hint names the entry ssh-keygen -R must remove: [127.0.0.1]:PORT, not the alias."""
+    home = _home_with_config(tmp_path, sshd)
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    algorithm, blob = other.with_suffix(".pub").read_text().split()[:2]
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {algorithm} {blob}\n")
+    run = cli.run(
+        "push", f"oci:{layout(tmp_path, 332).path}", "--node", "node",
+        "--containerd-socket", str(containerd.socket), "--json", env={"HOME": str(home)},
+    )  # fmt: skip
+    assert run.code == 1
+    error = run.nodes[0]["error"]
+    assert "HOST KEY CHANGED" in error and f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in error, error
+
+    alias = _home_with_config(tmp_path / "alias", sshd, "HostKeyAlias node-alias")
+    (alias / ".ssh" / "known_hosts").write_text(f"node-alias {algorithm} {blob}\n")
+    run = cli.run(
+        "push", f"oci:{layout(tmp_path, 333).path}", "--node", "node",
+        "--containerd-socket", str(containerd.socket), "--json", env={"HOME": str(alias)},
+    )  # fmt: skip
+    assert "ssh-keygen -R 'node-alias'" in run.nodes[0]["error"], run.nodes[0]["error"]
