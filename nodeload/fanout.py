@@ -44,6 +44,7 @@ from nodeload.targets.base import (
     TargetOpener,
     TargetOptions,
 )
+from nodeload.tasks import first_error
 from nodeload.transports.base import Traffic, Transport
 
 log = logging.getLogger(__name__)
@@ -418,6 +419,8 @@ def _count_traffic(transport: Transport, result: NodeResult, before: Traffic | N
 
 def _as_node_error(node: NodeSpec, err: BaseException) -> NodeloadError:
     """Errors as the user should read them; unexpected ones are logged for ``--debug``."""
+    if isinstance(err, BaseExceptionGroup):  # a task group's: the error that stopped it decides
+        return _as_node_error(node, first_error(err))
     if isinstance(err, NodeloadError):
         return err
     log.debug("%s failed", node.name, exc_info=err)

@@ -130,12 +130,14 @@ def leases(node: NodeContainer, namespace: str = "k8s.io") -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m nodeload.sandbox.faults --kill-at PHASE --node N -F CONFIG --name REF IMAGE``."""
+    """``python -m nodeload.sandbox.faults --kill-at PHASE --node N -F CONFIG --name REF IMAGE``
+    (``--export E`` for a Docker-engine IMAGE)."""
     parser = argparse.ArgumentParser(description="push an image and SIGKILL this process at a phase")
     parser.add_argument("--kill-at", choices=PHASES, required=True)
     parser.add_argument("--node", required=True)
     parser.add_argument("-F", "--ssh-config", type=Path, required=True)
     parser.add_argument("--name", required=True)
+    parser.add_argument("--export", choices=("auto", "save", "push"), default="auto")
     parser.add_argument("image")
     args = parser.parse_args(argv)
 
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     from nodeload.transports.ssh_connect import SSHOptions
 
     sink = FaultAt(args.kill_at, lambda: os.kill(os.getpid(), signal.SIGKILL))
-    options = PushOptions(name=args.name, ssh=SSHOptions(ssh_config=args.ssh_config))
+    options = PushOptions(name=args.name, export=args.export, ssh=SSHOptions(ssh_config=args.ssh_config))
     results = push(args.image, [args.node], options, progress=sink)
     print(f"not killed: the push ended ({results[0].status}) before {args.kill_at}", file=sys.stderr)
     return 3

@@ -70,6 +70,7 @@ from nodeload.targets.base import (
     same_image,
 )
 from nodeload.targets.ctr_import import open_ctr_import
+from nodeload.tasks import task_group, together
 from nodeload.transports.base import Transport
 from nodeload.transports.bridge import NoRelay, SocketUnavailable
 
@@ -284,7 +285,7 @@ class ContainerdTarget:
         announced: set[str] = set()
         gate = asyncio.Semaphore(_PARALLEL_BLOBS)
         with result.timed("write_early"):  # overlaps preparing: waits for layers as well
-            async with asyncio.TaskGroup() as group:
+            async with task_group() as group:
                 async for layer in early.follow():
                     if layer.desc.digest not in announced:
                         announced.add(layer.desc.digest)
@@ -488,7 +489,7 @@ class ContainerdTarget:
             async with gate:
                 await self._put_blob(source.open_blob, source.refresh, step, result)
 
-        await asyncio.gather(*(put(step) for step in children))
+        await together(*(put(step) for step in children))
         for step in parents:
             await self._put_blob(source.open_blob, source.refresh, step, result)
 

@@ -1,6 +1,8 @@
 """The fault matrix: {SSH sessions killed on the node, containerd killed and restarted, the
 node's link down for 5 s, ``kill -9`` of nodeload, the node's disk full} x {during a blob
-write, during unpack, between unpack and the image record}, each on a fresh sandbox node.
+write, during unpack, between unpack and the image record} x {an OCI layout, the Docker engine
+with ``--export save`` (layers go out while ``docker save`` still runs)}, each on a fresh
+sandbox node.
 
 Every cell checks what the README's "Failure behaviour" table promises:
 
@@ -26,7 +28,7 @@ from nodeload import PushOptions, push
 from nodeload.sandbox import NodeVariant, Sandbox
 from nodeload.sandbox.faults import FAULTS, PHASES, FaultAt, free_disk, leases, node_fault
 from nodeload.transports.ssh_connect import SSHOptions
-from tests.e2e.pushing import image_names, nodeload, run_image
+from tests.e2e.pushing import content_sizes, image_names, nodeload, run_image
 
 pytestmark = pytest.mark.e2e
 
@@ -50,23 +52,45 @@ def _runs(sandbox: Sandbox) -> bool:
     return run_image(sandbox.node("node-1"), NAME, "t-faults") == "hello from v1"
 
 
+# How the image reaches the push: its IMAGE argument and --export.
+SOURCES = ("oci", "engine-save")
+
+
+@pytest.fixture()
+def source(
+    request: pytest.FixtureRequest, app_layout: tuple[Path, int], app_images: dict[str, str]
+) -> tuple[str, str]:
+    """The IMAGE argument and the --export of the cell's source."""
+    kind = request.node.callspec.params["source_kind"]
+    if kind == "oci":
+        return f"oci:{app_layout[0]}:v1", "auto"
+    return app_images["v1"], kind.removeprefix("engine-")
+
+
+@pytest.mark.parametrize("source_kind", SOURCES, ids=SOURCES)
 @pytest.mark.parametrize("phase", PHASES)
 @pytest.mark.parametrize("fault", FAULTS)
 def test_a_fault_loses_nothing(
-    fault: str, phase: str, node_sandbox_for: Sandbox, app_layout: tuple[Path, int]
+    fault: str,
+    phase: str,
+    source_kind: str,
+    node_sandbox_for: Sandbox,
+    source: tuple[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sandbox, (directory, image_bytes) = node_sandbox_for, app_layout
+    sandbox, (image, export) = node_sandbox_for, source
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # docker save's layers, compressed anew
     node = sandbox.node("node-1")
     config = sandbox.ssh_config_path
-    image = f"oci:{directory}:v1"
     rx = node.rx_bytes()
     disk_before = _free_bytes(node) if fault == "disk-full" else 0
-    options = PushOptions(name=NAME, ssh=SSHOptions(ssh_config=config))
+    options = PushOptions(name=NAME, export=export, ssh=SSHOptions(ssh_config=config))
 
     if fault == "nodeload-killed":
         killed = subprocess.run(
             [sys.executable, "-m", "nodeload.sandbox.faults", "--kill-at", phase, "--node", "node-1",
-             "-F", str(config), "--name", NAME, image],
+             "-F", str(config), "--name", NAME, "--export", export, image],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert killed.returncode == -9, killed.stderr
@@ -91,7 +115,9 @@ def test_a_fault_loses_nothing(
         assert _runs(sandbox)
 
     if not first_ok and fault == "nodeload-killed":  # the user runs the same command again
-        rerun = nodeload("push", image, "--node", "node-1", "-F", str(config), "--name", NAME, "--json")
+        rerun = nodeload(
+            "push", image, "--node", "node-1", "-F", str(config), "--name", NAME, "--export", export, "--json"
+        )
         assert '"status": "ok"' in rerun.stdout
     elif not first_ok:
         # The same call again, from the same (still running) program: a lease the failed run
@@ -100,6 +126,7 @@ def test_a_fault_loses_nothing(
         assert result.ok, result.error
     assert _runs(sandbox)
     assert leases(node) == []
+    image_bytes = sum(content_sizes(node).values())  # the fresh node holds this image alone
     budget = 1.1 * image_bytes + CHATTER
     if fault == "disk-full":
         budget += disk_before  # what fit before the disk was full is sent again
