@@ -3,11 +3,13 @@
 Only the protocol lives here: routes, headers, status codes, credentials, OCI error bodies.
 Pulls (blob and manifest GET/HEAD), pushes (monolithic and chunked uploads with resumable
 offsets, cross-repository mounts, manifests and indexes by tag and digest) and tag lists.
-Deleting is not offered: the nodes' images are managed with ctr/crictl.
+Deleting is not offered: the nodes' images are managed with ctr/crictl. A request body that
+stalls is cut (see :class:`~nodeload.registry.limits.Limits`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import secrets
@@ -15,11 +17,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from nodeload.image import sha256_digest
 from nodeload.jsondoc import MAX_DOCUMENT_BYTES
 from nodeload.registry.errors import RegistryError, invalid
+from nodeload.registry.limits import Limits
 from nodeload.registry.store import NodesStore, Upload
 
 _NAME = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
@@ -172,10 +175,14 @@ def _start_upload(store: NodesStore) -> Handler:
         mount = request.query.get("mount")
         if mount and _DIGEST.fullmatch(mount) and await store.mount(mount):
             return _created(name, mount)
-        upload = store.start_upload()
+        upload = await store.start_upload()
         digest = request.query.get("digest")
         if digest is not None:  # monolithic: the whole blob in this request
-            await store.append(upload, _body(request))
+            try:
+                await store.append(upload, _body(request, store.limits))
+            except Exception:  # stalled, or the client went away: it has no location to resume at
+                await store.cancel(upload)
+                raise
             await store.finish(upload, _checked_digest(digest))
             return _created(name, digest)
         return web.Response(status=202, headers=_upload_headers(name, upload))
@@ -195,7 +202,7 @@ def _patch_upload(store: NodesStore) -> Handler:
                 ).response()
                 response.headers.update(_upload_headers(name, upload))
                 return response
-        await store.append(upload, _body(request))
+        await _append(store, upload, request)
         return web.Response(status=202, headers=_upload_headers(name, upload))
 
     return handle
@@ -206,7 +213,7 @@ def _put_upload(store: NodesStore) -> Handler:
         name, upload = request.match_info["name"], store.upload(request.match_info["uuid"])
         digest = _checked_digest(request.query.get("digest", ""))
         if request.content_length or request.body_exists:
-            await store.append(upload, _body(request))
+            await _append(store, upload, request)
         await store.finish(upload, digest)
         return _created(name, digest)
 
@@ -245,7 +252,7 @@ def _manifest(store: NodesStore) -> Handler:
 def _put_manifest(store: NodesStore) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         name, reference = request.match_info["name"], request.match_info["ref"]
-        data = await request.read()
+        data = await _document(request, store.limits)
         media_type = request.headers.get("Content-Type", "").split(";")[0].strip()
         digest = await store.put_manifest(name, reference, media_type, data)
         return web.Response(
@@ -262,10 +269,71 @@ def _checked_digest(digest: str) -> str:
     return digest
 
 
-async def _body(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body in pieces of ``_CHUNK`` bytes (the last one shorter)."""
-    async for piece in pieces(request.content.iter_any(), _CHUNK):
+class _Stalled(RegistryError):
+    """A request body that brought too little for too long: cut (408), the connection closed."""
+
+    def __init__(self, limits: Limits, code: str) -> None:
+        super().__init__(
+            408,
+            code,
+            f"the request body brought less than {limits.stall_bytes} bytes in {limits.stall_seconds:g} s",
+            close=True,
+        )
+
+
+async def _append(store: NodesStore, upload: Upload, request: web.Request) -> None:
+    """Add the request body to an upload; cut for stalling, it keeps what arrived and can be resumed."""
+    try:
+        await store.append(upload, _body(request, store.limits))
+    except _Stalled as err:
+        err.headers.update(_upload_headers(request.match_info["name"], upload))
+        err.message += f"; the upload is kept at {upload.offset} bytes (Range), resume it there"
+        raise
+
+
+async def _body(request: web.Request, limits: Limits) -> AsyncIterator[bytes]:
+    """The request body in pieces of ``_CHUNK`` bytes (the last one shorter); see :func:`paced`."""
+    async for piece in pieces(paced(request.content, limits, "BLOB_UPLOAD_INVALID"), _CHUNK):
         yield piece
+
+
+async def _document(request: web.Request, limits: Limits) -> bytes:
+    """A small request body (a manifest) whole, as :func:`paced` and no larger than a document may be."""
+    data = bytearray()
+    async for chunk in paced(request.content, limits, "MANIFEST_INVALID"):
+        data += chunk
+        if len(data) > MAX_DOCUMENT_BYTES:
+            too_large = f"the manifest is larger than {MAX_DOCUMENT_BYTES >> 20} MiB"
+            raise RegistryError(400, "MANIFEST_INVALID", too_large, close=True)
+    return bytes(data)
+
+
+async def paced(stream: StreamReader, limits: Limits, code: str) -> AsyncIterator[bytes]:
+    """What arrives on ``stream``, as long as every ``limits.stall_bytes`` take at most
+    ``limits.stall_seconds`` of waiting for the client.
+
+    Only the time spent waiting for the client counts: while the caller is busy with what it
+    was given (slow nodes), the client is not to blame.
+
+    Raises:
+        RegistryError: 408 with ``code``, closing the connection, when the client stalls.
+    """
+    budget, owed = limits.stall_seconds, limits.stall_bytes
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        try:
+            async with asyncio.timeout(budget):
+                data = await stream.readany()
+        except TimeoutError:
+            raise _Stalled(limits, code) from None
+        if not data:
+            return
+        budget -= loop.time() - started
+        owed -= len(data)
+        if owed <= 0:
+            budget, owed = limits.stall_seconds, limits.stall_bytes
+        yield data
 
 
 async def pieces(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:

@@ -28,11 +28,12 @@ from nodeload import scratch
 from nodeload.containerd.client import DEFAULT_TIMEOUT
 from nodeload.dockerapi import docker_config_dir
 from nodeload.errors import NodeloadError, UsageError
-from nodeload.nodes.connect import transport_for
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import NullProgress, ProgressSink
+from nodeload.registry.limits import Limits
 from nodeload.registry.protocol import Credentials, build_app
 from nodeload.registry.store import NodeSession, NodesStore
+from nodeload.nodes.connect import transport_for
 from nodeload.targets.base import CRI_NAMESPACE
 from nodeload.targets.containerd import ContainerdTarget, open_containerd
 from nodeload.transports.ssh_connect import SSHOptions
@@ -50,6 +51,7 @@ class ServeOptions:
     containerd_socket: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     ssh: SSHOptions = field(default_factory=SSHOptions)
+    limits: Limits = field(default_factory=Limits)  # what clients may ask of the endpoint
 
 
 @dataclass
@@ -135,12 +137,15 @@ async def open_endpoint(
         NodeloadError: when no node (with ``require_all``: some node) cannot be served.
     """
     host, port = loopback(options.listen)
+    scratch.sweep_temp()  # what runs killed with -9 left (spools, logins), however nodes are reached
     async with contextlib.AsyncExitStack() as stack:
         sessions, unreachable = await _open_sessions(stack, nodes, options, progress)
         if not sessions or (require_all and unreachable):
             reasons = "; ".join(f"{name}: {why}" for name, why in unreachable.items())
             raise NodeloadError(f"cannot serve the nodes: {reasons}")
-        store = NodesStore(sessions, options.namespace, progress, name_from_source=name_from_source)
+        store = NodesStore(
+            sessions, options.namespace, progress, name_from_source=name_from_source, limits=options.limits
+        )
         stack.push_async_callback(store.close)
         credentials = Credentials.generate()
         address = await _listen(
@@ -184,7 +189,10 @@ async def serve(
 
 
 async def _open_sessions(
-    stack: contextlib.AsyncExitStack, nodes: Sequence[NodeSpec], options: ServeOptions, progress: ProgressSink
+    stack: contextlib.AsyncExitStack,
+    nodes: Sequence[NodeSpec],
+    options: ServeOptions,
+    progress: ProgressSink,
 ) -> tuple[list[NodeSession], dict[str, str]]:
     """Connect to every node at once; those that fail are reported, the others served."""
 

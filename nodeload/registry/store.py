@@ -31,7 +31,16 @@ from nodeload.plan import LABEL_GC_CONTENT, manifest_labels
 from nodeload.platforms import Platform
 from nodeload.progress import ProgressSink
 from nodeload.reference import parse_reference
-from nodeload.registry.errors import RegistryError, blob_unknown, invalid, manifest_unknown, upload_unknown
+from nodeload.registry.errors import (
+    RegistryError,
+    blob_unknown,
+    invalid,
+    manifest_unknown,
+    too_many,
+    upload_unknown,
+)
+from nodeload.registry.limits import Limits
+from nodeload.registry.references import check_references
 from nodeload.report import NodeResult
 from nodeload.targets.base import PreparedImage, TargetOptions
 from nodeload.targets.containerd import ContainerdTarget
@@ -65,6 +74,7 @@ class Upload:
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
     streams: dict[str, IngestStream] = field(default_factory=dict)  # node -> its open Write stream
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one request body at a time
+    touched: float = field(default_factory=lambda: asyncio.get_running_loop().time())  # last request
 
     @property
     def ref(self) -> str:
@@ -82,17 +92,19 @@ class NodesStore:
         progress: ProgressSink,
         *,
         name_from_source: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         """Serve ``sessions`` (open targets, each under a lease for the whole run).
 
         ``name_from_source``: the tags pushed are names found inside the pushed image, which
-        may not repoint an existing image (see TargetOptions).
+        may not repoint an existing image (see TargetOptions). ``limits``: what clients may ask.
         """
         self.sessions = list(sessions)
         self.name_from_source = name_from_source
+        self.limits = limits or Limits()
         self._namespace, self._progress = namespace, progress
         self._uploads: dict[str, Upload] = {}
-        self._lacking: dict[str, frozenset[str]] = {}  # digest -> nodes lacking it, from HEADs
+        self._lacking: dict[str, frozenset[str]] = {}  # digest -> nodes lacking it, from HEADs (oldest first)
         # Image name -> the root pushed under it last and its documents (what a node was given).
         self.received: dict[str, tuple[Descriptor, dict[str, bytes]]] = {}
         self._spool_dir: str | None = None
@@ -107,10 +119,17 @@ class NodesStore:
         """
         infos = await asyncio.gather(*(s.client.content_info(digest) for s in self.sessions))
         lacking = frozenset(s.name for s, info in zip(self.sessions, infos, strict=True) if info is None)
-        self._lacking[digest] = lacking
+        self._remember(digest, lacking)
         if lacking:
             raise blob_unknown(digest)
         return int(infos[0].size) if infos[0] is not None else 0
+
+    def _remember(self, digest: str, lacking: frozenset[str]) -> None:
+        """Record a HEAD's answer, forgetting the oldest past the bound (see Limits.head_records)."""
+        self._lacking.pop(digest, None)
+        self._lacking[digest] = lacking
+        while len(self._lacking) > self.limits.head_records:
+            del self._lacking[next(iter(self._lacking))]
 
     async def read_blob(self, digest: str) -> tuple[int, AsyncIterator[bytes]]:
         """A blob's size and bytes, from a node that holds it."""
@@ -130,8 +149,19 @@ class NodesStore:
 
     # -- uploads --------------------------------------------------------------------------------
 
-    def start_upload(self) -> Upload:
-        """A new upload, streamed to every node, or spooled when the nodes disagree."""
+    async def start_upload(self) -> Upload:
+        """A new upload, streamed to every node, or spooled when the nodes disagree.
+
+        Raises:
+            RegistryError: 429 TOOMANYREQUESTS when ``limits.uploads`` are open and busy.
+        """
+        if len(self._uploads) >= self.limits.uploads:
+            await self._drop_abandoned()
+        if len(self._uploads) >= self.limits.uploads:
+            raise too_many(
+                f"{len(self._uploads)} uploads are open: finish or cancel one (DELETE its location) first",
+                self.limits.stall_seconds,
+            )
         uuid = secrets.token_hex(16)
         everyone = frozenset(s.name for s in self.sessions)
         pending = [nodes for nodes in self._lacking.values() if nodes]
@@ -142,12 +172,22 @@ class NodesStore:
         self._uploads[uuid] = upload
         return upload
 
+    async def _drop_abandoned(self) -> None:
+        """Cancel the uploads no request has touched for ``limits.stall_seconds`` (the spec lets
+        unfinished uploads time out)."""
+        now = asyncio.get_running_loop().time()
+        for upload in list(self._uploads.values()):
+            if not upload.lock.locked() and now - upload.touched >= self.limits.stall_seconds:
+                await self.cancel(upload)
+
     def upload(self, uuid: str) -> Upload:
-        """The upload ``uuid``."""
+        """The upload ``uuid`` (which a request is about to use)."""
         try:
-            return self._uploads[uuid]
+            upload = self._uploads[uuid]
         except KeyError:
             raise upload_unknown(uuid) from None
+        upload.touched = asyncio.get_running_loop().time()
+        return upload
 
     async def append(self, upload: Upload, chunks: AsyncIterable[bytes]) -> None:
         """Add a request body's bytes to the upload (to its nodes as they arrive, or its spool).
@@ -155,7 +195,10 @@ class NodesStore:
         One body at a time per upload: two requests on one upload are taken in turn.
         """
         async with upload.lock:
-            await self._append(upload, chunks)
+            try:
+                await self._append(upload, chunks)
+            finally:
+                upload.touched = asyncio.get_running_loop().time()
 
     async def _append(self, upload: Upload, chunks: AsyncIterable[bytes]) -> None:
         if upload.spool is not None:
@@ -308,11 +351,15 @@ class NodesStore:
     async def put_manifest(self, repository: str, reference: str, media_type: str, body: bytes) -> str:
         """Store a manifest or index; pushed by tag, it becomes a named image on every node.
 
+        What the manifest names is checked first (see :mod:`~nodeload.registry.references`): a
+        fault of the manifest is the client's (4xx) and fails no node.
+
         Returns:
             The manifest's digest.
 
         Raises:
-            RegistryError: a digest that does not match, a malformed document, a missing blob.
+            RegistryError: a digest that does not match, a malformed document, a missing blob
+                (4xx); 500 when no node could take it.
         """
         if len(body) > MAX_DOCUMENT_BYTES:
             raise invalid("MANIFEST_INVALID", "the manifest is too large")
@@ -321,58 +368,45 @@ class NodesStore:
             raise invalid("DIGEST_INVALID", f"the manifest is {digest}, not {reference}")
         try:
             doc = parse(body, f"manifest {reference}")
+            root = Descriptor(media_type or doc.text("mediaType"), digest, len(body))
         except SourceError as err:
             raise invalid("MANIFEST_INVALID", str(err)) from err
-        kind = media_type or doc.text("mediaType")
-        root = Descriptor(kind, digest, len(body))
+        referenced = await check_references(self.sessions, root, body, doc, self.limits)
+        try:
+            platform = _platform_of(doc, referenced.documents)
+        except SourceError as err:
+            raise invalid("MANIFEST_INVALID", str(err)) from err
         name = _image_name(repository, None if reference.startswith("sha256:") else reference)
-        results = await asyncio.gather(*(self._finish(s, root, body, doc, name) for s in self.sessions))
-        if not any(r.ok for r in results):
-            raise RegistryError(500, "UNKNOWN", f"no node took the manifest: {results[0].error}")
+        image = _Image(root, body, doc, referenced.documents, name, platform)
+        ready = [s for s in self.sessions if s.name not in referenced.failed]
+        outcomes = await asyncio.gather(*(self._finish(s, image) for s in ready))
+        by_node = dict(zip((s.name for s in ready), outcomes, strict=True))
+        _settle(name or digest, self.sessions, referenced.failed, by_node)
         return digest
 
-    async def _finish(
-        self, session: NodeSession, root: Descriptor, body: bytes, doc: Doc, name: str | None
-    ) -> NodeResult:
+    async def _finish(self, session: NodeSession, image: _Image) -> NodeloadError | None:
         """Finish the image on one node with the push path's target (nothing but documents to send)."""
+        root, name = image.root, image.name
         result = NodeResult(node=session.name, image=name or root.digest)
         try:
-            documents = {root.digest: body}
-            await self._gather_documents(session.client, doc, documents)
-            source = _Documents(root, documents, name)
+            source = _Documents(root, image.documents, name)
             options = TargetOptions(
                 namespace=self._namespace,
                 name=name or "",
-                platform=_platform_of(doc, documents),
+                platform=image.platform,
                 name_from_source=self.name_from_source,
             )
             if name:
                 await session.target.push(PreparedImage(source, options), options, result)
-                self.received[name] = (root, documents)
-                if "manifests" in doc:  # an index keeps every platform that was pushed, not just the node's
-                    await session.client.set_labels(root.digest, _references(doc))
+                self.received[name] = (root, image.documents)
+                if "manifests" in image.doc:  # an index keeps every platform pushed, not just the node's
+                    await session.client.set_labels(root.digest, _references(image.doc))
                 session.results.append(result)
             else:  # by digest (an index's child): stored with its references, named by the index later
-                await session.target.store_document(root, body, _references(doc))
-                result.status = "ok"
+                await session.target.store_document(root, image.body, _references(image.doc))
         except NodeloadError as err:
-            result.fail(err)
-            session.errors.append(f"{name or root.digest}: {err}")
-        return result
-
-    async def _gather_documents(
-        self, client: ContainerdClient, doc: Doc, documents: dict[str, bytes]
-    ) -> None:
-        """Read the config (and for an index, each child's manifest and config) from the node."""
-        for child in doc.objs("manifests"):
-            desc = Descriptor.from_json(child)
-            body = await _read_small(client, desc.digest)
-            documents[desc.digest] = body
-            await self._gather_documents(client, parse(body, desc.digest), documents)
-        config = doc.opt_obj("config")
-        if config is not None:
-            desc = Descriptor.from_json(config)
-            documents[desc.digest] = await _read_small(client, desc.digest)
+            return err
+        return None
 
     async def get_manifest(self, repository: str, reference: str) -> tuple[str, bytes]:
         """A manifest's media type and bytes, by tag (an image record) or digest."""
@@ -391,6 +425,18 @@ class NodesStore:
         if not media_type:
             media_type = parse(body, digest).text("mediaType")
         return media_type, body
+
+
+@dataclass(frozen=True)
+class _Image:
+    """A pushed manifest, checked, with the documents every node is given for it."""
+
+    root: Descriptor
+    body: bytes
+    doc: Doc
+    documents: dict[str, bytes]
+    name: str | None  # the image created (None: pushed by digest)
+    platform: Platform | None
 
 
 class _Documents:
@@ -426,6 +472,34 @@ async def _read_small(client: ContainerdClient, digest: str) -> bytes:
         return await client.read_document(digest)
     except SourceError as err:
         raise invalid("MANIFEST_INVALID", str(err)) from err
+
+
+def _settle(
+    label: str,
+    sessions: Sequence[NodeSession],
+    unfit: dict[str, str],
+    outcomes: dict[str, NodeloadError | None],
+) -> None:
+    """Record why nodes did not take manifest ``label``: ``unfit`` ones (they lack what it names)
+    and those whose outcome is an error.
+
+    Raises:
+        RegistryError: 400 when every node failed on the documents themselves (SourceError: the
+            image is at fault, and no node is), 500 when no node took it.
+    """
+    errors = {node: err for node, err in outcomes.items() if err is not None}
+    if outcomes and len(errors) == len(outcomes) and all(isinstance(e, SourceError) for e in errors.values()):
+        for session in sessions:
+            if session.name in unfit:
+                session.errors.append(f"{label}: {unfit[session.name]}")
+        raise invalid("MANIFEST_INVALID", str(next(iter(errors.values()))))
+    reasons = {**unfit, **{node: str(err) for node, err in errors.items()}}
+    for session in sessions:
+        if session.name in reasons:
+            session.errors.append(f"{label}: {reasons[session.name]}")
+    if len(errors) == len(outcomes):
+        shown = "; ".join(f"{node}: {why}" for node, why in reasons.items())
+        raise RegistryError(500, "UNKNOWN", f"no node took the manifest: {shown}")
 
 
 def _references(doc: Doc) -> dict[str, str]:
