@@ -21,14 +21,13 @@ from nodeload.containerd.client import DEFAULT_TIMEOUT
 from nodeload.early import LayerListener
 from nodeload.errors import UsageError
 from nodeload.fanout import DEFAULT_PARALLEL, DEFAULT_RETRIES, ImageJob, NodeJob, RetryPolicy, push_all
-from nodeload.nodes.connect import transport_for
 from nodeload.nodes.listed import parse_node
 from nodeload.nodes.spec import NodeSpec
-from nodeload.persist.pool import run
 from nodeload.platforms import Platform
 from nodeload.progress import NullProgress, ProgressSink
 from nodeload.reference import parse_reference
 from nodeload.report import NodeResult
+from nodeload.session import Session, run, transport_for
 from nodeload.sources import open_source, parse_source
 from nodeload.sources.base import SourceOptions, name_or_none
 from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, TargetOptions
@@ -135,6 +134,7 @@ def push(
     *,
     progress: ProgressSink | None = None,
     notify: Notify | None = None,
+    session: Session | None = None,
 ) -> list[NodeResult]:
     """Push each image to each node, sending only what a node lacks.
 
@@ -145,6 +145,8 @@ def push(
         options: How to push (defaults: k8s.io, unpacked, verified host keys).
         progress: Receives transfer events (default: nothing shown).
         notify: Receives warnings and notices meant for a person (default: logged).
+        session: Runs the push, keeping what it keeps (its loop; the nodes' connections, if it
+            keeps them) for the next call; default: one of its own, closed after the push.
 
     Returns:
         One result per (image, node), image by image, nodes in the order given.
@@ -152,7 +154,8 @@ def push(
     Raises:
         UsageError: for arguments that cannot work (nothing was sent).
     """
-    return run(push_async(images, nodes, options, progress=progress, notify=notify))
+    coroutine = push_async(images, nodes, options, progress=progress, notify=notify, session=session)
+    return run(session, coroutine)
 
 
 async def push_async(
@@ -162,8 +165,9 @@ async def push_async(
     *,
     progress: ProgressSink | None = None,
     notify: Notify | None = None,
+    session: Session | None = None,
 ) -> list[NodeResult]:
-    """:func:`push`, for callers already inside an event loop."""
+    """:func:`push`, for callers already inside an event loop (``session``'s, if given)."""
     texts = [images] if isinstance(images, str) else list(images)
     options = options or PushOptions()
     say = notify or log.warning
@@ -176,10 +180,10 @@ async def push_async(
     # Asked for seeds, the engine's docker push (which reaches every node itself) gives way.
     seeding = options.export == "auto" and bool(options.seeds) and len(specs) > 1
     if options.export != "save" and options.target == "containerd" and not seeding:
-        pushed = await _push_with_engine(texts, specs, options, progress or NullProgress(), say)
+        pushed = await _push_with_engine(texts, specs, options, progress or NullProgress(), say, session)
         if pushed is not None:
             return pushed
-    node_jobs = [NodeJob(spec, transport_for(spec, options.ssh)) for spec in specs]
+    node_jobs = [NodeJob(spec, transport_for(spec, options.ssh, session)) for spec in specs]
     with contextlib.ExitStack() as stack:
         image_jobs = [
             ImageJob(text, partial(_prepare, text, options, stack, say), options.namespace) for text in texts
@@ -199,7 +203,12 @@ async def push_async(
 
 
 async def _push_with_engine(
-    texts: Sequence[str], nodes: Sequence[NodeSpec], options: PushOptions, progress: ProgressSink, say: Notify
+    texts: Sequence[str],
+    nodes: Sequence[NodeSpec],
+    options: PushOptions,
+    progress: ProgressSink,
+    say: Notify,
+    session: Session | None,
 ) -> list[NodeResult] | None:
     """The engine's ``docker push`` path, when it fits the run (None: use ``docker save``)."""
     forced = options.export == "push"
@@ -233,7 +242,7 @@ async def _push_with_engine(
         ssh=options.ssh,
     )
     try:
-        return await push_with_engine(client, images, nodes, serve, progress)
+        return await push_with_engine(client, images, nodes, serve, progress, session)
     except EngineCannotPush as err:
         if forced:
             raise

@@ -20,9 +20,9 @@ from nodeload.containerd.client import DEFAULT_TIMEOUT, ContainerdClient, held_l
 from nodeload.errors import NodeError, NodeloadError
 from nodeload.fanout import DEFAULT_PARALLEL
 from nodeload.leftovers import DEFAULT_OLDER_THAN, abandoned, stale
-from nodeload.nodes.connect import transport_for
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import NullProgress
+from nodeload.session import transport_for
 from nodeload.targets.containerd import ContainerdTarget, open_containerd
 from nodeload.transports.ssh_connect import SSHOptions
 

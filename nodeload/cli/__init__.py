@@ -20,6 +20,8 @@ from nodeload.cli.arguments import build_parser
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from nodeload.session import Session
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "kubectl_main", "main"]
@@ -39,16 +41,17 @@ def kubectl_main(argv: Sequence[str] | None = None) -> int:
     return _run(args, given, kubectl=True)
 
 
-def run_in_session(argv: Sequence[str], kubectl: bool) -> int:
-    """A command line handed to a persistent session (nodeload.persist.server), run there."""
+def run_in_session(argv: Sequence[str], kubectl: bool, session: Session) -> int:
+    """A push handed to a persistent session (nodeload.persist.server), run there in ``session``."""
     args = build_parser("kubectl nodeload" if kubectl else "nodeload").parse_args(argv)
     args.kubernetes_by_default = kubectl
-    return _run(args, argv, kubectl=kubectl, in_session=True)
+    return _run(args, argv, kubectl=kubectl, session=session)
 
 
 def _run(
-    args: argparse.Namespace, argv: Sequence[str], *, kubectl: bool = False, in_session: bool = False
+    args: argparse.Namespace, argv: Sequence[str], *, kubectl: bool = False, session: Session | None = None
 ) -> int:
+    in_session = session is not None
     if args.debug:  # before the hand-over: why a session is where it is (or is not) shows too
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
     if args.verb == "push" and args.persist and not in_session:
@@ -80,7 +83,7 @@ def _run(
             return run_gc(args, err) if args.verb == "gc" else run_cache(args, err)
         from nodeload.cli.push import run_push
 
-        return run_push(args, err)
+        return run_push(args, err, session)
     except KeyboardInterrupt:
         err.print("nodeload: interrupted; rerun the same command to resume", markup=False)
         return EXIT_INTERRUPTED

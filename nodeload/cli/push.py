@@ -6,14 +6,18 @@ import argparse
 import contextlib
 import json
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from nodeload.cli.common import notifier, selected_nodes, ssh_options
 
+if TYPE_CHECKING:
+    from nodeload.session import Session
 
-def run_push(args: argparse.Namespace, err: Console) -> int:
-    """Push each image to each selected node; the exit status."""
+
+def run_push(args: argparse.Namespace, err: Console, session: Session | None = None) -> int:
+    """Push each image to each selected node (in ``session``, a persistent one's); the exit status."""
     from nodeload.api import PushOptions, push
     from nodeload.platforms import Platform
     from nodeload.progress import NullProgress, ProgressSink
@@ -49,7 +53,7 @@ def run_push(args: argparse.Namespace, err: Console) -> int:
     else:
         shown = contextlib.nullcontext(NullProgress())
     with shown as progress:
-        results = push(args.images, nodes, options, progress=progress, notify=notifier(err))
+        results = push(args.images, nodes, options, progress=progress, notify=notifier(err), session=session)
     if args.json:
         report = {"images": list(args.images), "error": None, "nodes": [r.to_json() for r in results]}
         print(json.dumps(report, indent=2))

@@ -2,7 +2,7 @@
 
 A node source (the ``--node`` list, a kubeconfig, an Ansible inventory, kind/k3d
 containers) only says *what* the node is and how it may be reached; turning a
-description into a connection is :func:`nodeload.nodes.connect.transport_for`'s job.
+description into a connection is :func:`nodeload.session.transport_for`'s job.
 """
 
 from __future__ import annotations

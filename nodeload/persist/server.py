@@ -3,7 +3,7 @@
 ``python -m nodeload.persist.server FD DIR NAME`` (started by :mod:`.client`, which hands it its
 session directory open as FD). One push at a time, each exactly as the command line would run
 it, in the caller's directory and environment and with its output sent back; between pushes the
-nodes' SSH connections stay open on the session's event loop (:mod:`.pool`). It ends after the
+nodes' SSH connections stay open in a :class:`nodeload.session.Session`. It ends after the
 idle time the last push asked for (``--persist``), on ``nodeload persist stop``, or on SIGTERM,
 closing every connection.
 
@@ -30,10 +30,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodeload.persist.client import MAX_MESSAGE, SessionDir
-from nodeload.persist.pool import SessionPool, activate
+
+if TYPE_CHECKING:
+    from nodeload.session import Session as LibrarySession
 
 DEFAULT_IDLE = 600.0
 
@@ -57,8 +59,8 @@ class _Output(io.TextIOBase):
         return True
 
 
-class Session:
-    """The accept loop, the idle clock and the pool of one session."""
+class Server:
+    """The accept loop, the idle clock and the library session of one persistent session."""
 
     def __init__(self, where: SessionDir, name: str) -> None:
         """Serve on the socket ``NAME.sock`` of ``where`` (see :meth:`serve`)."""
@@ -66,7 +68,7 @@ class Session:
         self.socket = f"{name}.sock"
         self.lock = f"{name}.lock"
         self.idle = DEFAULT_IDLE
-        self.pool = SessionPool()
+        self.library = _library_session()
         self._stopping = False
 
     def serve(self) -> None:
@@ -78,7 +80,6 @@ class Session:
             with self._listening() as listener:
                 if listener is None:
                     return  # another session already answers on this socket
-                activate(self.pool)
                 signal.signal(signal.SIGTERM, lambda *_: self._stop())
                 while not self._stopping:
                     try:
@@ -91,8 +92,7 @@ class Session:
                     with conn:
                         self._handle(conn)
         finally:  # the socket is gone first: a push meanwhile starts a session of its own
-            activate(None)
-            self.pool.close()
+            self.library.close()
 
     def _stop(self) -> None:
         """SIGTERM: end after the push in progress is interrupted (as Ctrl-C, so the event loop
@@ -175,7 +175,7 @@ class Session:
             os.chdir(str(request.get("cwd") or "/"))
             sys.stdout, sys.stderr = _Output(conn, 1, False), _Output(conn, 2, terminal)
             watcher.start()
-            return run_in_session(request["argv"], request.get("kubectl") is True)
+            return run_in_session(request["argv"], request.get("kubectl") is True, self.library)
         except KeyboardInterrupt:
             return 130
         except SystemExit as done:  # argparse's own exit (a usage error)
@@ -185,7 +185,7 @@ class Session:
             return 1
         finally:
             watcher.done()
-            self.pool.tidy()
+            self.library.tidy()
             _reset_logging()
             sys.stdout, sys.stderr = saved_out, saved_err
             os.environ.clear()
@@ -217,6 +217,13 @@ class _Watcher(threading.Thread):
     def done(self) -> None:
         with self._lock:
             self._finished = True
+
+
+def _library_session() -> LibrarySession:
+    """The session the pushes run in: its loop and the nodes' connections, kept between pushes."""
+    from nodeload.session import Session as LibrarySession
+
+    return LibrarySession(keep_connections=True)
 
 
 def _invalid(request: dict[str, Any]) -> str | None:
@@ -274,7 +281,7 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     print(f"{started} nodeload persistent session on {directory / name}.sock (pid {os.getpid()})", flush=True)
     with SessionDir.adopt(fd, directory) as where, contextlib.suppress(KeyboardInterrupt):
-        Session(where, name).serve()  # KeyboardInterrupt: SIGTERM, or stopped mid-accept
+        Server(where, name).serve()  # KeyboardInterrupt: SIGTERM, or stopped mid-accept
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} session ended", flush=True)
 
 

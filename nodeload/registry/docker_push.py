@@ -32,6 +32,7 @@ from nodeload.reference import parse_reference
 from nodeload.registry.server import Endpoint, ServeOptions, open_endpoint
 from nodeload.registry.store import NodeSession
 from nodeload.report import NodeResult
+from nodeload.session import Session
 from nodeload.sources.layer_cache import LayerCache
 from nodeload.targets.base import TargetOptions
 
@@ -86,6 +87,7 @@ async def push_with_engine(
     nodes: Sequence[NodeSpec],
     options: ServeOptions,
     progress: ProgressSink,
+    session: Session | None = None,
 ) -> list[NodeResult]:
     """``docker push`` each image into an endpoint over the nodes; one result per (image, node).
 
@@ -94,7 +96,7 @@ async def push_with_engine(
     """
     serve_options = dataclasses.replace(options, listen=ENDPOINT, fallback_port=True)
     try:
-        opened = open_endpoint(nodes, serve_options, progress, require_all=True)
+        opened = open_endpoint(nodes, serve_options, progress, require_all=True, session=session)
         async with opened as endpoint:
             held = [await _unchanged(endpoint, image) for image in images]
             changed = [image for image, found in zip(images, held, strict=True) if found is None]

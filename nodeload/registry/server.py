@@ -33,7 +33,7 @@ from nodeload.progress import NullProgress, ProgressSink
 from nodeload.registry.limits import Limits
 from nodeload.registry.protocol import Credentials, build_app
 from nodeload.registry.store import NodeSession, NodesStore
-from nodeload.nodes.connect import transport_for
+from nodeload.session import Session, transport_for
 from nodeload.targets.base import CRI_NAMESPACE
 from nodeload.targets.containerd import ContainerdTarget, open_containerd
 from nodeload.transports.ssh_connect import SSHOptions
@@ -126,6 +126,7 @@ async def open_endpoint(
     *,
     require_all: bool = False,
     name_from_source: bool = False,
+    session: Session | None = None,
 ) -> AsyncIterator[Endpoint]:
     """Connect to the nodes and listen; everything is closed on leaving.
 
@@ -139,7 +140,7 @@ async def open_endpoint(
     host, port = loopback(options.listen)
     scratch.sweep_temp()  # what runs killed with -9 left (spools, logins), however nodes are reached
     async with contextlib.AsyncExitStack() as stack:
-        sessions, unreachable = await _open_sessions(stack, nodes, options, progress)
+        sessions, unreachable = await _open_sessions(stack, nodes, options, progress, session)
         if not sessions or (require_all and unreachable):
             reasons = "; ".join(f"{name}: {why}" for name, why in unreachable.items())
             raise NodeloadError(f"cannot serve the nodes: {reasons}")
@@ -193,13 +194,14 @@ async def _open_sessions(
     nodes: Sequence[NodeSpec],
     options: ServeOptions,
     progress: ProgressSink,
+    session: Session | None = None,
 ) -> tuple[list[NodeSession], dict[str, str]]:
     """Connect to every node at once; those that fail are reported, the others served."""
 
     async def open_one(spec: NodeSpec) -> NodeSession:
         if spec.problem:
             raise NodeloadError(spec.problem)
-        transport = transport_for(spec, options.ssh)
+        transport = transport_for(spec, options.ssh, session)
         assert transport is not None
         await stack.enter_async_context(transport)
         opener = open_containerd(
