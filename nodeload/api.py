@@ -21,6 +21,7 @@ from nodeload.containerd.client import DEFAULT_TIMEOUT
 from nodeload.early import LayerListener
 from nodeload.errors import UsageError
 from nodeload.fanout import DEFAULT_PARALLEL, DEFAULT_RETRIES, ImageJob, NodeJob, RetryPolicy, push_all
+from nodeload.holdings import NodesView
 from nodeload.nodes.listed import parse_node
 from nodeload.nodes.spec import NodeSpec
 from nodeload.platforms import Platform
@@ -29,9 +30,11 @@ from nodeload.reference import parse_reference
 from nodeload.report import NodeResult
 from nodeload.session import Session, run, transport_for
 from nodeload.sources import open_source, parse_source
-from nodeload.sources.base import SourceOptions, name_or_none
+from nodeload.sources.base import SourceOptions
+from nodeload.sources.naming import name_on_nodes
 from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, TargetOptions
 from nodeload.targets.containerd import open_containerd
+from nodeload.tasks import in_thread
 from nodeload.text import printable
 from nodeload.transports.ssh import SSHOptions
 
@@ -177,17 +180,11 @@ async def push_async(
     specs = [parse_node(n) if isinstance(n, str) else n for n in nodes]
     if not specs:
         raise UsageError("no target node")
-    # Asked for seeds, the engine's docker push (which reaches every node itself) gives way.
-    seeding = options.export == "auto" and bool(options.seeds) and len(specs) > 1
-    if options.export != "save" and options.target == "containerd" and not seeding:
-        pushed = await _push_with_engine(texts, specs, options, progress or NullProgress(), say, session)
-        if pushed is not None:
-            return pushed
     node_jobs = [NodeJob(spec, transport_for(spec, options.ssh, session)) for spec in specs]
-    with contextlib.ExitStack() as stack:
-        image_jobs = [
-            ImageJob(text, partial(_prepare, text, options, stack, say), options.namespace) for text in texts
-        ]
+    # Asked for seeds, the engine's docker push (which answers for every node at once) gives way.
+    seeding = options.export == "auto" and bool(options.seeds) and len(specs) > 1
+    with contextlib.ExitStack() as stack, contextlib.ExitStack() as spools:
+        image_jobs = [_image_job(text, options, stack, spools, say, seeding) for text in texts]
         open_store = _docker_engine_opener() if options.target == "docker" else open_containerd
         opener = partial(open_store, socket=options.containerd_socket, timeout=options.timeout)
         return await push_all(
@@ -202,52 +199,86 @@ async def push_async(
         )
 
 
-async def _push_with_engine(
-    texts: Sequence[str],
-    nodes: Sequence[NodeSpec],
+def _image_job(
+    text: str,
     options: PushOptions,
-    progress: ProgressSink,
+    stack: contextlib.ExitStack,
+    spools: contextlib.ExitStack,
     say: Notify,
-    session: Session | None,
-) -> list[NodeResult] | None:
-    """The engine's ``docker push`` path, when it fits the run (None: use ``docker save``)."""
-    forced = options.export == "push"
-    if not forced and any(parse_source(text).scheme != "docker-daemon" for text in texts):
-        return None  # not Docker-engine images: nothing of the engine's (or of aiohttp) to load
-    from nodeload.dockerapi import engine_client
-    from nodeload.registry.docker_push import (
-        EngineCannotPush,
-        engine_can_reach_loopback,
-        engine_images,
-        push_with_engine,
-    )
-    from nodeload.registry.server import ServeOptions
+    seeding: bool,
+) -> ImageJob:
+    """How one IMAGE is prepared: by the Docker engine's own push when it fits, else opened (and
+    for an engine image, exported with ``docker save``) in a thread of its own."""
 
-    special = not options.unpack or options.snapshotter or options.platform
-    client = None if special else engine_client()
-    images = None if client is None else engine_images(client, texts, options.name)
-    if client is None or images is None:
+    async def opened(listener: LayerListener, nodes: NodesView) -> PreparedImage:
+        return await in_thread(lambda: _prepare(text, options, stack, say, listener))
+
+    engine = parse_source(text).scheme == "docker-daemon"
+    if options.export == "push" and not engine:
+        raise UsageError(f"--export push needs Docker-engine images; {text} is not one")
+    if not engine or options.export == "save" or options.target != "containerd" or seeding:
+        return ImageJob(text, opened, options.namespace)
+
+    async def pushed(listener: LayerListener, nodes: NodesView) -> PreparedImage:
+        image = await _prepare_by_engine(text, options, spools, say, listener, nodes)
+        return image if image is not None else await opened(listener, nodes)
+
+    return ImageJob(text, pushed, options.namespace, asks_nodes=True)
+
+
+async def _prepare_by_engine(
+    text: str,
+    options: PushOptions,
+    spools: contextlib.ExitStack,
+    say: Notify,
+    listener: LayerListener,
+    nodes: NodesView,
+) -> PreparedImage | None:
+    """The image, as the engine's ``docker push`` delivers it; None when ``docker save`` fits
+    better (said why, when it is news), unless ``--export push`` insists.
+
+    Raises:
+        UsageError: ``--export push`` cannot work with this engine or image.
+        EngineCannotPush: the engine's push failed under ``--export push``.
+    """
+    from nodeload.dockerapi import engine_client
+    from nodeload.sources import engine_push
+    from nodeload.sources.layer_cache import LayerCache
+
+    forced = options.export == "push"
+    ref = parse_source(text).ref
+    assert ref is not None
+    client = engine_client()
+    image = engine_push.inspect(client, text, ref, options.name)
+    if image is None:
         if forced:
-            raise UsageError("--export push needs Docker-engine images, unpacked, without --platform")
-        return None
-    unreachable = engine_can_reach_loopback(client)
+            raise UsageError(f"--export push: {text} is not an image of the Docker engine, pushable by tag")
+        return None  # the save path says what is wrong with it
+    unreachable = engine_push.unreachable_loopback(client)
     if unreachable:
         if forced:
             raise UsageError(f"--export push is not possible: {unreachable}")
         return None
-    serve = ServeOptions(
-        options.namespace,
-        containerd_socket=options.containerd_socket,
-        timeout=options.timeout,
-        ssh=options.ssh,
-    )
-    try:
-        return await push_with_engine(client, images, nodes, serve, progress, session)
-    except EngineCannotPush as err:
-        if forced:
-            raise
-        say(f"exporting with docker save rather than docker push: {err}")
-        return None
+    cache = LayerCache()
+    query = engine_push.query_for(image, cache, unpacked=options.unpack, snapshotter=options.snapshotter)
+    answers = await nodes.ask(query)
+    pushed = engine_push.held_everywhere(image, answers)
+    if pushed is None:
+        resent = engine_push.resent_layer(image, cache, answers)
+        if resent and not forced:
+            say(f"exporting with docker save rather than docker push: {resent}")
+            return None
+        try:  # the uploads stay until the run ends (spools): a retry reads them
+            pushed = await engine_push.push_from_engine(
+                client, image, listener, spools, cache=cache, query=query, answers=answers
+            )
+        except engine_push.EngineCannotPush as err:
+            if forced:
+                raise
+            say(f"exporting with docker save rather than docker push: {err}")
+            return None
+    target = _target_options(options, text, image.name, image.name_from_source, say)
+    return PreparedImage(pushed.source, target, export=pushed.export)
 
 
 def _docker_engine_opener() -> Callable[..., Any]:
@@ -271,7 +302,18 @@ def _prepare(
             ),
         )
     )
-    name, from_source = target_name(options.name, text, source.reference)
+    name, from_source = name_on_nodes(options.name, text, source.reference)
+    target = _target_options(options, text, name, from_source, say)
+    return PreparedImage(
+        source, target, export="docker-save" if parse_source(text).scheme == "docker-daemon" else None
+    )
+
+
+def _target_options(
+    options: PushOptions, text: str, name: str, from_source: bool, say: Notify
+) -> TargetOptions:
+    """What is written for IMAGE ``text`` under ``name``; says where a name not given came from,
+    and warns of ``:latest``."""
     if from_source:
         say(f"using the name {printable(name)} found inside {text} (--name sets another)")
     if parse_reference(name).floats:
@@ -280,7 +322,7 @@ def _prepare(
             "and will try to pull it from a registry; push a specific tag, or set imagePullPolicy: "
             "IfNotPresent"
         )
-    target = TargetOptions(
+    return TargetOptions(
         namespace=options.namespace,
         name=name,
         platform=options.platform,
@@ -288,22 +330,3 @@ def _prepare(
         unpack=options.unpack,
         name_from_source=from_source,
     )
-    return PreparedImage(
-        source, target, export="docker-save" if parse_source(text).scheme == "docker-daemon" else None
-    )
-
-
-def target_name(explicit: str | None, image: str, reference: str | None) -> tuple[str, bool]:
-    """The name to create on the nodes, and whether it came from inside the source.
-
-    A name the user wrote (``--name``, or the IMAGE argument itself, as in ``myapp:dev``)
-    may replace an existing image; one read from the source's RepoTags or annotations
-    may not (see ContainerdTarget).
-    """
-    if explicit:
-        return parse_reference(explicit).normalized(), False
-    if not reference:
-        raise UsageError(f"{image} has no name of its own: give the name to create with --name REF")
-    name = parse_reference(reference).normalized()
-    written = parse_source(image).ref
-    return name, not (written and name_or_none(written) == name)

@@ -2,10 +2,12 @@
 
 Orchestration only. How a node is reached is its transport's business, what is
 written is its target's; both turn their own errors into :class:`NodeError`s.
-Images are prepared (opened, exported, compressed) once each, in a background
-thread, while the nodes are being connected to; the layers a source finishes first
-go to the nodes that can take them early (see :mod:`nodeload.early`). One node's
-failure is recorded in its results and does not stop the others.
+Images are prepared (opened, exported, compressed) once each, one after another,
+while the nodes are being connected to; the layers a source finishes first go to
+the nodes that can take them early (see :mod:`nodeload.early`). A source may ask
+the nodes what they hold before it prepares (see :mod:`nodeload.holdings`): each
+node answers once connected. One node's failure is recorded in its results and
+does not stop the others.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, Protocol, runtime_checkable
 
 from nodeload.early import EarlyLayers, LayerListener
@@ -31,6 +33,7 @@ from nodeload.errors import (
     NodeloadError,
     NodeUnreachable,
 )
+from nodeload.holdings import Holding, HoldingQuery, NodesView
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import ProgressSink
 from nodeload.report import NodeResult
@@ -59,14 +62,30 @@ _RETRYABLE = (ConnectionLost,)
 _RETRYABLE_RECONNECT = (ConnectionLost, NodeUnreachable, ContainerdUnavailable)
 
 
+# How an image is prepared: told where to announce layers ready early, and how to ask the nodes.
+Prepare = Callable[[LayerListener, NodesView], Awaitable[PreparedImage]]
+
+
 @dataclass(frozen=True)
 class ImageJob:
-    """One image of the run: how the user wrote it, and how to open it (blocking; it tells the
-    listener of layers ready early), and the namespace it goes to unless a node says otherwise."""
+    """One image of the run: how the user wrote it, how to prepare it, and the namespace it goes
+    to unless a node says otherwise. ``asks_nodes``: its preparation waits for every node's
+    answer (see :mod:`nodeload.holdings`), so a node waiting for it gives up its place to let
+    the others connect and answer."""
 
     label: str
-    prepare: Callable[[LayerListener], PreparedImage]
+    prepare: Prepare
     namespace: str = CRI_NAMESPACE
+    asks_nodes: bool = False
+
+
+@runtime_checkable
+class HoldingAnswerer(Protocol):
+    """A target that can say what its node holds (see :mod:`nodeload.holdings`)."""
+
+    async def holding(self, query: HoldingQuery, namespace: str) -> Holding:
+        """The node's answer to ``query``, for images of ``namespace``."""
+        ...
 
 
 @runtime_checkable
@@ -129,22 +148,68 @@ async def push_all(
     mirror are pushed to at once. ``mirror_check`` False trusts every node to have one.
     """
     early = [EarlyLayers() for _ in images]
-    ready = _prepare_in_background(images, early)
+    reachable = [n for n, job in enumerate(nodes) if job.transport is not None]
+    surveys = [_Survey(reachable) for _ in images]
+    ready, preparing = _prepare_in_turn(images, early, surveys)
     gate = asyncio.Semaphore(max(1, parallel))
     policy = retry or RetryPolicy()
-    reachable = [n for n, job in enumerate(nodes) if job.transport is not None]
     choice = _SeedChoice(seeds, reachable, len(images)) if seeds and len(reachable) > seeds else None
     parts = [_Seeding(choice, n, mirror_check) if choice else None for n in range(len(nodes))]
     runs = [
-        _NodeRun(job, images, ready, early, open_target, progress, part)
-        for job, part in zip(nodes, parts, strict=True)
+        _NodeRun(job, n, images, ready, early, surveys, open_target, progress, part)
+        for n, (job, part) in enumerate(zip(nodes, parts, strict=True))
     ]
     try:
         done = await asyncio.gather(*(run.run(gate, policy) for run in runs))
     finally:
+        preparing.cancel()  # nobody waits any more (an error, or Ctrl-C)
         for future in ready:
-            future.cancel()  # nobody waits any more (an error, or Ctrl-C)
+            future.cancel()
     return [done[n][i] for i in range(len(images)) for n in range(len(nodes))]
+
+
+class _Survey:
+    """One image's question to the nodes (:mod:`nodeload.holdings`), and their answers."""
+
+    def __init__(self, nodes: Sequence[int]) -> None:
+        """Expect an answer from each of ``nodes`` (indexes of the run's reachable nodes)."""
+        self._waiting = set(nodes)
+        self._answers: dict[int, Holding | None] = {}
+        self._query: HoldingQuery | None = None
+        self._posted, self._answered = asyncio.Event(), asyncio.Event()
+        if not self._waiting:
+            self._answered.set()
+
+    async def ask(self, query: HoldingQuery) -> list[Holding | None]:
+        """See :class:`~nodeload.holdings.NodesView`."""
+        self._query = query
+        self._posted.set()
+        await self._answered.wait()
+        return [self._answers[n] for n in sorted(self._answers)]
+
+    async def answer(self, node: int, respond: Callable[[HoldingQuery], Awaitable[Holding | None]]) -> None:
+        """Once the question is asked, answer it for ``node`` with ``respond`` (a failure: None)."""
+        if node not in self._waiting:
+            return
+        await self._posted.wait()
+        assert self._query is not None
+        try:
+            holding = await respond(self._query)
+        except Exception as err:  # the push itself will say what is wrong with this node
+            log.debug("a node could not say what it holds", exc_info=err)
+            holding = None
+        self._record(node, holding)
+
+    def gone(self, node: int) -> None:
+        """``node`` will not answer (its session failed first): it counts as holding nothing."""
+        self._record(node, None)
+
+    def _record(self, node: int, holding: Holding | None) -> None:
+        if node in self._waiting:
+            self._waiting.discard(node)
+            self._answers[node] = holding
+            if not self._waiting:
+                self._answered.set()
 
 
 def pick_seeds(missing: dict[int, float], count: int) -> set[int]:
@@ -203,9 +268,11 @@ class _NodeRun:
     """Every image of the run on one node, over one session or, after losses, several."""
 
     job: NodeJob
+    index: int  # the node's place in the run
     images: Sequence[ImageJob]
     ready: Sequence[asyncio.Future[PreparedImage]]
     early: Sequence[EarlyLayers]
+    surveys: Sequence[_Survey]
     open_target: TargetOpener
     progress: ProgressSink
     seeding: _Seeding | None = None  # a run with seeds: the node takes part in choosing them
@@ -262,7 +329,11 @@ class _NodeRun:
                 raise NodeError(self.job.node.problem or "nodeload cannot reach this node")
             # What the connection carried before (a persistent session's, kept open): not this run's.
             before = transport.traffic()
-            async with transport, self.open_target(transport, self.job.node, self.progress) as target:
+            async with (
+                transport,
+                self.open_target(transport, self.job.node, self.progress) as target,
+                self._answering(target),
+            ):
                 connect = self.results[pending[0]].timings
                 connect["connect"] = round(connect.get("connect", 0.0) + loop.time() - connecting, 4)
                 if self.seeding is not None and not self.seeding.choice.reported(self.seeding.node):
@@ -279,8 +350,9 @@ class _NodeRun:
                         executor, mirror = transport.executor(), self.job.node.mirror
                         peer = PeerPull(seeded, executor, check, mirror, self._idle)
                     pushing = _Pushing(
-                        target, transport, self.job.node, namespace, self.ready[i], self.early[i], peer
-                    )
+                        target, transport, self.job.node, namespace, self.ready[i], self.early[i], peer,
+                        waiting=self._idle if image.asks_nodes else None,
+                    )  # fmt: skip
                     await pushing.run(result, self._started[i] or connecting, self._since[i])
                     if isinstance(result.cause, _RETRYABLE):
                         return result.cause
@@ -291,6 +363,8 @@ class _NodeRun:
             if not isinstance(err, Exception):  # Ctrl-C, cancellation: not a node failure
                 raise
             cause = _as_node_error(self.job.node, err)
+            for survey in self.surveys:  # what it holds is not known: the others need not wait for it
+                survey.gone(self.index)
             if self.seeding is not None:  # no candidate for a seed: the others need not wait for it
                 self.seeding.choice.report(self.seeding.node, None)
             # Reconnecting after a loss, the node may still be coming back (containerd restarting).
@@ -298,6 +372,26 @@ class _NodeRun:
                 return cause
             self._fail_pending(cause, round(loop.time() - connecting, 3))
         return None
+
+    @contextlib.asynccontextmanager
+    async def _answering(self, target: Target) -> AsyncIterator[None]:
+        """While the session is open, answer what the images' sources ask of this node."""
+        tasks = [
+            asyncio.create_task(survey.answer(self.index, partial(self._holding, target, image)))
+            for survey, image in zip(self.surveys, self.images, strict=True)
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for survey in self.surveys:  # a session that ended before the question came
+                survey.gone(self.index)
+
+    async def _holding(self, target: Target, image: ImageJob, query: HoldingQuery) -> Holding | None:
+        if not isinstance(target, HoldingAnswerer):
+            return None  # written some way that cannot say: it is sent everything it is missing
+        return await target.holding(query, self.job.node.namespace or image.namespace)
 
     async def _take_part(self, seeding: _Seeding, transport: Transport, target: Target) -> None:
         """Say how much of the images this node lacks (nothing when it pulls through no mirror: then
@@ -366,6 +460,9 @@ class _Pushing:
     prepared: asyncio.Future[PreparedImage]
     early: EarlyLayers
     peer: PeerPull | None = None
+    # Held while the image is prepared, when its preparation waits for every node: gives the
+    # node's place among those worked on to another.
+    waiting: Callable[[], AbstractAsyncContextManager[None]] | None = None
 
     async def run(self, result: NodeResult, started: float, since: Traffic | None) -> None:
         """Push; failures land in ``result``.
@@ -387,6 +484,9 @@ class _Pushing:
             _count_traffic(self.transport, result, since)
 
     async def _push(self, result: NodeResult) -> None:
+        if self.waiting is not None and not self.prepared.done():
+            async with self.waiting():
+                await asyncio.wait([self.prepared])
         image = await asyncio.shield(self.prepared)
         options = dataclasses.replace(image.options, namespace=self.namespace)
         result.export = image.export
@@ -429,38 +529,35 @@ def _as_node_error(node: NodeSpec, err: BaseException) -> NodeloadError:
     return InternalError(f"internal error: {type(err).__name__}: {err} (--debug shows where)")
 
 
-def _prepare_in_background(
-    images: Sequence[ImageJob], early: Sequence[EarlyLayers]
-) -> list[asyncio.Future[PreparedImage]]:
-    """Prepare the images one after another in a daemon thread; a future for each.
+def _prepare_in_turn(
+    images: Sequence[ImageJob], early: Sequence[EarlyLayers], surveys: Sequence[_Survey]
+) -> tuple[list[asyncio.Future[PreparedImage]], asyncio.Task[None]]:
+    """Prepare the images one after another; a future for each, and the task preparing them.
 
-    A daemon thread, so that Ctrl-C is not held up by a ``docker save`` (asyncio's default
-    executor would be joined at exit). One thread: two exports at once would only compete
-    for the same disk and cores. What a source writes to its cache is written atomically,
-    so abandoning it midway is safe.
+    One at a time: two exports at once would only compete for the same disk and cores. What a
+    source writes to its cache is written atomically, so abandoning it midway is safe.
     """
     loop = asyncio.get_running_loop()
     futures: list[asyncio.Future[PreparedImage]] = [loop.create_future() for _ in images]
 
-    def settle(future: asyncio.Future[PreparedImage], outcome: PreparedImage | BaseException) -> None:
-        if future.done():
-            return
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
-
-    def run() -> None:
-        for image, future, layers in zip(images, futures, early, strict=True):
+    async def run() -> None:
+        for image, future, layers, survey in zip(images, futures, early, surveys, strict=True):
+            outcome: PreparedImage | BaseException
             try:
-                outcome: PreparedImage | BaseException = image.prepare(layers)
+                outcome = await image.prepare(layers, survey)
+            except asyncio.CancelledError:
+                raise
             except BaseException as err:  # handed over to the awaiting coroutines
                 outcome = err
-            layers.close()
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
-                loop.call_soon_threadsafe(settle, future, outcome)
+            finally:
+                layers.close()
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
-    threading.Thread(target=run, name="nodeload-prepare", daemon=True).start()
     for future in futures:  # a failure nobody awaited must not be logged as "never retrieved"
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-    return futures
+    return futures, asyncio.create_task(run())

@@ -17,13 +17,14 @@ from typing import Any
 import grpc
 
 from nodeload.containerd.client import DEFAULT_TIMEOUT, ContainerdClient, held_leases, rpc_error
+from nodeload.containerd.connect import containerd_session
 from nodeload.errors import NodeError, NodeloadError
 from nodeload.fanout import DEFAULT_PARALLEL
 from nodeload.leftovers import DEFAULT_OLDER_THAN, abandoned, stale
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import NullProgress
 from nodeload.session import transport_for
-from nodeload.targets.containerd import ContainerdTarget, open_containerd
+from nodeload.transports.bridge import NoRelay
 from nodeload.transports.ssh_connect import SSHOptions
 
 
@@ -98,16 +99,17 @@ async def _collect_node(node: NodeSpec, options: GcOptions) -> GcResult:
         transport = transport_for(node, options.ssh)
         if transport is None:
             raise NodeError(node.problem or "nodeload cannot reach this node")
-        opened = open_containerd(
+        opened = containerd_session(
             transport, node, NullProgress(), socket=options.containerd_socket, timeout=options.timeout
         )
-        async with transport, opened as target:
-            if not isinstance(target, ContainerdTarget):
-                raise NodeError(
-                    "this node is written with ctr import (no stream reaches its containerd): ctr manages "
-                    "its own leases there, there is nothing of nodeload's to collect"
-                )
-            await _collect_client(target.client, node, options, result)
+        try:
+            async with transport, opened as session:
+                await _collect_client(session.client, node, options, result)
+        except NoRelay as err:
+            raise NodeError(
+                f"{err}: ctr import is the only way to write this node, and ctr manages its own leases "
+                "there; there is nothing of nodeload's to collect"
+            ) from err
     except NodeloadError as err:
         result.error = str(err)
     except grpc.aio.AioRpcError as err:

@@ -47,8 +47,10 @@ from nodeload.errors import (
     BlobMismatch,
     ConnectionLost,
     ContainerdTimeout,
+    ContainerdUnavailable,
     NodeDiskFull,
     NodeError,
+    NodeUnreachable,
     PushFailed,
     SourceError,
 )
@@ -56,6 +58,15 @@ from nodeload.image import Descriptor
 from nodeload.jsondoc import MAX_DOCUMENT_BYTES
 from nodeload.leftovers import INGEST_PREFIX, LEASE_PREFIX, Ingest, Lease, run_labels
 from nodeload.platforms import Platform
+
+# Errors after which a push resumes (a retry, or the next run): its lease is kept for it.
+_INTERRUPTED = (
+    ConnectionLost,
+    ContainerdTimeout,
+    ContainerdUnavailable,
+    NodeUnreachable,
+    asyncio.CancelledError,
+)
 
 # What grpc.aio raises, instead of AioRpcError, when a stream operation fails in its core
 # (ExecuteBatchError on done_writing() as the channel dies): the call's own status says why.
@@ -253,7 +264,11 @@ class ContainerdClient:
         """Hold a lease so garbage collection keeps half-pushed content.
 
         The lease expires by itself if we die, so an interrupted push leaves
-        nothing pinned forever; a clean exit deletes it at once. Under a lease
+        nothing pinned forever; a clean exit deletes it at once, and so does a failure
+        that ends the push. An interruption (Ctrl-C) or a lost session (the connection or
+        containerd went away: the channel may well be back already) keeps it: deleting
+        it would let containerd collect the partial uploads that the retry, or the next
+        run, resumes (they adopt the lease's uploads and then remove it). Under a lease
         already held (``nodeload serve`` holds one for its whole run), that one is used.
         """
         if self.lease:
@@ -268,14 +283,19 @@ class ContainerdClient:
         )
         self.lease = lease_id
         _HELD_LEASES.add(lease_id)
+        keep = False
         try:
             yield lease_id
+        except BaseException as err:
+            keep = not isinstance(err, Exception) or isinstance(err, _INTERRUPTED)
+            raise
         finally:
             self.lease = None
             _HELD_LEASES.discard(lease_id)
             # If this fails (the node is gone), the next run from here or nodeload gc removes it.
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                await self.delete_lease(lease_id)
+            if not keep:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await self.delete_lease(lease_id)
 
     async def leases(self) -> list[Lease]:
         """nodeload's leases in this namespace."""

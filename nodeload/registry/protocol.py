@@ -1,4 +1,6 @@
-"""The OCI distribution API (``/v2/``) on aiohttp, over a :class:`~nodeload.registry.store.NodesStore`.
+"""The OCI distribution API (``/v2/``) on aiohttp, over a :class:`BlobStore`: the nodes' content
+stores for ``nodeload serve`` (:mod:`.store`), a private local spool for the Docker engine's own
+push (:mod:`.spool`).
 
 Only the protocol lives here: routes, headers, status codes, credentials, OCI error bodies.
 Pulls (blob and manifest GET/HEAD), pushes (monolithic and chunked uploads with resumable
@@ -11,19 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import ipaddress
 import re
 import secrets
+import socket
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import StreamReader, web
 
+from nodeload.errors import UsageError
 from nodeload.image import sha256_digest
 from nodeload.jsondoc import MAX_DOCUMENT_BYTES
 from nodeload.registry.errors import RegistryError, invalid
 from nodeload.registry.limits import Limits
-from nodeload.registry.store import NodesStore, Upload
 
 _NAME = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 # A registry host at the front (ghcr.io/me/app) is part of the repository path here.
@@ -37,6 +42,71 @@ _CHUNK = 1 << 20
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class PendingUpload(Protocol):
+    """A blob upload in progress, as the protocol reports it."""
+
+    @property
+    def uuid(self) -> str: ...
+
+    @property
+    def offset(self) -> int: ...
+
+
+U = TypeVar("U", bound=PendingUpload)
+
+
+class BlobStore(Protocol[U]):
+    """Where a registry keeps what clients push, and finds what they ask for.
+
+    Each method raises :class:`~nodeload.registry.errors.RegistryError` with the spec's code for
+    what the client got wrong (an unknown blob or upload, a digest that does not match...).
+    """
+
+    limits: Limits
+
+    async def blob_size(self, digest: str) -> int:
+        """The size of a blob the registry has (BLOB_UNKNOWN otherwise)."""
+        ...
+
+    async def read_blob(self, digest: str) -> tuple[int, AsyncIterator[bytes]]:
+        """A blob's size and bytes."""
+        ...
+
+    async def mount(self, digest: str) -> bool:
+        """Cross-repository mount: whether the blob is there already."""
+        ...
+
+    async def start_upload(self) -> U:
+        """A new upload."""
+        ...
+
+    def upload(self, uuid: str) -> U:
+        """The upload ``uuid`` (BLOB_UPLOAD_UNKNOWN otherwise)."""
+        ...
+
+    async def append(self, upload: U, chunks: AsyncIterable[bytes]) -> None:
+        """Add a request body to the upload."""
+        ...
+
+    async def finish(self, upload: U, digest: str) -> None:
+        """Commit the upload as ``digest`` (DIGEST_INVALID when the bytes are not that)."""
+        ...
+
+    async def cancel(self, upload: U) -> None:
+        """Throw the upload away."""
+        ...
+
+    async def put_manifest(self, repository: str, reference: str, media_type: str, body: bytes) -> str:
+        """Store a manifest or index; its digest."""
+        ...
+
+    async def get_manifest(self, repository: str, reference: str) -> tuple[str, bytes]:
+        """A manifest's media type and bytes, by tag or digest (MANIFEST_UNKNOWN otherwise)."""
+        ...
+
+
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
@@ -65,7 +135,7 @@ class Credentials:
         )
 
 
-def build_app(store: NodesStore, credentials: Credentials) -> web.Application:
+def build_app(store: BlobStore[Any], credentials: Credentials) -> web.Application:
     """The registry application."""
     middlewares: list[Any] = [_errors, _authenticated(credentials), _checked_names]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_DOCUMENT_BYTES)
@@ -136,7 +206,7 @@ async def _version(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
-def _blob(store: NodesStore) -> Handler:
+def _blob(store: BlobStore[Any]) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         digest = request.match_info["digest"]
         if request.method == "HEAD":  # answered by the nodes: present only if every node has it
@@ -155,7 +225,7 @@ def _blob(store: NodesStore) -> Handler:
     return handle
 
 
-def _upload_headers(name: str, upload: Upload) -> dict[str, str]:
+def _upload_headers(name: str, upload: PendingUpload) -> dict[str, str]:
     return {
         "Location": f"/v2/{name}/blobs/uploads/{upload.uuid}",
         "Range": f"0-{max(upload.offset - 1, 0)}",
@@ -169,7 +239,7 @@ def _created(name: str, digest: str) -> web.Response:
     )
 
 
-def _start_upload(store: NodesStore) -> Handler:
+def _start_upload(store: BlobStore[Any]) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         mount = request.query.get("mount")
@@ -190,7 +260,7 @@ def _start_upload(store: NodesStore) -> Handler:
     return handle
 
 
-def _patch_upload(store: NodesStore) -> Handler:
+def _patch_upload(store: BlobStore[Any]) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         name, upload = request.match_info["name"], store.upload(request.match_info["uuid"])
         content_range = request.headers.get("Content-Range")
@@ -208,7 +278,7 @@ def _patch_upload(store: NodesStore) -> Handler:
     return handle
 
 
-def _put_upload(store: NodesStore) -> Handler:
+def _put_upload(store: BlobStore[Any]) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         name, upload = request.match_info["name"], store.upload(request.match_info["uuid"])
         digest = _checked_digest(request.query.get("digest", ""))
@@ -220,7 +290,7 @@ def _put_upload(store: NodesStore) -> Handler:
     return handle
 
 
-def _upload_status(store: NodesStore) -> Handler:
+def _upload_status(store: BlobStore[Any]) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         upload = store.upload(request.match_info["uuid"])
         return web.Response(status=204, headers=_upload_headers(request.match_info["name"], upload))
@@ -228,7 +298,7 @@ def _upload_status(store: NodesStore) -> Handler:
     return handle
 
 
-def _cancel_upload(store: NodesStore) -> Handler:
+def _cancel_upload(store: BlobStore[Any]) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         await store.cancel(store.upload(request.match_info["uuid"]))
         return web.Response(status=204)
@@ -236,7 +306,7 @@ def _cancel_upload(store: NodesStore) -> Handler:
     return handle
 
 
-def _manifest(store: NodesStore) -> Handler:
+def _manifest(store: BlobStore[Any]) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         media_type, data = await store.get_manifest(request.match_info["name"], request.match_info["ref"])
         digest = sha256_digest(data)
@@ -249,7 +319,7 @@ def _manifest(store: NodesStore) -> Handler:
     return handle
 
 
-def _put_manifest(store: NodesStore) -> Handler:
+def _put_manifest(store: BlobStore[Any]) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         name, reference = request.match_info["name"], request.match_info["ref"]
         data = await _document(request, store.limits)
@@ -281,7 +351,7 @@ class _Stalled(RegistryError):
         )
 
 
-async def _append(store: NodesStore, upload: Upload, request: web.Request) -> None:
+async def _append(store: BlobStore[Any], upload: PendingUpload, request: web.Request) -> None:
     """Add the request body to an upload; cut for stalling, it keeps what arrived and can be resumed."""
     try:
         await store.append(upload, _body(request, store.limits))
@@ -348,3 +418,57 @@ async def pieces(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes
             pending, held = [], 0
     if pending:
         yield b"".join(pending)
+
+
+def loopback(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` to listen on, which must be a loopback address.
+
+    Raises:
+        UsageError: for anything else (the endpoint writes into nodes: never expose it).
+    """
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        address = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
+        number = int(port)
+    except ValueError:
+        raise UsageError(f"--listen {listen!r}: expected 127.0.0.1:PORT") from None
+    if not address.is_loopback or not 0 <= number < 65536:
+        raise UsageError(f"--listen {listen!r}: nodeload serve listens on loopback only (127.0.0.1:PORT)")
+    return str(address), number
+
+
+async def listen(
+    stack: contextlib.AsyncExitStack, app: web.Application, host: str, port: int, *, fallback: bool = False
+) -> str:
+    """Serve ``app`` on ``host``:``port`` until ``stack`` closes (``fallback``: any free port when
+    that one is taken); the address, ``HOST:PORT``.
+
+    Raises:
+        UsageError: the port is taken (without ``fallback``).
+    """
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    stack.push_async_callback(_stop, runner)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        if not (fallback and port):
+            sock.close()
+            raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
+        sock.bind((host, 0))  # the usual port is taken (another run): any port will do
+    await web.SockSite(runner, sock).start()
+    bound = sock.getsockname()[1]
+    return f"[{host}]:{bound}" if family == socket.AF_INET6 else f"{host}:{bound}"
+
+
+async def _stop(runner: web.AppRunner) -> None:
+    """Stop serving. Connections still open are cut, not waited for: after an interruption (Ctrl-C)
+    a client may be mid-upload, and the engine's docker push only stops when its upload fails."""
+    for connection in list(runner.server.connections if runner.server else ()):
+        if connection.transport is not None:
+            connection.transport.abort()
+    await runner.cleanup()

@@ -10,32 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import os
 import shutil
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from nodeload import scratch
 from nodeload.containerd.client import DEFAULT_TIMEOUT
+from nodeload.containerd.connect import containerd_session
 from nodeload.dockerapi import docker_config_dir
 from nodeload.errors import NodeloadError, UsageError
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import NullProgress, ProgressSink
 from nodeload.registry.limits import Limits
-from nodeload.registry.protocol import Credentials, build_app
+from nodeload.registry.protocol import Credentials, build_app, listen, loopback
 from nodeload.registry.store import NodeSession, NodesStore
 from nodeload.session import Session, transport_for
 from nodeload.targets.base import CRI_NAMESPACE
-from nodeload.targets.containerd import ContainerdTarget, open_containerd
+from nodeload.targets.containerd import ContainerdTarget
+from nodeload.transports.bridge import NoRelay
 from nodeload.transports.ssh_connect import SSHOptions
 
 Notify = Callable[[str], None]
@@ -85,24 +83,6 @@ class ServeOutcome:
         return {"registry": self.address, "command_status": self.command_status, "nodes": nodes}
 
 
-def loopback(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` to listen on, which must be a loopback address.
-
-    Raises:
-        UsageError: for anything else (the endpoint writes into nodes: never expose it).
-    """
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    try:
-        address = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
-        number = int(port)
-    except ValueError:
-        raise UsageError(f"--listen {listen!r}: expected 127.0.0.1:PORT") from None
-    if not address.is_loopback or not 0 <= number < 65536:
-        raise UsageError(f"--listen {listen!r}: nodeload serve listens on loopback only (127.0.0.1:PORT)")
-    return str(address), number
-
-
 @dataclass
 class Endpoint:
     """A running registry over open node sessions (see :func:`open_endpoint`)."""
@@ -149,7 +129,7 @@ async def open_endpoint(
         )
         stack.push_async_callback(store.close)
         credentials = Credentials.generate()
-        address = await _listen(
+        address = await listen(
             stack, build_app(store, credentials), host, port, fallback=options.fallback_port
         )
         yield Endpoint(address, credentials, store, unreachable)
@@ -204,14 +184,14 @@ async def _open_sessions(
         transport = transport_for(spec, options.ssh, session)
         assert transport is not None
         await stack.enter_async_context(transport)
-        opener = open_containerd(
+        opener = containerd_session(
             transport, spec, progress, socket=options.containerd_socket, timeout=options.timeout
         )
-        target = await stack.enter_async_context(opener)
-        if not isinstance(target, ContainerdTarget):
-            raise NodeloadError(
-                "nodeload serve needs a stream to containerd; this node only allows ctr import"
-            )
+        try:
+            connected = await stack.enter_async_context(opener)
+        except NoRelay as err:
+            raise NodeloadError(f"nodeload serve needs a stream to containerd, and {err}") from err
+        target = ContainerdTarget(connected, spec.name, progress)
         target.client.namespace = spec.namespace or options.namespace
         await stack.enter_async_context(target.client.leased())  # keeps uploads until images name them
         return NodeSession(spec.name, target, target.client, transport)
@@ -227,36 +207,6 @@ async def _open_sessions(
         else:
             raise outcome
     return sessions, unreachable
-
-
-async def _listen(
-    stack: contextlib.AsyncExitStack, app: web.Application, host: str, port: int, *, fallback: bool = False
-) -> str:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    stack.push_async_callback(_stop, runner)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as err:
-        if not (fallback and port):
-            sock.close()
-            raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
-        sock.bind((host, 0))  # the usual port is taken (another run): any port will do
-    await web.SockSite(runner, sock).start()
-    bound = sock.getsockname()[1]
-    return f"[{host}]:{bound}" if family == socket.AF_INET6 else f"{host}:{bound}"
-
-
-async def _stop(runner: web.AppRunner) -> None:
-    """Stop serving. Connections still open are cut, not waited for: after an interruption (Ctrl-C)
-    a client may be mid-upload, and the engine's docker push only stops when its upload fails."""
-    for connection in list(runner.server.connections if runner.server else ()):
-        if connection.transport is not None:
-            connection.transport.abort()
-    await runner.cleanup()
 
 
 def _client_environment(

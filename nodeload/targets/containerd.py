@@ -13,14 +13,13 @@ import contextlib
 import dataclasses
 import io
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import IO, TypeVar
 
 import grpc
 
-from nodeload.addresses import node_path_problem, refused
 from nodeload.containerd.client import (
     DEFAULT_TIMEOUT,
     ContainerdClient,
@@ -29,9 +28,11 @@ from nodeload.containerd.client import (
     held_leases,
     rpc_error,
 )
+from nodeload.containerd.connect import ContainerdSession, candidate_sockets, containerd_session
 from nodeload.early import EarlyLayers, ReadyLayer
 from nodeload.errors import BlobMismatch, ContainerdUnavailable, NodeError, NodeloadError, PlatformNotFound
 from nodeload.graph import ImageGraph
+from nodeload.holdings import Holding, HoldingQuery
 from nodeload.image import (
     INDEX_MEDIA_TYPES,
     MANIFEST_MEDIA_TYPES,
@@ -72,7 +73,7 @@ from nodeload.targets.base import (
 from nodeload.targets.ctr_import import open_ctr_import
 from nodeload.tasks import task_group, together
 from nodeload.transports.base import Transport
-from nodeload.transports.bridge import NoRelay, SocketUnavailable
+from nodeload.transports.bridge import NoRelay
 
 T = TypeVar("T")
 BlobOpener = Callable[[Descriptor, int], AbstractContextManager[IO[bytes]]]
@@ -82,12 +83,6 @@ DEFAULT_SNAPSHOTTER = "overlayfs"
 _PARALLEL_BLOBS = 3
 _CRI_WAIT_SECONDS = 10.0
 _PLAN_ATTEMPTS = 3  # looks at the node before giving up on a plan that what it holds keeps changing
-# Where containerd listens on common distributions, in the order they are tried.
-DEFAULT_SOCKETS = (
-    "/run/containerd/containerd.sock",
-    "/run/k3s/containerd/containerd.sock",
-    "/var/run/docker/containerd/containerd.sock",
-)
 
 
 @asynccontextmanager
@@ -99,72 +94,29 @@ async def open_containerd(
     socket: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> AsyncIterator[Target]:
-    """The node's containerd as a target: the first socket that answers, and what it says of itself.
-
-    ``socket`` (``--containerd-socket``) is the only one tried when given; otherwise the
-    node's own hints (a k3s node's socket, an inventory's) come before the usual places.
-    A node that nothing can carry a stream to (no forwarding, no relay program) is written
-    with ``ctr import`` instead, when the transport can run commands there.
+    """The node's containerd as a target: written over a gRPC session
+    (:func:`~nodeload.containerd.connect.containerd_session`), or, on a node that nothing can
+    carry a stream to (no forwarding, no relay program), with ``ctr import`` when the transport
+    can run commands there: a strategy of its own, with the same plan and naming rules.
 
     Raises:
         ContainerdUnavailable: with the reason for each socket tried.
     """
-    candidates = [socket] if socket else list(dict.fromkeys((*node.sockets, *DEFAULT_SOCKETS)))
-    for path in candidates:  # every node source checks its hints; this is the last line for all
-        why = node_path_problem(path)
-        if why:
-            raise ContainerdUnavailable(refused("the containerd socket", path, why, use="a socket path"))
-    progress.message(node.name, "connecting")
-    try:
-        client, path = await _connect(transport, candidates, timeout, hinted=bool(socket))
-    except NoRelay:
-        executor = transport.executor()
-        if executor is None:
-            raise
-        async with open_ctr_import(executor, node, progress, candidates, executor.label) as fallback:
-            yield fallback
-        return
-    try:
-        info = await _translated("asking containerd about itself", client.node_info())
-        yield ContainerdTarget(client, node.name, progress, info, path, transport.method)
-    finally:
-        await client.close()
-
-
-async def _connect(
-    transport: Transport, candidates: list[str], timeout: float, *, hinted: bool
-) -> tuple[ContainerdClient, str]:
-    """The first candidate socket that opens and answers as containerd.
-
-    Raises:
-        ContainerdUnavailable: with each candidate's reason (NoRelay when no stream can be had).
-    """
-    reasons: list[str] = []
-    no_relay: NoRelay | None = None
-    for path in candidates:
+    async with contextlib.AsyncExitStack() as stack:
         try:
-            target = await transport.open_socket(path)
-        except NoRelay as err:
-            no_relay = err
-            reasons.append(str(err))
-            continue
-        except SocketUnavailable as err:
-            reasons.append(str(err))
-            continue
-        client = ContainerdClient(target, timeout=timeout)
-        try:
-            await client.version()
-        except Exception as err:
-            await client.close()
-            code = err.code() if isinstance(err, grpc.aio.AioRpcError) else None
-            timed_out = code == grpc.StatusCode.DEADLINE_EXCEEDED
-            why = f"did not answer within {client.timeout:.0f}s" if timed_out else type(err).__name__
-            reasons.append(f"{path} does not answer as containerd ({why})")
-            continue
-        return client, path
-    hint = "" if hinted else "; name it with --containerd-socket"
-    message = f"no usable containerd socket: {'; '.join(reasons)}{hint}"
-    raise NoRelay(message) if no_relay is not None else ContainerdUnavailable(message)
+            session = await stack.enter_async_context(
+                containerd_session(transport, node, progress, socket=socket, timeout=timeout)
+            )
+        except NoRelay:
+            executor = transport.executor()
+            if executor is None:
+                raise
+            sockets = candidate_sockets(node, socket)
+            yield await stack.enter_async_context(
+                open_ctr_import(executor, node, progress, sockets, executor.label)
+            )
+            return
+        yield ContainerdTarget(session, node.name, progress)
 
 
 async def _translated(what: str, call: Awaitable[T]) -> T:
@@ -211,22 +163,14 @@ def _check_platform(graph: ImageGraph, info: NodeInfo, options: TargetOptions) -
 class ContainerdTarget:
     """One node's containerd, as a destination for images (see :func:`open_containerd`)."""
 
-    def __init__(
-        self,
-        client: ContainerdClient,
-        node: str,
-        progress: ProgressSink,
-        info: NodeInfo,
-        socket: str,
-        method: str,
-    ) -> None:
-        """Wrap a connected client; ``node`` labels progress, ``method`` is how the socket is reached."""
-        self._client = client
+    def __init__(self, session: ContainerdSession, node: str, progress: ProgressSink) -> None:
+        """Write through ``session``; ``node`` labels progress."""
+        self._client = session.client
         self._node = node
         self._progress = progress
-        self._info = info
-        self._socket = socket
-        self._method = method
+        self._info = session.info
+        self._socket = session.socket
+        self._method = session.method
         self._early: asyncio.Task[None] | None = None  # layers sent while the image is prepared
         self._swept: set[str] = set()  # namespaces cleared of leases of runs that are gone
 
@@ -293,10 +237,10 @@ class ContainerdTarget:
 
     async def _receive_layer(self, layer: ReadyLayer, gate: asyncio.Semaphore, result: NodeResult) -> None:
         async with gate:
-            if await self._client.content_info(layer.desc.digest) or await self.equivalent_blob(
-                layer.diff_id
-            ):
-                return  # the plan finds it (or its twin) and protects it
+            if await self._client.content_info(layer.desc.digest):
+                return  # the plan finds it and protects it
+            if layer.diff_id and await self.equivalent_blob(layer.diff_id):
+                return  # or its twin, when the source may use one
             step = BlobStep(layer.desc, present=False, labels={})
             await self._put_blob(lambda desc, offset: layer.open(offset), _cannot_refresh, step, result)
 
@@ -340,52 +284,61 @@ class ContainerdTarget:
                 result.cri_indexed = await self._wait_for_cri(options.name, plan.config_digest)
         result.status = "ok"
 
-    async def holds(
-        self, options: TargetOptions, config: str, diff_ids: Sequence[str], result: NodeResult
-    ) -> bool:
-        """Whether the node holds image ``options.name`` as it is, complete, filling ``result``
-        as a push that found everything: the record points at a manifest of ``config`` whose
-        blobs are there and kept by its GC labels, unpacked (the top snapshot committed and kept
-        by the config's label) and, in kubelet's namespace, known to CRI under that ID. False
-        when anything differs or cannot be read (a push then does the work).
-        """
-        self._client.namespace = options.namespace
+    async def holding(self, query: HoldingQuery, namespace: str) -> Holding:
+        """What the node holds of ``query``'s blobs, layers and image, for images of ``namespace``
+        (see :mod:`nodeload.holdings`)."""
+        self._client.namespace = namespace
+        infos = await together(*(self._client.content_info(d) for d in query.blobs))
+        blobs = {d: int(info.size) for d, info in zip(query.blobs, infos, strict=True) if info is not None}
+        found = await together(*(self.equivalent_blob(d) for d in query.layers))
+        layers = {d: blob.digest for d, blob in zip(query.layers, found, strict=True) if blob is not None}
+        complete = await self._complete(query, namespace) if query.image else None
+        return Holding(blobs, layers, complete)
+
+    async def _complete(
+        self, query: HoldingQuery, namespace: str
+    ) -> tuple[Descriptor, dict[str, bytes]] | None:
+        """The record's manifest and documents when the node holds ``query.image`` as it is,
+        complete: the record points at a manifest of that config whose blobs are there and kept
+        by its GC labels, unpacked (the top snapshot committed and kept by the config's label)
+        and, in kubelet's namespace, known to CRI under that ID. None when anything differs or
+        cannot be read (a push then does the work)."""
+        assert query.image is not None
+        name, config = query.image
         try:
-            record = await self._client.get_image(options.name)
+            record = await self._client.get_image(name)
             if record is None or record.target.media_type not in MANIFEST_MEDIA_TYPES:
-                return False
-            manifest = parse(await self._client.read_document(record.target.digest), "the node's manifest")
+                return None
+            manifest_bytes = await self._client.read_document(record.target.digest)
+            manifest = parse(manifest_bytes, "the node's manifest")
             layers = [Descriptor.from_json(layer) for layer in manifest.objs("layers")]
             blobs = [Descriptor.from_json(manifest.obj("config")), *layers]
-            if blobs[0].digest != config or len(layers) != len(diff_ids):
-                return False
-            infos = await asyncio.gather(
+            if blobs[0].digest != config or len(layers) != len(query.layers):
+                return None
+            infos = await together(
                 *(self._client.content_info(d) for d in (record.target.digest, *(b.digest for b in blobs)))
             )
             if not all(infos):
-                return False
+                return None
             wanted = {record.target.digest: manifest_labels(blobs[0], layers)}
-            if options.unpack and diff_ids:
-                top = chain_ids(diff_ids)[-1]
-                snapshotter = self._snapshotter(self._info, options)
+            if query.unpacked and query.layers:
+                top = chain_ids(query.layers)[-1]
+                wanted_in = TargetOptions(namespace=namespace, snapshotter=query.snapshotter)
+                snapshotter = self._snapshotter(self._info, wanted_in)
                 if not await self._client.snapshot_exists(snapshotter, top):
-                    return False
+                    return None
                 wanted[config] = {f"{LABEL_GC_SNAPSHOT}.{snapshotter}": top}
             labels = {info.digest: info.labels for info in infos if info is not None}
             if any(labels[d].get(k) != v for d, want in wanted.items() for k, v in want.items()):
-                return False
-            cri = options.namespace == CRI_NAMESPACE and self._info.has_cri
-            if cri and await self._client.cri_image_id(options.name) != config:
-                return False
+                return None
+            cri = namespace == CRI_NAMESPACE and self._info.has_cri
+            if cri and await self._client.cri_image_id(name) != config:
+                return None
+            root = Descriptor(record.target.media_type, record.target.digest, int(record.target.size))
+            documents = {root.digest: manifest_bytes, config: await self._client.read_document(config)}
         except (NodeloadError, grpc.aio.AioRpcError, KeyError, TypeError, ValueError):
-            return False
-        result.namespace, result.name, result.digest = options.namespace, options.name, record.target.digest
-        result.socket, result.containerd_version = self._socket, self._info.version
-        result.transport, result.cri_indexed = self._method, True if cri else None
-        result.blobs_total = result.blobs_skipped = len(blobs) + 1
-        result.bytes_skipped = sum(b.size for b in blobs) + record.target.size
-        result.status = "ok"
-        return True
+            return None
+        return root, documents
 
     async def missing_bytes(self, image: PreparedImage, namespace: str) -> int:
         """Bytes of ``image`` (this node's platform) its content store lacks: what a push here

@@ -99,6 +99,8 @@ def test_a_name_found_in_the_engine_never_repoints_an_image(
         docker_client.images.remove("secrev-victim:1", noprune=False)
     assert proc.returncode == 1, proc.stderr
     (result,) = json.loads(proc.stdout)["nodes"]
+    assert result["export"] == "docker-push", result  # the engine's own path (the default), no fallback
+    assert "rather than docker push" not in proc.stderr
     assert f"{victim} already exists on the node" in result["error"], result
     assert node.check_output(["ctr", "-n", "k8s.io", "images", "ls", f"name=={victim}"]) == before
     assert named["digest"] in before

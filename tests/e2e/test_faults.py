@@ -1,8 +1,9 @@
 """The fault matrix: {SSH sessions killed on the node, containerd killed and restarted, the
 node's link down for 5 s, ``kill -9`` of nodeload, the node's disk full} x {during a blob
 write, during unpack, between unpack and the image record} x {an OCI layout, the Docker engine
-with ``--export save`` (layers go out while ``docker save`` still runs)}, each on a fresh
-sandbox node.
+as most pushes take it (its own ``docker push``, the default export), the Docker engine with
+``--export save`` (layers go out while ``docker save`` still runs)}, each on a fresh sandbox
+node. Every source meets the same assertions: one pipeline gives them the same guarantees.
 
 Every cell checks what the README's "Failure behaviour" table promises:
 
@@ -53,7 +54,7 @@ def _runs(sandbox: Sandbox) -> bool:
 
 
 # How the image reaches the push: its IMAGE argument and --export.
-SOURCES = ("oci", "engine-save")
+SOURCES = ("oci", "engine-auto", "engine-save")
 
 
 @pytest.fixture()

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+from nodeload.containerd.connect import DEFAULT_SOCKETS
 from nodeload.nodes.kubernetes import CONTROL_PLANE_LABELS, K3S_SOCKET
 from nodeload.nodes.spec import DEFAULT_AGENT_NAMESPACE
-from nodeload.targets.containerd import DEFAULT_SOCKETS
 from nodeload.transports.agent import AGENT_CONTAINER, AGENT_DAEMONSET, AGENT_LABEL_KEY, AGENT_LABEL_VALUE
 from tests.helpers.helm import ChartError, manifests, render
 

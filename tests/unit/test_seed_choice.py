@@ -97,7 +97,11 @@ def run(nodes: list[Node], *, parallel: int = 8, seeds: int = 1) -> list[NodeRes
         yield Target(transport.node, busy, parallel)
 
     options = TargetOptions(name="docker.io/library/app:1")
-    image = ImageJob("app", lambda _: PreparedImage(Any, options))  # type: ignore[arg-type]  # never read
+
+    async def prepare(listener: object, nodes: object) -> PreparedImage:
+        return PreparedImage(Any, options)  # type: ignore[arg-type]  # never read
+
+    image = ImageJob("app", prepare)  # type: ignore[arg-type]
     jobs = [NodeJob(NodeSpec(f"node-{i}"), Transport(n)) for i, n in enumerate(nodes)]  # type: ignore[arg-type]
     pushing = push_all([image], jobs, open_target, NullProgress(), parallel=parallel, seeds=seeds)
     return asyncio.run(asyncio.wait_for(pushing, timeout=10))
