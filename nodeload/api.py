@@ -184,9 +184,17 @@ async def push_async(
     # Asked for seeds, the engine's docker push (which answers for every node at once) gives way.
     seeding = options.export == "auto" and bool(options.seeds) and len(specs) > 1
     with contextlib.ExitStack() as stack, contextlib.ExitStack() as spools:
-        image_jobs = [_image_job(text, options, stack, spools, say, seeding) for text in texts]
-        open_store = _docker_engine_opener() if options.target == "docker" else open_containerd
-        opener = partial(open_store, socket=options.containerd_socket, timeout=options.timeout)
+        known = session.engines_reaching_loopback if session is not None else set()
+        image_jobs = [_image_job(text, options, stack, spools, say, seeding, known) for text in texts]
+        if options.target == "docker":
+            opener = partial(
+                _docker_engine_opener(), socket=options.containerd_socket, timeout=options.timeout
+            )
+        else:
+            held = session.leases if session is not None else set()
+            opener = partial(
+                open_containerd, socket=options.containerd_socket, timeout=options.timeout, held=held
+            )
         return await push_all(
             image_jobs,
             node_jobs,
@@ -206,6 +214,7 @@ def _image_job(
     spools: contextlib.ExitStack,
     say: Notify,
     seeding: bool,
+    known: set[str],
 ) -> ImageJob:
     """How one IMAGE is prepared: by the Docker engine's own push when it fits, else opened (and
     for an engine image, exported with ``docker save``) in a thread of its own."""
@@ -220,7 +229,7 @@ def _image_job(
         return ImageJob(text, opened, options.namespace)
 
     async def pushed(listener: LayerListener, nodes: NodesView) -> PreparedImage:
-        image = await _prepare_by_engine(text, options, spools, say, listener, nodes)
+        image = await _prepare_by_engine(text, options, spools, say, listener, nodes, known)
         return image if image is not None else await opened(listener, nodes)
 
     return ImageJob(text, pushed, options.namespace, asks_nodes=True)
@@ -233,9 +242,11 @@ async def _prepare_by_engine(
     say: Notify,
     listener: LayerListener,
     nodes: NodesView,
+    known: set[str],
 ) -> PreparedImage | None:
     """The image, as the engine's ``docker push`` delivers it; None when ``docker save`` fits
-    better (said why, when it is news), unless ``--export push`` insists.
+    better (said why, when it is news), unless ``--export push`` insists. ``known``: engines
+    known to reach our loopback endpoint (the session's).
 
     Raises:
         UsageError: ``--export push`` cannot work with this engine or image.
@@ -254,7 +265,7 @@ async def _prepare_by_engine(
         if forced:
             raise UsageError(f"--export push: {text} is not an image of the Docker engine, pushable by tag")
         return None  # the save path says what is wrong with it
-    unreachable = engine_push.unreachable_loopback(client)
+    unreachable = engine_push.unreachable_loopback(client, known)
     if unreachable:
         if forced:
             raise UsageError(f"--export push is not possible: {unreachable}")

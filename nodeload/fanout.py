@@ -36,9 +36,10 @@ from nodeload.errors import (
 from nodeload.holdings import Holding, HoldingQuery, NodesView
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import ProgressSink
-from nodeload.report import NodeResult
+from nodeload.report import NodeResult, Status
 from nodeload.targets.base import (
     CRI_NAMESPACE,
+    Delivery,
     PeerPull,
     PreparedImage,
     SeedCandidate,
@@ -46,6 +47,7 @@ from nodeload.targets.base import (
     Target,
     TargetOpener,
     TargetOptions,
+    Written,
 )
 from nodeload.tasks import first_error
 from nodeload.transports.base import Traffic, Transport
@@ -93,9 +95,9 @@ class EarlyReceiver(Protocol):
     """A target that can take layers of an image still being prepared."""
 
     def receiving(
-        self, early: EarlyLayers, namespace: str, result: NodeResult
+        self, early: EarlyLayers, namespace: str, written: Written
     ) -> AbstractAsyncContextManager[None]:
-        """Send ``early``'s layers the node lacks while the block runs; ``push`` counts them as sent."""
+        """Send ``early``'s layers the node lacks while the block runs (``written`` counts them)."""
         ...
 
 
@@ -264,6 +266,33 @@ class _Seeding:
 
 
 @dataclass
+class _Outcome:
+    """One image on one node, over every session of the run: its report, what the run wrote
+    there (the retry bookkeeping), and the error behind a failure."""
+
+    result: NodeResult
+    written: Written = dataclasses.field(default_factory=Written)
+    cause: NodeloadError | None = None
+    started: float | None = None  # when its push began, and the traffic then: kept across sessions
+    since: Traffic | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.result.status == Status.PENDING
+
+    def fail(self, cause: NodeloadError, seconds: float | None = None) -> None:
+        """Record the failure ``cause`` (its text is the report's ``error``)."""
+        self.result.status, self.result.error, self.cause = Status.FAILED, str(cause), cause
+        if seconds is not None:
+            self.result.seconds = seconds
+
+    def retry(self) -> None:
+        """Forget a failure that another session will try to overcome."""
+        self.result.status, self.result.error, self.cause = Status.PENDING, None, None
+        self.result.attempts += 1
+
+
+@dataclass
 class _NodeRun:
     """Every image of the run on one node, over one session or, after losses, several."""
 
@@ -278,10 +307,7 @@ class _NodeRun:
     seeding: _Seeding | None = None  # a run with seeds: the node takes part in choosing them
 
     def __post_init__(self) -> None:
-        self.results = [NodeResult(node=self.job.node.name, image=image.label) for image in self.images]
-        # When each image's push began, and the traffic then: kept across sessions.
-        self._started: list[float | None] = [None] * len(self.images)
-        self._since: list[Traffic | None] = [None] * len(self.images)
+        self.outcomes = [_Outcome(NodeResult(node=self.job.node.name, image=i.label)) for i in self.images]
         # Once the seeds are chosen: this node's part, a seed (pushed to, for the others) or a peer
         # (pulls through the cluster's mirror first). None: a plain push.
         self._role: Literal["seed", "peer"] | None = None
@@ -294,9 +320,9 @@ class _NodeRun:
             await self._attempts(policy)
         finally:
             if self.seeding is not None and self._role == "seed":
-                for seeded, result in zip(self.seeding.choice.seeded, self.results, strict=True):
-                    seeded.seed_finished(result.ok)
-        return self.results
+                for seeded, outcome in zip(self.seeding.choice.seeded, self.outcomes, strict=True):
+                    seeded.seed_finished(outcome.result.ok)
+        return [outcome.result for outcome in self.outcomes]
 
     async def _attempts(self, policy: RetryPolicy) -> None:
         async with self._gate:
@@ -313,16 +339,16 @@ class _NodeRun:
                     f"(retry {attempt} of {policy.retries})"
                 )
                 await asyncio.sleep(delay)
-                for result in self.results:
-                    if result.cause is lost:
-                        result.retry()
+                for outcome in self.outcomes:
+                    if outcome.cause is lost:
+                        outcome.retry()
 
     async def _session(self, *, first: bool) -> NodeloadError | None:
         """One connection: push every image still pending. The error that lost the session, if
         another session may overcome it; None when every image has its outcome."""
         loop = asyncio.get_running_loop()
         connecting = loop.time()
-        pending = [i for i, result in enumerate(self.results) if result.status == "pending"]
+        pending = [i for i, outcome in enumerate(self.outcomes) if outcome.pending]
         try:
             transport = self.job.transport
             if transport is None:
@@ -334,15 +360,15 @@ class _NodeRun:
                 self.open_target(transport, self.job.node, self.progress) as target,
                 self._answering(target),
             ):
-                connect = self.results[pending[0]].timings
+                connect = self.outcomes[pending[0]].result.timings
                 connect["connect"] = round(connect.get("connect", 0.0) + loop.time() - connecting, 4)
                 if self.seeding is not None and not self.seeding.choice.reported(self.seeding.node):
                     await self._take_part(self.seeding, transport, target)
                 for i in pending:
-                    if self._started[i] is None:  # the first image's time and traffic include connecting
-                        self._started[i] = connecting if i == 0 else loop.time()
-                        self._since[i] = before if i == 0 else transport.traffic()
-                    image, result = self.images[i], self.results[i]
+                    image, outcome = self.images[i], self.outcomes[i]
+                    if outcome.started is None:  # the first image's time and traffic include connecting
+                        outcome.started = connecting if i == 0 else loop.time()
+                        outcome.since = before if i == 0 else transport.traffic()
                     namespace = self.job.node.namespace or image.namespace
                     peer = None
                     if self.seeding is not None and self._role == "peer":
@@ -353,11 +379,11 @@ class _NodeRun:
                         target, transport, self.job.node, namespace, self.ready[i], self.early[i], peer,
                         waiting=self._idle if image.asks_nodes else None,
                     )  # fmt: skip
-                    await pushing.run(result, self._started[i] or connecting, self._since[i])
-                    if isinstance(result.cause, _RETRYABLE):
-                        return result.cause
-                    if isinstance(result.cause, _SESSION_LOST):
-                        self._fail_pending(result.cause)  # images after a lost session were never tried
+                    await pushing.run(outcome)
+                    if isinstance(outcome.cause, _RETRYABLE):
+                        return outcome.cause
+                    if isinstance(outcome.cause, _SESSION_LOST):
+                        self._fail_pending(outcome.cause)  # images after a lost session were never tried
                         return None
         except BaseException as err:
             if not isinstance(err, Exception):  # Ctrl-C, cancellation: not a node failure
@@ -435,18 +461,18 @@ class _NodeRun:
             await self._gate.acquire()
 
     def _fail_pending(self, cause: NodeloadError, seconds: float | None = None) -> None:
-        for result in self.results:
-            if result.status == "pending":
-                result.fail(cause, seconds)
+        for outcome in self.outcomes:
+            if outcome.pending:
+                outcome.fail(cause, seconds)
 
     def _give_up(self, lost: NodeloadError, attempts: int) -> None:
         """The retries are spent: the interrupted image fails saying so, and the untried ones with it."""
         final = type(lost)(
             f"{lost} (attempt {attempts} of {attempts}); rerun to resume: what reached the node stays"
         )
-        for result in self.results:
-            if result.cause is lost or result.status == "pending":
-                result.fail(final)
+        for outcome in self.outcomes:
+            if outcome.cause is lost or outcome.pending:
+                outcome.fail(final)
 
 
 @dataclass
@@ -464,39 +490,40 @@ class _Pushing:
     # node's place among those worked on to another.
     waiting: Callable[[], AbstractAsyncContextManager[None]] | None = None
 
-    async def run(self, result: NodeResult, started: float, since: Traffic | None) -> None:
-        """Push; failures land in ``result``.
-
-        Time and traffic count from ``started`` and ``since`` (None: the connection's start).
-        """
+    async def run(self, outcome: _Outcome) -> None:
+        """Push; a failure lands in ``outcome``. Time and traffic count from when its push began."""
         loop = asyncio.get_running_loop()
+        result, written = outcome.result, outcome.written
+        result.store(self.target.about)
         try:
             if self.peer is None and isinstance(self.target, EarlyReceiver) and not self.prepared.done():
-                async with self.target.receiving(self.early, self.namespace, result):
-                    await self._push(result)
+                async with self.target.receiving(self.early, self.namespace, written):
+                    done = await self._push(result, written)
             else:
-                await self._push(result)
-            result.status = "ok"
+                done = await self._push(result, written)
+            result.delivered(done)
         except Exception as err:
-            result.fail(_as_node_error(self.node, err))
+            outcome.fail(_as_node_error(self.node, err))
         finally:
-            result.seconds = round(loop.time() - started, 3)
-            _count_traffic(self.transport, result, since)
+            result.count(written)
+            result.seconds = round(loop.time() - (outcome.started or loop.time()), 3)
+            _count_traffic(self.transport, result, outcome.since)
 
-    async def _push(self, result: NodeResult) -> None:
+    async def _push(self, result: NodeResult, written: Written) -> Delivery:
         if self.waiting is not None and not self.prepared.done():
             async with self.waiting():
                 await asyncio.wait([self.prepared])
         image = await asyncio.shield(self.prepared)
         options = dataclasses.replace(image.options, namespace=self.namespace)
-        result.export = image.export
+        result.namespace, result.name, result.export = options.namespace, options.name, image.export
         peer, target = self.peer, self.target
         if peer is not None and isinstance(target, PeerPuller):
-            pulled = await target.pull_from_mirror(image, options, result, peer)
-        else:
-            pulled = False
-        if not pulled:
-            await target.push(image, options, result)
+            pulled = await target.pull_from_mirror(image, options, peer)
+            if isinstance(pulled, Delivery):
+                return pulled
+            if pulled:
+                result.warnings.append(pulled)  # why the node did not pull: it is pushed to
+        return await target.push(image, options, written)
 
 
 @runtime_checkable
@@ -504,9 +531,10 @@ class PeerPuller(Protocol):
     """A target whose node can pull an image from seed nodes through the cluster's mirror."""
 
     async def pull_from_mirror(
-        self, image: PreparedImage, options: TargetOptions, result: NodeResult, peers: PeerPull
-    ) -> bool:
-        """Pull instead of receiving a push; False when the node cannot (the caller pushes)."""
+        self, image: PreparedImage, options: TargetOptions, peers: PeerPull
+    ) -> Delivery | str:
+        """Pull instead of receiving a push: what was done; or why the node cannot (the caller
+        pushes; an empty reason is nothing worth telling)."""
         ...
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from nodeload.containerd.client import DEFAULT_TIMEOUT, ContainerdClient, held_leases, rpc_error
+from nodeload.containerd.client import DEFAULT_TIMEOUT, ContainerdClient, rpc_error
 from nodeload.containerd.connect import containerd_session
 from nodeload.errors import NodeError, NodeloadError
 from nodeload.fanout import DEFAULT_PARALLEL
@@ -125,7 +125,7 @@ async def _collect_client(
     for namespace in namespaces:
         client.namespace = namespace
         for lease in await client.leases():
-            reason = abandoned(lease, now, options.older_than, held_leases())
+            reason = abandoned(lease, now, options.older_than, frozenset(client.held))
             if reason:
                 result.reclaimed.append(Reclaimed(namespace, "lease", lease.id, reason))
                 if not options.dry_run:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nodeload.targets.base import Delivery, StoreInfo, Written
+
+
+class Status(StrEnum):
+    """Where a push of one image to one node stands."""
+
+    PENDING = "pending"
+    OK = "ok"
+    FAILED = "failed"
 
 
 @dataclass
@@ -15,7 +24,7 @@ class NodeResult:
 
     node: str
     image: str = ""  # the IMAGE argument as the user wrote it
-    status: str = "pending"  # "ok" | "failed" once done
+    status: Status = Status.PENDING
     error: str | None = None
     namespace: str = ""
     name: str = ""
@@ -44,45 +53,38 @@ class NodeResult:
     # Seconds spent per phase: connect (first image only), plan, write, unpack, record.
     timings: dict[str, float] = field(default_factory=dict)
 
-    # The exception behind ``error`` (not in the JSON report).
-    cause: BaseException | None = field(default=None, repr=False, compare=False)
-    # Blobs this run sent, over every attempt: a retry finds them on the node, but they are not
-    # "skipped" (not in the JSON report).
-    sent_digests: set[str] = field(default_factory=set, repr=False, compare=False)
-    # Bytes of each blob that earlier attempts of this run sent before they failed: a later attempt
-    # resumes after them, and they are not "resumed" from an earlier run (not in the JSON report).
-    partial_bytes: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
-
     @property
     def ok(self) -> bool:
         """True when the push succeeded."""
-        return self.status == "ok"
-
-    @contextmanager
-    def timed(self, phase: str) -> Iterator[None]:
-        """Add the time spent in the ``with`` block to ``timings[phase]``."""
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            self.timings[phase] = round(self.timings.get(phase, 0.0) + time.monotonic() - start, 4)
-
-    def fail(self, cause: BaseException, seconds: float | None = None) -> None:
-        """Record the failure ``cause`` (its text is the report's ``error``)."""
-        self.status, self.error, self.cause = "failed", str(cause), cause
-        if seconds is not None:
-            self.seconds = seconds
-
-    def retry(self) -> None:
-        """Forget a failure that another attempt will try to overcome."""
-        self.status, self.error, self.cause = "pending", None, None
-        self.attempts += 1
+        return self.status == Status.OK
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object for ``--json``."""
         data = asdict(self)
-        del data["cause"], data["sent_digests"], data["partial_bytes"]
+        data["status"] = str(self.status)
         return data
+
+    def store(self, about: StoreInfo) -> None:
+        """Say which store the image went to."""
+        self.socket, self.containerd_version, self.transport = about.socket, about.version, about.reach
+
+    def delivered(self, done: Delivery) -> None:
+        """The push succeeded, doing ``done``."""
+        self.status = Status.OK
+        self.digest, self.platform, self.via = done.digest, done.platform, done.delivered_by
+        self.blobs_total, self.blobs_skipped = done.blobs_total, done.blobs_skipped
+        self.bytes_skipped, self.layers_unpacked = done.bytes_skipped, done.layers_unpacked
+        self.cri_indexed = done.cri_indexed
+        self.warnings += done.warnings
+        self.timings.update(done.timings)
+
+    def count(self, written: Written) -> None:
+        """What the run wrote, over every attempt so far."""
+        self.bytes_sent, self.blobs_sent, self.bytes_resumed = (
+            written.bytes,
+            len(written.blobs),
+            written.resumed,
+        )
 
 
 def human_bytes(n: int) -> str:

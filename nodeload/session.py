@@ -41,6 +41,11 @@ class Session:
         self.keep_connections = keep_connections
         self._runner = asyncio.Runner()
         self._kept: dict[tuple[NodeSpec, SSHOptions], SSHTransport] = {}
+        # The containerd leases held by the session's pushes at this moment: a push sweeping the
+        # leases of runs that are gone spares these (another push of the session is using them).
+        self.leases: set[str] = set()
+        # Docker engines (by API address) known to reach our loopback endpoint: asked once.
+        self.engines_reaching_loopback: set[str] = set()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` to completion on the session's loop (where its connections live)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import secrets
 import time
@@ -84,15 +85,9 @@ _APPLY_SECONDS_PER_BYTE = 1 / (8 << 20)
 LEASE_EXPIRY = timedelta(hours=24)
 
 ProgressCallback = Callable[[int], None]
+
+
 # Leases this process holds right now, on any node: never swept as abandoned.
-_HELD_LEASES: set[str] = set()
-
-
-def held_leases() -> frozenset[str]:
-    """The IDs of the leases this process holds at this moment."""
-    return frozenset(_HELD_LEASES)
-
-
 @dataclass(frozen=True)
 class NodeInfo:
     """What containerd tells about itself."""
@@ -159,16 +154,27 @@ async def _status_of(call: Any, wait: float = 5.0) -> grpc.aio.AioRpcError:
 
 
 class ContainerdClient:
-    """Async client bound to one containerd socket and one namespace."""
+    """Async client of one containerd socket, bound to one namespace (:meth:`bound` gives another
+    namespace's client over the same connection)."""
 
-    def __init__(self, target: str, namespace: str = "k8s.io", *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        target: str,
+        namespace: str = "k8s.io",
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        held: set[str] | None = None,
+    ) -> None:
         """Connect lazily to ``target`` (a gRPC target like ``unix:/path``).
 
         ``timeout`` is the deadline of each call, and for a blob upload the longest
-        time without progress, after which containerd is considered hung.
+        time without progress, after which containerd is considered hung. ``held`` is where
+        the leases this process holds are listed while held (so that a sweep of dead runs'
+        leases spares them): the caller's, shared by every client it makes.
         """
         self.namespace = namespace
         self.timeout = timeout
+        self.held = held if held is not None else set()
         self._channel = grpc.aio.insecure_channel(
             target,
             options=[
@@ -188,7 +194,13 @@ class ContainerdClient:
         self._cri_runtime = cri_pb2_grpc.RuntimeServiceStub(self._channel)
         self._cri_images = cri_pb2_grpc.ImageServiceStub(self._channel)
         self.lease: str | None = None
-        self.lease_image: str | None = None  # recorded in the next lease's labels
+
+    def bound(self, namespace: str) -> ContainerdClient:
+        """A client of ``namespace`` over this one's connection, holding no lease yet (closing
+        either closes the connection of both)."""
+        view = copy.copy(self)
+        view.namespace, view.lease = namespace, None
+        return view
 
     async def close(self) -> None:
         """Close the gRPC channel."""
@@ -260,7 +272,7 @@ class ContainerdClient:
     # -- leases -----------------------------------------------------------
 
     @asynccontextmanager
-    async def leased(self) -> AsyncIterator[str]:
+    async def leased(self, image: str | None = None) -> AsyncIterator[str]:
         """Hold a lease so garbage collection keeps half-pushed content.
 
         The lease expires by itself if we die, so an interrupted push leaves
@@ -270,19 +282,20 @@ class ContainerdClient:
         it would let containerd collect the partial uploads that the retry, or the next
         run, resumes (they adopt the lease's uploads and then remove it). Under a lease
         already held (``nodeload serve`` holds one for its whole run), that one is used.
+        ``image`` is recorded in the lease's labels (what ``nodeload gc`` says it was for).
         """
         if self.lease:
             yield self.lease
             return
         now = datetime.now(UTC)
-        labels = run_labels(self.lease_image, now)
+        labels = run_labels(image, now)
         labels["containerd.io/gc.expire"] = (now + LEASE_EXPIRY).strftime("%Y-%m-%dT%H:%M:%SZ")
         lease_id = f"{LEASE_PREFIX}{secrets.token_hex(6)}"
         await self._leases.Create(
             leases_pb2.CreateRequest(id=lease_id, labels=labels), **self._opts(lease=False)
         )
         self.lease = lease_id
-        _HELD_LEASES.add(lease_id)
+        self.held.add(lease_id)
         keep = False
         try:
             yield lease_id
@@ -291,7 +304,7 @@ class ContainerdClient:
             raise
         finally:
             self.lease = None
-            _HELD_LEASES.discard(lease_id)
+            self.held.discard(lease_id)
             # If this fails (the node is gone), the next run from here or nodeload gc removes it.
             if not keep:
                 with contextlib.suppress(grpc.aio.AioRpcError):

@@ -70,9 +70,11 @@ async def containerd_session(
     *,
     socket: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    held: set[str] | None = None,
 ) -> AsyncIterator[ContainerdSession]:
     """The node's containerd: the first of :func:`candidate_sockets` that answers, over ``transport``
-    (entered by the caller). The client is closed on leaving.
+    (entered by the caller). The client is closed on leaving. ``held`` lists the leases the
+    caller's pushes hold (see :class:`~nodeload.containerd.client.ContainerdClient`).
 
     Raises:
         NoRelay: nothing can carry a stream to the node's sockets (no forwarding, no relay program).
@@ -80,7 +82,7 @@ async def containerd_session(
     """
     candidates = candidate_sockets(node, socket)
     progress.message(node.name, "connecting")
-    client, path = await _connect(transport, candidates, timeout, hinted=bool(socket))
+    client, path = await _connect(transport, candidates, timeout, hinted=bool(socket), held=held)
     try:
         try:
             info = await client.node_info()
@@ -92,7 +94,7 @@ async def containerd_session(
 
 
 async def _connect(
-    transport: Transport, candidates: list[str], timeout: float, *, hinted: bool
+    transport: Transport, candidates: list[str], timeout: float, *, hinted: bool, held: set[str] | None
 ) -> tuple[ContainerdClient, str]:
     """The first candidate socket that opens and answers as containerd.
 
@@ -111,7 +113,7 @@ async def _connect(
         except SocketUnavailable as err:
             reasons.append(str(err))
             continue
-        client = ContainerdClient(target, timeout=timeout)
+        client = ContainerdClient(target, timeout=timeout, held=held)
         try:
             await client.version()
         except Exception as err:

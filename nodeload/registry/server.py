@@ -178,23 +178,26 @@ async def _open_sessions(
 ) -> tuple[list[NodeSession], dict[str, str]]:
     """Connect to every node at once; those that fail are reported, the others served."""
 
+    leases: set[str] = set()  # the run's own, without a session
+
     async def open_one(spec: NodeSpec) -> NodeSession:
         if spec.problem:
             raise NodeloadError(spec.problem)
         transport = transport_for(spec, options.ssh, session)
         assert transport is not None
         await stack.enter_async_context(transport)
+        held = session.leases if session is not None else leases
         opener = containerd_session(
-            transport, spec, progress, socket=options.containerd_socket, timeout=options.timeout
+            transport, spec, progress, socket=options.containerd_socket, timeout=options.timeout, held=held
         )
         try:
             connected = await stack.enter_async_context(opener)
         except NoRelay as err:
             raise NodeloadError(f"nodeload serve needs a stream to containerd, and {err}") from err
         target = ContainerdTarget(connected, spec.name, progress)
-        target.client.namespace = spec.namespace or options.namespace
-        await stack.enter_async_context(target.client.leased())  # keeps uploads until images name them
-        return NodeSession(spec.name, target, target.client, transport)
+        writer = target.writer(spec.namespace or options.namespace)
+        await stack.enter_async_context(writer.client.leased())  # keeps uploads until images name them
+        return NodeSession(spec.name, target, writer.client, transport)
 
     outcomes = await asyncio.gather(*(open_one(spec) for spec in nodes), return_exceptions=True)
     sessions: list[NodeSession] = []

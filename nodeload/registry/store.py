@@ -42,7 +42,7 @@ from nodeload.registry.errors import (
 from nodeload.registry.limits import Limits
 from nodeload.registry.references import check_references
 from nodeload.report import NodeResult
-from nodeload.targets.base import PreparedImage, TargetOptions
+from nodeload.targets.base import PreparedImage, TargetOptions, Written
 from nodeload.targets.containerd import ContainerdTarget
 from nodeload.transports.base import Transport
 
@@ -397,13 +397,18 @@ class NodesStore:
                 name_from_source=self.name_from_source,
             )
             if name:
-                await session.target.push(PreparedImage(source, options), options, result)
+                written = Written()
+                result.store(session.target.about)
+                result.namespace, result.name = options.namespace, options.name
+                result.delivered(await session.target.push(PreparedImage(source, options), options, written))
+                result.count(written)
                 self.received[name] = (root, image.documents)
                 if "manifests" in image.doc:  # an index keeps every platform pushed, not just the node's
                     await session.client.set_labels(root.digest, _references(image.doc))
                 session.results.append(result)
             else:  # by digest (an index's child): stored with its references, named by the index later
-                await session.target.store_document(root, image.body, _references(image.doc))
+                writer = session.target.writer(self._namespace)
+                await writer.store_document(root, image.body, _references(image.doc))
         except NodeloadError as err:
             return err
         return None

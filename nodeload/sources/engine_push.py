@@ -91,20 +91,17 @@ def inspect(
     return EngineImage(text, ref, name, from_source, diff_ids, str(info.get("Id") or ""))
 
 
-# Engines known to push to our loopback endpoint (by API address): asking costs a `docker info`.
-_REACHES_LOOPBACK: set[str] = set()
-
-
-def unreachable_loopback(client: docker.DockerClient) -> str | None:
+def unreachable_loopback(client: docker.DockerClient, known: set[str]) -> str | None:
     """Why this engine cannot push to our 127.0.0.1 endpoint, or None when it can.
 
     A remote engine (DOCKER_HOST=ssh://, tcp://) has another loopback; a rootless one runs in
-    a network namespace of its own.
+    a network namespace of its own. ``known``: the API addresses of engines known to reach it
+    (asking costs a ``docker info``); one that does is added.
     """
     base = str(getattr(client.api, "base_url", ""))
     if not base.startswith(("http+docker://localhost", "http+docker://localunixsocket")):
         return f"the Docker engine is remote ({base})"
-    if base in _REACHES_LOOPBACK:  # a persistent session asks once
+    if base in known:  # a persistent session asks once
         return None
     try:
         security = client.api.info().get("SecurityOptions") or []
@@ -112,7 +109,7 @@ def unreachable_loopback(client: docker.DockerClient) -> str | None:
         return f"the Docker engine did not answer ({err})"
     if any("rootless" in str(option) for option in security):
         return "the Docker engine is rootless (its 127.0.0.1 is not this machine's)"
-    _REACHES_LOOPBACK.add(base)
+    known.add(base)
     return None
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from nodeload.errors import NodeloadError, PushFailed
 from nodeload.graph import ImageGraph, next_document, resolve
@@ -21,7 +22,6 @@ from nodeload.nodes.spec import ClusterMirror, NodeSpec
 from nodeload.platforms import Platform
 from nodeload.progress import ProgressSink
 from nodeload.reference import parse_reference
-from nodeload.report import NodeResult
 from nodeload.transports.base import Transport
 from nodeload.transports.execs import Executor
 
@@ -187,11 +187,91 @@ class SeedCandidate(Protocol):
         ...
 
 
+@dataclass
+class Written:
+    """What this run has written of one image to one node, over every attempt: the retry
+    bookkeeping. Fan-out keeps one per image and node for the whole run; a store adds to it as
+    bytes go out and reads it on a retry, so that a blob an earlier attempt completed counts as
+    sent (not found) and the bytes an earlier attempt left in an interrupted upload are not
+    counted as resumed from an earlier run.
+
+    Attributes:
+        bytes: Every byte written, failed attempts included.
+        blobs: The blobs written completely.
+        partial: Bytes of each blob that failed attempts wrote before failing.
+        resumed: Bytes found on the node in uploads an earlier run left unfinished.
+    """
+
+    bytes: int = 0
+    blobs: set[str] = field(default_factory=set)
+    partial: dict[str, int] = field(default_factory=dict)
+    resumed: int = 0
+
+
+@dataclass
+class Delivery:
+    """What a store did with one image on one node, in the attempt that finished it.
+
+    Attributes:
+        digest: What the image record points at.
+        platform: The platform written.
+        blobs_total: Blobs of the image for that platform.
+        blobs_skipped: Of those, the ones the node held before this run (not sent).
+        bytes_skipped: Their bytes.
+        layers_unpacked: Layers this attempt unpacked.
+        cri_indexed: Whether CRI (kubelet's view) knows the image; None where it does not apply.
+        delivered_by: ``push``, or ``peer-pull``: pulled from seed nodes through the cluster's mirror.
+        warnings: What the user should know.
+        timings: Seconds per phase (plan, write, unpack, record, pull).
+    """
+
+    digest: str = ""
+    platform: str = ""
+    blobs_total: int = 0
+    blobs_skipped: int = 0
+    bytes_skipped: int = 0
+    layers_unpacked: int = 0
+    cri_indexed: bool | None = None
+    delivered_by: Literal["push", "peer-pull"] = "push"
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the time spent in the ``with`` block to ``timings[phase]``."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[phase] = round(self.timings.get(phase, 0.0) + time.monotonic() - start, 4)
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What a node's image store says of itself, for reports.
+
+    Attributes:
+        socket: The socket written through.
+        version: The store's version (``1.7.13``, ``docker 24.0.7``).
+        reach: How the socket is reached (``ssh-forward``, ``ssh-exec:sudo:socat``, ``ctr-import``...).
+    """
+
+    socket: str
+    version: str
+    reach: str
+
+
 class Target(Protocol):
     """One node's image store, connected and ready to take images."""
 
-    async def push(self, image: PreparedImage, options: TargetOptions, result: NodeResult) -> None:
-        """Write ``image`` with ``options`` (the image's, adjusted for this node); fill ``result``.
+    @property
+    def about(self) -> StoreInfo:
+        """What the store says of itself."""
+        ...
+
+    async def push(self, image: PreparedImage, options: TargetOptions, written: Written) -> Delivery:
+        """Write ``image`` with ``options`` (the image's, adjusted for this node), adding what
+        goes out to ``written``; what was done.
 
         Raises:
             NodeloadError: on anything the user must act on.

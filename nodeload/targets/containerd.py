@@ -25,7 +25,6 @@ from nodeload.containerd.client import (
     ContainerdClient,
     NodeInfo,
     WriteResult,
-    held_leases,
     rpc_error,
 )
 from nodeload.containerd.connect import ContainerdSession, candidate_sockets, containerd_session
@@ -60,13 +59,15 @@ from nodeload.plan import (
 from nodeload.platforms import choose_platform
 from nodeload.progress import ProgressSink
 from nodeload.reference import parse_reference
-from nodeload.report import NodeResult
 from nodeload.targets.base import (
     CRI_NAMESPACE,
+    Delivery,
     PeerPull,
     PreparedImage,
+    StoreInfo,
     Target,
     TargetOptions,
+    Written,
     check_name,
     same_image,
 )
@@ -93,6 +94,7 @@ async def open_containerd(
     *,
     socket: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    held: set[str] | None = None,
 ) -> AsyncIterator[Target]:
     """The node's containerd as a target: written over a gRPC session
     (:func:`~nodeload.containerd.connect.containerd_session`), or, on a node that nothing can
@@ -105,7 +107,7 @@ async def open_containerd(
     async with contextlib.AsyncExitStack() as stack:
         try:
             session = await stack.enter_async_context(
-                containerd_session(transport, node, progress, socket=socket, timeout=timeout)
+                containerd_session(transport, node, progress, socket=socket, timeout=timeout, held=held)
             )
         except NoRelay:
             executor = transport.executor()
@@ -161,23 +163,77 @@ def _check_platform(graph: ImageGraph, info: NodeInfo, options: TargetOptions) -
 
 
 class ContainerdTarget:
-    """One node's containerd, as a destination for images (see :func:`open_containerd`)."""
+    """One node's containerd, as a destination for images (see :func:`open_containerd`).
+
+    Each namespace is written by a :class:`_Writer` of its own, whose client is bound to that
+    namespace: the early layers of an image and its push share it (and its lease).
+    """
 
     def __init__(self, session: ContainerdSession, node: str, progress: ProgressSink) -> None:
         """Write through ``session``; ``node`` labels progress."""
-        self._client = session.client
-        self._node = node
-        self._progress = progress
-        self._info = session.info
-        self._socket = session.socket
-        self._method = session.method
-        self._early: asyncio.Task[None] | None = None  # layers sent while the image is prepared
-        self._swept: set[str] = set()  # namespaces cleared of leases of runs that are gone
+        self._session, self._node, self._progress = session, node, progress
+        self._writers: dict[str, _Writer] = {}
 
     @property
-    def client(self) -> ContainerdClient:
-        """The node's containerd client (``nodeload serve`` stores blobs with it directly)."""
-        return self._client
+    def about(self) -> StoreInfo:
+        """What the node's containerd says of itself."""
+        session = self._session
+        return StoreInfo(session.socket, session.info.version, session.method)
+
+    def writer(self, namespace: str) -> _Writer:
+        """The writer of ``namespace`` on this node (``nodeload serve`` holds its lease for its
+        whole run and stores uploads with its client)."""
+        if namespace not in self._writers:
+            client = self._session.client.bound(namespace)
+            self._writers[namespace] = _Writer(client, self._session.info, self._node, self._progress)
+        return self._writers[namespace]
+
+    async def push(self, image: PreparedImage, options: TargetOptions, written: Written) -> Delivery:
+        """Push ``image``; what was done (``written`` learns what went out).
+
+        Raises:
+            NodeloadError: on anything the user must act on.
+        """
+        return await _translated("a request", self.writer(options.namespace).push(image, options, written))
+
+    @asynccontextmanager
+    async def receiving(self, early: EarlyLayers, namespace: str, written: Written) -> AsyncIterator[None]:
+        """Send the layers ``early`` announces, the ones the node lacks, while the block runs.
+
+        They are written under the lease :meth:`push` then plans under (it holds them until the
+        image record refers to them), and ``written`` counts them as sent, not as found.
+        Layers the node holds, or holds a twin of, are left to the plan.
+        """
+        async with self.writer(namespace).receiving(early, written):
+            yield
+
+    async def holding(self, query: HoldingQuery, namespace: str) -> Holding:
+        """What the node holds of ``query``'s blobs, layers and image, for images of ``namespace``
+        (see :mod:`nodeload.holdings`)."""
+        return await self.writer(namespace).holding(query)
+
+    async def missing_bytes(self, image: PreparedImage, namespace: str) -> int:
+        """Bytes of ``image`` (this node's platform) its content store lacks: what a push here
+        would send, before twins and resumes. Ranks the candidates for seed nodes."""
+        return await self.writer(namespace).missing_bytes(image)
+
+    async def pull_from_mirror(
+        self, image: PreparedImage, options: TargetOptions, peers: PeerPull
+    ) -> Delivery | str:
+        """Have the node pull the image through its registry mirror (from a seed that holds it)
+        instead of receiving it from here: what was done; or why it could not (the caller pushes
+        as usual; an empty reason is nothing worth telling)."""
+        return await self.writer(options.namespace).pull_from_mirror(image, options, peers)
+
+
+class _Writer:
+    """Images written into one namespace of a node's containerd, with a client bound to it."""
+
+    def __init__(self, client: ContainerdClient, info: NodeInfo, node: str, progress: ProgressSink) -> None:
+        self.client = client
+        self._info, self._node, self._progress = info, node, progress
+        self._early: asyncio.Task[None] | None = None  # layers sent while the image is prepared
+        self._swept = False  # leases of runs that are gone removed from the namespace
 
     async def store_document(self, desc: Descriptor, data: bytes, labels: Mapping[str, str]) -> None:
         """Write one small document (a manifest pushed by digest) with its GC labels."""
@@ -189,32 +245,14 @@ class ContainerdTarget:
 
         await _translated(
             f"storing {desc.digest}",
-            self._client.write_blob(f"nodeload-{desc.digest}", desc, open_at, labels),
+            self.client.write_blob(f"nodeload-{desc.digest}", desc, open_at, labels),
         )
 
-    async def push(self, image: PreparedImage, options: TargetOptions, result: NodeResult) -> None:
-        """Push ``image`` and fill ``result`` as it goes.
-
-        Raises:
-            NodeloadError: on anything the user must act on.
-        """
-        result.namespace, result.name = options.namespace, options.name
-        result.socket, result.containerd_version = self._socket, self._info.version
-        result.transport = self._method
-        self._client.namespace, self._client.lease_image = options.namespace, options.name
-        await _translated("a request", self._push(image, options, result))
-
     @asynccontextmanager
-    async def receiving(self, early: EarlyLayers, namespace: str, result: NodeResult) -> AsyncIterator[None]:
-        """Send the layers ``early`` announces, the ones the node lacks, while the block runs.
-
-        They are written under the lease :meth:`push` then plans under (it holds them until the
-        image record refers to them), and :meth:`push` counts them as sent, not as found.
-        Layers the node holds, or holds a twin of, are left to the plan.
-        """
-        self._client.namespace, self._client.lease_image = namespace, result.image
-        async with self._client.leased():
-            self._early = asyncio.create_task(self._receive(early, result))
+    async def receiving(self, early: EarlyLayers, written: Written) -> AsyncIterator[None]:
+        """See :meth:`ContainerdTarget.receiving`."""
+        async with self.client.leased():
+            self._early = asyncio.create_task(self._receive(early, written))
             try:
                 yield
             finally:
@@ -223,81 +261,79 @@ class ContainerdTarget:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task  # its error, if any, already reached push (or the push failed first)
 
-    async def _receive(self, early: EarlyLayers, result: NodeResult) -> None:
+    async def _receive(self, early: EarlyLayers, written: Written) -> None:
         if not await early.expected():
             return
         announced: set[str] = set()
         gate = asyncio.Semaphore(_PARALLEL_BLOBS)
-        with result.timed("write_early"):  # overlaps preparing: waits for layers as well
-            async with task_group() as group:
-                async for layer in early.follow():
-                    if layer.desc.digest not in announced:
-                        announced.add(layer.desc.digest)
-                        group.create_task(self._receive_layer(layer, gate, result))
+        async with task_group() as group:
+            async for layer in early.follow():
+                if layer.desc.digest not in announced:
+                    announced.add(layer.desc.digest)
+                    group.create_task(self._receive_layer(layer, gate, written))
 
-    async def _receive_layer(self, layer: ReadyLayer, gate: asyncio.Semaphore, result: NodeResult) -> None:
+    async def _receive_layer(self, layer: ReadyLayer, gate: asyncio.Semaphore, written: Written) -> None:
         async with gate:
-            if await self._client.content_info(layer.desc.digest):
+            if await self.client.content_info(layer.desc.digest):
                 return  # the plan finds it and protects it
             if layer.diff_id and await self.equivalent_blob(layer.diff_id):
                 return  # or its twin, when the source may use one
             step = BlobStep(layer.desc, present=False, labels={})
-            await self._put_blob(lambda desc, offset: layer.open(offset), _cannot_refresh, step, result)
+            await self._put_blob(lambda desc, offset: layer.open(offset), _cannot_refresh, step, written)
 
-    async def _push(self, image: PreparedImage, options: TargetOptions, result: NodeResult) -> None:
+    async def push(self, image: PreparedImage, options: TargetOptions, written: Written) -> Delivery:
+        """See :meth:`ContainerdTarget.push`."""
+        done = Delivery()
         info, source = self._info, image.source
         graph = await asyncio.to_thread(image.graph, options.platform or info.platform)
         _check_platform(graph, info, options)
-        snapshotter = self._snapshotter(info, options)
+        snapshotter = _snapshotter(info, options)
         if self._early is not None:
+            started = time.monotonic()
             await self._early  # the plan then finds what was sent early
-        lease_outlives_push = self._client.lease is not None  # nodeload serve's, for its whole run
-        async with self._client.leased():
-            with result.timed("plan"):
+            done.timings["write_early"] = round(time.monotonic() - started, 4)
+        lease_outlives_push = self.client.lease is not None  # nodeload serve's, for its whole run
+        async with self.client.leased(options.name):
+            with done.timed("plan"):
                 plan, named, roots = await self._plan(graph, snapshotter, source.rewritable, options)
-                result.platform = str(graph.platform)
-                result.digest = plan.target.digest
-                result.blobs_total = len(plan.blobs)
+                done.platform, done.digest = str(graph.platform), plan.target.digest
+                done.blobs_total = len(plan.blobs)
                 # Sent early, or by an earlier attempt of this run: sent, not found.
-                found = [b for b in plan.blobs if b.present and b.desc.digest not in result.sent_digests]
-                result.blobs_skipped = len(found)
-                result.bytes_skipped = sum(b.desc.size for b in found)
+                found = [b for b in plan.blobs if b.present and b.desc.digest not in written.blobs]
+                done.blobs_skipped = len(found)
+                done.bytes_skipped = sum(b.desc.size for b in found)
                 existing, pushed = named if options.name_from_source else None, plan.target.digest
-                read = self._client.read_document
+                read = self.client.read_document
                 same = await same_image(read, existing, pushed, plan.config_digest, graph.platform)
                 check_name(options, pushed, existing, same_image=same)
                 await self._sweep_dead_runs()  # now that our lease pins what the plan relies on
             self._progress.message(self._node, f"sending {len(plan.to_send)} of {len(plan.blobs)} blobs")
-            with result.timed("write"):
-                await self._put_blobs(source, plan, result)
+            with done.timed("write"):
+                await self._put_blobs(source, plan, written, done)
             if options.unpack:
-                with result.timed("unpack"):
-                    await self._unpack(plan, snapshotter, result)
+                with done.timed("unpack"):
+                    done.layers_unpacked = await self._unpack(plan, snapshotter)
             self._progress.message(self._node, "tagging")
-            with result.timed("record"):
-                await self._client.put_image(options.name, plan.target)
+            with done.timed("record"):
+                await self.client.put_image(options.name, plan.target)
                 if roots and lease_outlives_push:  # the replaced image is free to go now
-                    await self._client.unprotect(roots)
+                    await self.client.unprotect(roots)
         # CRI only indexes images it could run: the node's own platform.
         if options.namespace == CRI_NAMESPACE and info.has_cri and graph.platform.matches(info.platform):
-            with result.timed("record"):
-                result.cri_indexed = await self._wait_for_cri(options.name, plan.config_digest)
-        result.status = "ok"
+            with done.timed("record"):
+                done.cri_indexed = await self._wait_for_cri(options.name, plan.config_digest)
+        return done
 
-    async def holding(self, query: HoldingQuery, namespace: str) -> Holding:
-        """What the node holds of ``query``'s blobs, layers and image, for images of ``namespace``
-        (see :mod:`nodeload.holdings`)."""
-        self._client.namespace = namespace
-        infos = await together(*(self._client.content_info(d) for d in query.blobs))
+    async def holding(self, query: HoldingQuery) -> Holding:
+        """See :meth:`ContainerdTarget.holding`."""
+        infos = await together(*(self.client.content_info(d) for d in query.blobs))
         blobs = {d: int(info.size) for d, info in zip(query.blobs, infos, strict=True) if info is not None}
         found = await together(*(self.equivalent_blob(d) for d in query.layers))
         layers = {d: blob.digest for d, blob in zip(query.layers, found, strict=True) if blob is not None}
-        complete = await self._complete(query, namespace) if query.image else None
+        complete = await self._complete(query) if query.image else None
         return Holding(blobs, layers, complete)
 
-    async def _complete(
-        self, query: HoldingQuery, namespace: str
-    ) -> tuple[Descriptor, dict[str, bytes]] | None:
+    async def _complete(self, query: HoldingQuery) -> tuple[Descriptor, dict[str, bytes]] | None:
         """The record's manifest and documents when the node holds ``query.image`` as it is,
         complete: the record points at a manifest of that config whose blobs are there and kept
         by its GC labels, unpacked (the top snapshot committed and kept by the config's label)
@@ -305,130 +341,112 @@ class ContainerdTarget:
         cannot be read (a push then does the work)."""
         assert query.image is not None
         name, config = query.image
+        client = self.client
         try:
-            record = await self._client.get_image(name)
+            record = await client.get_image(name)
             if record is None or record.target.media_type not in MANIFEST_MEDIA_TYPES:
                 return None
-            manifest_bytes = await self._client.read_document(record.target.digest)
+            manifest_bytes = await client.read_document(record.target.digest)
             manifest = parse(manifest_bytes, "the node's manifest")
             layers = [Descriptor.from_json(layer) for layer in manifest.objs("layers")]
             blobs = [Descriptor.from_json(manifest.obj("config")), *layers]
             if blobs[0].digest != config or len(layers) != len(query.layers):
                 return None
             infos = await together(
-                *(self._client.content_info(d) for d in (record.target.digest, *(b.digest for b in blobs)))
+                *(client.content_info(d) for d in (record.target.digest, *(b.digest for b in blobs)))
             )
             if not all(infos):
                 return None
             wanted = {record.target.digest: manifest_labels(blobs[0], layers)}
             if query.unpacked and query.layers:
                 top = chain_ids(query.layers)[-1]
-                wanted_in = TargetOptions(namespace=namespace, snapshotter=query.snapshotter)
-                snapshotter = self._snapshotter(self._info, wanted_in)
-                if not await self._client.snapshot_exists(snapshotter, top):
+                wanted_in = TargetOptions(namespace=client.namespace, snapshotter=query.snapshotter)
+                snapshotter = _snapshotter(self._info, wanted_in)
+                if not await client.snapshot_exists(snapshotter, top):
                     return None
                 wanted[config] = {f"{LABEL_GC_SNAPSHOT}.{snapshotter}": top}
             labels = {info.digest: info.labels for info in infos if info is not None}
             if any(labels[d].get(k) != v for d, want in wanted.items() for k, v in want.items()):
                 return None
-            cri = namespace == CRI_NAMESPACE and self._info.has_cri
-            if cri and await self._client.cri_image_id(name) != config:
+            cri = client.namespace == CRI_NAMESPACE and self._info.has_cri
+            if cri and await client.cri_image_id(name) != config:
                 return None
             root = Descriptor(record.target.media_type, record.target.digest, int(record.target.size))
-            documents = {root.digest: manifest_bytes, config: await self._client.read_document(config)}
+            documents = {root.digest: manifest_bytes, config: await client.read_document(config)}
         except (NodeloadError, grpc.aio.AioRpcError, KeyError, TypeError, ValueError):
             return None
         return root, documents
 
-    async def missing_bytes(self, image: PreparedImage, namespace: str) -> int:
-        """Bytes of ``image`` (this node's platform) its content store lacks: what a push here
-        would send, before twins and resumes. Ranks the candidates for seed nodes."""
+    async def missing_bytes(self, image: PreparedImage) -> int:
+        """See :meth:`ContainerdTarget.missing_bytes`."""
         graph = await asyncio.to_thread(image.graph, image.options.platform or self._info.platform)
-        self._client.namespace = namespace
-        held = await self._held(graph)
+        digests = [blob.digest for blob in graph.blobs]
+        infos = await together(*(self.client.content_info(d) for d in digests))
+        held = {d for d, info in zip(digests, infos, strict=True) if info is not None}
         return sum(blob.size for blob in graph.blobs if blob.digest not in held)
 
-    async def _held(self, graph: ImageGraph) -> set[str]:
-        """The digests of the image's blobs the node's content store holds (one query each, at once)."""
-        digests = [blob.digest for blob in graph.blobs]
-        infos = await asyncio.gather(*(self._client.content_info(d) for d in digests))
-        return {d for d, info in zip(digests, infos, strict=True) if info is not None}
-
     async def pull_from_mirror(
-        self, image: PreparedImage, options: TargetOptions, result: NodeResult, peers: PeerPull
-    ) -> bool:
-        """Have the node pull the image through its registry mirror (from a seed that holds it)
-        instead of receiving it from here; False (with a warning saying why) when it cannot, and
-        the caller pushes as usual.
-
-        The pull is CRI's own (kubelet's path), by digest, so the content is exactly the seed's;
-        then the image record is named and CRI's view checked as after a push.
-        """
-        result.namespace, result.name = options.namespace, options.name
-        result.socket, result.containerd_version = self._socket, self._info.version
-        result.transport = self._method
+        self, image: PreparedImage, options: TargetOptions, peers: PeerPull
+    ) -> Delivery | str:
+        """See :meth:`ContainerdTarget.pull_from_mirror`. The pull is CRI's own (kubelet's path), by
+        digest, so the content is exactly the seed's; then the image record is named and CRI's
+        view checked as after a push."""
         if options.namespace != CRI_NAMESPACE or not self._info.has_cri or not options.unpack:
-            return False  # CRI pulls into k8s.io, unpacked, and only where it runs
+            return ""  # CRI pulls into k8s.io, unpacked, and only where it runs
         found = await peers.mirror_for(parse_reference(options.name).domain)
         if isinstance(found, str) and peers.check:
-            result.warnings.append(f"{found}: pushed directly")
-            return False  # a direct push, at once
+            return f"{found}: pushed directly"
         endpoint = "the node's mirror" if isinstance(found, str) else found.endpoint
         self._progress.message(self._node, f"peer: waiting for the seed nodes ({endpoint})")
         if not await peers.wait_for_seeds():
-            result.warnings.append("no seed node got the image: pushed directly")
-            return False
+            return "no seed node got the image: pushed directly"
+        done = Delivery(delivered_by="peer-pull")
         graph = await asyncio.to_thread(image.graph, options.platform or self._info.platform)
         _check_platform(graph, self._info, options)
         target = graph.root
         repository = options.name.rpartition("@")[0] or options.name.rsplit(":", 1)[0]
-        self._client.namespace = options.namespace
         self._progress.message(self._node, f"peer: pulling through {endpoint}")
         try:
-            with result.timed("pull"):
-                await self._client.cri_pull(
-                    f"{repository}@{target.digest}", timeout=max(self._client.timeout, 600)
+            with done.timed("pull"):
+                await self.client.cri_pull(
+                    f"{repository}@{target.digest}", timeout=max(self.client.timeout, 600)
                 )
         except grpc.aio.AioRpcError as err:
-            result.warnings.append(
-                f"pulling through {endpoint} failed ({err.details() or err.code().name}): pushed directly"
-            )
-            return False
-        record = await self._client.get_image(options.name) if options.name_from_source else None
+            return f"pulling through {endpoint} failed ({err.details() or err.code().name}): pushed directly"
+        record = await self.client.get_image(options.name) if options.name_from_source else None
         existing = record.target.digest if record is not None else None
         same = await same_image(
-            self._client.read_document, existing, target.digest, graph.config.desc.digest, graph.platform
+            self.client.read_document, existing, target.digest, graph.config.desc.digest, graph.platform
         )
         check_name(options, target.digest, existing, same_image=same)
-        with result.timed("record"):
-            await self._client.put_image(options.name, target)
-            result.cri_indexed = await self._wait_for_cri(options.name, graph.config.desc.digest)
-        result.platform, result.digest, result.via = str(graph.platform), target.digest, "peer-pull"
-        result.blobs_total = 2 + len(graph.layers) + len(graph.indexes)
-        result.status = "ok"
-        return True
+        with done.timed("record"):
+            await self.client.put_image(options.name, target)
+            done.cri_indexed = await self._wait_for_cri(options.name, graph.config.desc.digest)
+        done.platform, done.digest = str(graph.platform), target.digest
+        done.blobs_total = 2 + len(graph.layers) + len(graph.indexes)
+        return done
 
     async def _sweep_dead_runs(self) -> None:
         """Delete the leases of earlier runs from this machine that are gone (killed, or a lost
-        session of this run), once per namespace: they would pin content for a day."""
-        if self._client.namespace in self._swept:
+        session of this run), once: they would pin content for a day."""
+        if self._swept:
             return
-        self._swept.add(self._client.namespace)
+        self._swept = True
         now = datetime.now(UTC)
         gone = [
             lease
-            for lease in await self._client.leases()
-            if abandoned(lease, now, older_than=timedelta.max, held=held_leases())
+            for lease in await self.client.leases()
+            if abandoned(lease, now, older_than=timedelta.max, held=frozenset(self.client.held))
         ]
         if gone:
             # Their unfinished uploads would go with them: ours now, so that this push resumes them.
-            await self._client.protect([], ingests=[ingest.ref for ingest in await self._client.ingests()])
+            await self.client.protect([], ingests=[ingest.ref for ingest in await self.client.ingests()])
         for lease in gone:
-            await self._client.delete_lease(lease.id)
+            await self.client.delete_lease(lease.id)
         if gone:
             self._progress.message(self._node, f"removed {len(gone)} lease(s) of interrupted runs from here")
 
-    async def _put_blobs(self, source: ImageSource, plan: Plan, result: NodeResult) -> None:
+    async def _put_blobs(self, source: ImageSource, plan: Plan, written: Written, done: Delivery) -> None:
         """Layers and configs a few at a time (keeping the link full), then their manifests and indexes.
 
         Parents still come after their children: a manifest is written once what it references is.
@@ -440,11 +458,11 @@ class ContainerdTarget:
 
         async def put(step: BlobStep) -> None:
             async with gate:
-                await self._put_blob(source.open_blob, source.refresh, step, result)
+                await self._put_blob(source.open_blob, source.refresh, step, written, done)
 
         await together(*(put(step) for step in children))
         for step in parents:
-            await self._put_blob(source.open_blob, source.refresh, step, result)
+            await self._put_blob(source.open_blob, source.refresh, step, written, done)
 
     async def _plan(
         self, graph: ImageGraph, snapshotter: str, rewritable: bool, options: TargetOptions
@@ -470,7 +488,7 @@ class ContainerdTarget:
                 return make_plan(graph, seen.state, snapshotter, rewritable), seen.named, roots
             if not pinned:
                 everything = [blob.digest for blob in graph.blobs]
-                await self._client.protect(everything, [(snapshotter, chain) for chain in chains])
+                await self.client.protect(everything, [(snapshotter, chain) for chain in chains])
                 pinned = frozenset(everything)
         raise NodeError("what the node holds kept changing while the push was planned; run it again")
 
@@ -480,32 +498,17 @@ class ContainerdTarget:
         top = next(iter(seen.state.snapshots), None)
         needed = [d for d in seen.labels if d in seen.state.present]
         pins = choose_pins(needed, seen.labels, snapshotter, top, seen.roots, pinned, bool(pinned))
-        await self._client.protect(pins.digests, [(snapshotter, pins.snapshot)] if pins.snapshot else [])
+        await self.client.protect(pins.digests, [(snapshotter, pins.snapshot)] if pins.snapshot else [])
         relied = [d for d in seen.labels if d in seen.state.present or d in pins.labelled]
         infos, still = await asyncio.gather(
-            asyncio.gather(*(self._client.content_info(d) for d in relied)),
-            self._client.snapshot_exists(snapshotter, top) if top else _true(),
+            asyncio.gather(*(self.client.content_info(d) for d in relied)),
+            self.client.snapshot_exists(snapshotter, top) if top else _true(),
         )
         unchanged = still and all(
             info is not None and gc_labels(info.labels) == gc_labels(seen.labels[d])
             for d, info in zip(relied, infos, strict=True)
         )
         return [d for d in pins.digests if d in seen.roots] if unchanged else None
-
-    def _snapshotter(self, info: NodeInfo, options: TargetOptions) -> str:
-        if options.snapshotter:
-            wanted = options.snapshotter
-        elif options.namespace == CRI_NAMESPACE and info.cri_snapshotter:
-            wanted = info.cri_snapshotter
-        else:
-            wanted = DEFAULT_SNAPSHOTTER
-        if options.unpack and wanted not in info.snapshotters:
-            available = ", ".join(info.snapshotters) or "none"
-            raise ContainerdUnavailable(
-                f"snapshotter {wanted!r} is not available on the node (available: {available}); "
-                "pick one with --snapshotter"
-            )
-        return wanted
 
     async def _look(
         self, graph: ImageGraph, snapshotter: str, rewritable: bool, chains: list[str], name: str
@@ -514,9 +517,9 @@ class ContainerdTarget:
         it holds, with their labels, and what the image's name points at now."""
         digests = [blob.digest for blob in graph.blobs]
         infos, committed, image = await asyncio.gather(
-            asyncio.gather(*(self._client.content_info(d) for d in digests)),
-            asyncio.gather(*(self._client.snapshot_exists(snapshotter, chain) for chain in chains)),
-            self._client.get_image(name) if name else _none(),
+            asyncio.gather(*(self.client.content_info(d) for d in digests)),
+            asyncio.gather(*(self.client.snapshot_exists(snapshotter, chain) for chain in chains)),
+            self.client.get_image(name) if name else _none(),
         )
         labels = {d: dict(info.labels) for d, info in zip(digests, infos, strict=True) if info is not None}
         present = set(labels)
@@ -527,7 +530,7 @@ class ContainerdTarget:
             twins = await asyncio.gather(*(self.equivalent_blob(diff_id) for diff_id in wanted))
             equivalents = {diff_id: twin for diff_id, twin in zip(wanted, twins, strict=True) if twin}
         twin_digests = [twin.digest for twin in equivalents.values()]
-        twin_infos = await asyncio.gather(*(self._client.content_info(d) for d in twin_digests))
+        twin_infos = await asyncio.gather(*(self.client.content_info(d) for d in twin_digests))
         for digest, info in zip(twin_digests, twin_infos, strict=True):
             if info is not None:
                 present.add(digest)
@@ -553,7 +556,7 @@ class ContainerdTarget:
             level = [d for d in dict.fromkeys(level) if d not in labels]
             if not level:
                 return
-            infos = await asyncio.gather(*(self._client.content_info(d) for d in level))
+            infos = await asyncio.gather(*(self.client.content_info(d) for d in level))
             below: list[str] = []
             for digest, info in zip(level, infos, strict=True):
                 if info is not None:
@@ -568,25 +571,31 @@ class ContainerdTarget:
         ``docker save | ctr import`` leaves), or a compressed blob that
         containerd labelled with this uncompressed digest when unpacking it.
         """
-        raw = await self._client.content_info(diff_id)
+        raw = await self.client.content_info(diff_id)
         if raw is not None:
             return Descriptor(MEDIA_DOCKER_LAYER_TAR, diff_id, int(raw.size))
-        for info in await self._client.find_by_label(LABEL_UNCOMPRESSED, diff_id):
-            kind = sniff(await self._client.read_head(info.digest, 4))
+        for info in await self.client.find_by_label(LABEL_UNCOMPRESSED, diff_id):
+            kind = sniff(await self.client.read_head(info.digest, 4))
             media_type = {"gzip": MEDIA_DOCKER_LAYER_GZIP, "zstd": MEDIA_OCI_LAYER_ZSTD}.get(kind or "")
             if media_type:
                 return Descriptor(media_type=media_type, digest=info.digest, size=int(info.size))
         return None
 
     async def _put_blob(
-        self, open_blob: BlobOpener, refresh: Callable[[Descriptor], bool], step: BlobStep, result: NodeResult
-    ) -> bool:
-        """Write one blob of the plan (or label it, when present); True when its bytes were sent."""
+        self,
+        open_blob: BlobOpener,
+        refresh: Callable[[Descriptor], bool],
+        step: BlobStep,
+        written: Written,
+        done: Delivery | None = None,
+    ) -> None:
+        """Write one blob of the plan (or label it, when present); ``written`` learns what went
+        out, ``done`` (the push's, not the early layers') what was found there after all."""
         if step.present:
-            await self._client.set_labels(step.desc.digest, step.labels)
-            return False
+            await self.client.set_labels(step.desc.digest, step.labels)
+            return
         ref = f"nodeload-{step.desc.digest}"
-        already = await self._client.ingest_offset(ref) or 0
+        already = await self.client.ingest_offset(ref) or 0
         handle = self._progress.blob_started(self._node, step.desc.digest, step.desc.size, already)
 
         def open_at(offset: int) -> AbstractContextManager[IO[bytes]]:
@@ -597,16 +606,16 @@ class ContainerdTarget:
             return open_blob(step.desc, offset)
 
         digest = step.desc.digest
-        earlier = result.partial_bytes.get(digest, 0)  # sent by failed attempts of this run
+        earlier = written.partial.get(digest, 0)  # sent by failed attempts of this run
 
         async def write() -> WriteResult:
             try:
-                return await self._client.write_blob(
+                return await self.client.write_blob(
                     ref, step.desc, open_at, step.labels, lambda n: self._progress.advance(handle, n)
                 )
             except NodeError as err:
-                result.bytes_sent += err.bytes_sent
-                result.partial_bytes[digest] = result.partial_bytes.get(digest, 0) + err.bytes_sent
+                written.bytes += err.bytes_sent
+                written.partial[digest] = written.partial.get(digest, 0) + err.bytes_sent
                 raise
 
         try:
@@ -615,46 +624,71 @@ class ContainerdTarget:
             # A cache the source keeps (compressed layers) may be damaged: rebuild it once.
             if not await asyncio.to_thread(refresh, step.desc):
                 raise
-            result.warnings.append(f"the cached copy of {digest} was damaged; it was rebuilt")
-            earlier = result.partial_bytes.get(digest, 0)
+            if done is not None:
+                done.warnings.append(f"the cached copy of {digest} was damaged; it was rebuilt")
+            earlier = written.partial.get(digest, 0)
             outcome = await write()
         self._progress.blob_done(handle)
         # Committed by another writer meanwhile, or already stored for another namespace
         # (containerd shares blobs between namespaces; nothing crossed the wire).
         if outcome.already_existed or (outcome.bytes_sent == 0 and already == 0 and step.desc.size):
-            result.blobs_skipped += 1
-            result.bytes_skipped += step.desc.size
-            await self._client.set_labels(step.desc.digest, step.labels)
-            return False
-        result.blobs_sent += 1
-        result.bytes_sent += outcome.bytes_sent
-        result.bytes_resumed += max(0, outcome.resumed_from - earlier)
-        result.sent_digests.add(digest)
-        return True
+            if done is not None:
+                done.blobs_skipped += 1
+                done.bytes_skipped += step.desc.size
+            await self.client.set_labels(step.desc.digest, step.labels)
+            return
+        written.bytes += outcome.bytes_sent
+        written.resumed += max(0, outcome.resumed_from - earlier)
+        written.blobs.add(digest)
 
-    async def _unpack(self, plan: Plan, snapshotter: str, result: NodeResult) -> None:
+    async def _unpack(self, plan: Plan, snapshotter: str) -> int:
+        """Unpack the plan's layers; how many this push unpacked itself."""
+        unpacked = 0
         for i, step in enumerate(plan.unpack, 1):
             self._progress.message(self._node, f"unpacking layer {i}/{len(plan.unpack)}")
-            if await self._client.apply_layer(
+            if await self.client.apply_layer(
                 snapshotter, step.layer, step.parent, step.chain_id, step.diff_id
             ):
-                result.layers_unpacked += 1
+                unpacked += 1
                 # Only now is the uncompressed digest verified (Apply checked it), as in
                 # containerd's own unpacker; later pushes trust this label to find twins.
-                await self._client.set_labels(step.layer.digest, {LABEL_UNCOMPRESSED: step.diff_id})
+                await self.client.set_labels(step.layer.digest, {LABEL_UNCOMPRESSED: step.diff_id})
             else:  # committed by someone else meanwhile: ours to keep until the image names it
-                await self._client.protect([], [(snapshotter, step.chain_id)])
+                await self.client.protect([], [(snapshotter, step.chain_id)])
         key, value = plan.snapshot_label
         if value:
-            await self._client.set_labels(plan.config_digest, {key: value})
+            await self.client.set_labels(plan.config_digest, {key: value})
+        return unpacked
 
     async def _wait_for_cri(self, name: str, config_digest: str) -> bool:
         """CRI indexes images from containerd events; give it a moment."""
         deadline = time.monotonic() + _CRI_WAIT_SECONDS
         while True:
-            image_id = await self._client.cri_image_id(name)
+            image_id = await self.client.cri_image_id(name)
             if image_id == config_digest:
                 return True
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.02)
+
+
+def _snapshotter(info: NodeInfo, options: TargetOptions) -> str:
+    """The snapshotter to unpack into: the one asked for, else CRI's (in its namespace), else
+    overlayfs.
+
+    Raises:
+        ContainerdUnavailable: the node has no such snapshotter.
+    """
+    if options.snapshotter:
+        wanted = options.snapshotter
+    elif options.namespace == CRI_NAMESPACE and info.cri_snapshotter:
+        wanted = info.cri_snapshotter
+    else:
+        wanted = DEFAULT_SNAPSHOTTER
+    if options.unpack and wanted not in info.snapshotters:
+        available = ", ".join(info.snapshotters) or "none"
+        raise ContainerdUnavailable(
+            f"snapshotter {wanted!r} is not available on the node (available: {available}); "
+            "pick one with --snapshotter"
+        )
+    return wanted

@@ -12,29 +12,41 @@ transfer starts that archive again (the report says so).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
+import re
 import shlex
 import tarfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from nodeload.errors import ContainerdUnavailable, NodeError, PlatformNotFound, PushFailed
+from nodeload.errors import ConnectionLost, ContainerdUnavailable, NodeError, PlatformNotFound, PushFailed
 from nodeload.image import Descriptor, ImageSource
 from nodeload.nodes.spec import NodeSpec
 from nodeload.plan import BlobStep, NodeState, make_plan
 from nodeload.platforms import Platform, choose_platform
 from nodeload.progress import ProgressSink
-from nodeload.report import NodeResult
-from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, TargetOptions, check_name, same_image
+from nodeload.targets.base import (
+    CRI_NAMESPACE,
+    Delivery,
+    PreparedImage,
+    StoreInfo,
+    TargetOptions,
+    Written,
+    check_name,
+    same_image,
+)
 from nodeload.transports.bridge import SUDO_PROBE
-from nodeload.transports.execs import ExecProcess, Executor, keyvalues, run_text
+from nodeload.transports.execs import ExecProcess, ExecResult, Executor, keyvalues, run_text
 
 METHOD = "ctr-import"
 NAME_ANNOTATION = "io.containerd.image.name"
 _BLOCK = 512
 _CHUNK = 1 << 20
 _CRI_WAIT_SECONDS = 10.0
+_ENDED_SECONDS = 5.0  # how long a ctr that stopped reading may take to say why
+_NO_RESUME = "ctr import: no mid-blob resume on this path (an interrupted blob is resent whole)"
 # What the node says comes back as key=value lines: it names the socket by its index in the
 # list given, and ctr by a fixed word, so that nothing a path on the node holds can add a line
 # or become part of a later command.
@@ -97,7 +109,10 @@ async def open_ctr_import(
     ctr = f"{prefix}{ctrs[0]} --address {shlex.quote(socket)}"
     arch = found.get("arch", [""])[0]
     platform = node.platform or Platform("linux", arch).normalized()
-    yield CtrImportTarget(executor, node.name, progress, ctr, socket, platform, f"{transport}:{METHOD}")
+    _, said, _ = await run_text(executor, f"{ctr} version")
+    versions = re.findall(r"Version:\s*(\S+)", said)  # the client's, then the server's
+    about = StoreInfo(socket, versions[-1] if versions else "", f"{transport}:{METHOD}")
+    yield CtrImportTarget(executor, node.name, progress, ctr, platform, about)
 
 
 class CtrImportTarget:
@@ -109,19 +124,23 @@ class CtrImportTarget:
         node: str,
         progress: ProgressSink,
         ctr: str,
-        socket: str,
         platform: Platform,
-        method: str,
+        about: StoreInfo,
     ) -> None:
         """``ctr`` is the command prefix (``[sudo -n] ctr --address SOCKET``)."""
         self._executor, self._node, self._progress = executor, node, progress
-        self._ctr, self._socket, self._platform, self._method = ctr, socket, platform, method
+        self._ctr, self._platform, self._about = ctr, platform, about
 
-    async def push(self, image: PreparedImage, options: TargetOptions, result: NodeResult) -> None:
+    @property
+    def about(self) -> StoreInfo:
+        """What the node's containerd is, as ctr tells."""
+        return self._about
+
+    async def push(self, image: PreparedImage, options: TargetOptions, written: Written) -> Delivery:
         """Plan against the node's content list, then import an archive of only the missing blobs."""
-        result.namespace, result.name = options.namespace, options.name
-        result.socket, result.transport = self._socket, self._method
-        result.warnings.append("ctr import: no mid-blob resume on this path (an interrupted blob is resent)")
+        done = Delivery(
+            warnings=["ctr import: no mid-blob resume on this path (an interrupted blob is resent)"]
+        )
         graph = await asyncio.to_thread(image.graph, options.platform or self._platform)
         declared = graph.platform
         if options.platform is None and declared.os and choose_platform(self._platform, [declared]) is None:
@@ -131,20 +150,29 @@ class CtrImportTarget:
             )
         # Twins of layers (same content under another digest) are not looked for on this path:
         # ctr reports sizes only rounded, and a rewritten manifest needs them exact.
-        state = NodeState(frozenset(await self._content(options.namespace)))
-        plan = make_plan(graph, state, "", image.source.rewritable)
-        result.platform, result.digest = str(graph.platform), plan.target.digest
-        result.blobs_total = len(plan.blobs)
-        result.blobs_skipped = sum(1 for b in plan.blobs if b.present)
-        result.bytes_skipped = plan.bytes_skipped
-        existing = await self._existing(options)
-        read = functools.partial(self._read_document, options.namespace)
-        same = await same_image(read, existing, plan.target.digest, plan.config_digest, graph.platform)
-        check_name(options, plan.target.digest, existing, same_image=same)
+        with done.timed("plan"):
+            state = NodeState(frozenset(await self._content(options.namespace)))
+            plan = make_plan(graph, state, "", image.source.rewritable)
+            done.platform, done.digest = str(graph.platform), plan.target.digest
+            done.blobs_total = len(plan.blobs)
+            found = [b for b in plan.blobs if b.present and b.desc.digest not in written.blobs]
+            done.blobs_skipped = len(found)
+            done.bytes_skipped = sum(b.desc.size for b in found)
+            existing = await self._existing(options)
+            read = functools.partial(self._read_document, options.namespace)
+            same = await same_image(read, existing, plan.target.digest, plan.config_digest, graph.platform)
+            check_name(options, plan.target.digest, existing, same_image=same)
         self._progress.message(self._node, f"importing {len(plan.to_send)} of {len(plan.blobs)} blobs")
-        await self._import(image.source, plan.to_send, plan.target, options, graph.platform, result)
+        with done.timed("write"):
+            await self._import(image.source, plan.to_send, plan.target, options, graph.platform, written)
+        if options.unpack:
+            done.layers_unpacked = len(
+                [b for b in plan.to_send if b.desc.media_type.endswith(("gzip", "zstd", "tar"))]
+            )
         if options.namespace == CRI_NAMESPACE and graph.platform.matches(self._platform):
-            result.cri_indexed = await self._wait_for_cri(options.name)
+            with done.timed("record"):
+                done.cri_indexed = await self._wait_for_cri(options.name)
+        return done
 
     async def _run_ctr(self, namespace: str, args: str) -> str:
         command = f"{self._ctr} -n {shlex.quote(namespace)} {args}"
@@ -181,7 +209,7 @@ class CtrImportTarget:
         target: Descriptor,
         options: TargetOptions,
         platform: Platform,
-        result: NodeResult,
+        written: Written,
     ) -> None:
         flags = ["--no-unpack"] if not options.unpack else []
         if options.snapshotter:
@@ -190,18 +218,25 @@ class CtrImportTarget:
         command = f"{self._ctr} -n {shlex.quote(options.namespace)} images import {' '.join(flags)} -"
         process = await self._executor.start(command)
         try:
-            await _write_archive(
-                process, source, blobs, target, options.name, self._progress, self._node, result
-            )
+            try:
+                await _write_archive(
+                    process, source, blobs, target, options.name, self._progress, self._node, written
+                )
+            except NodeError:  # ctr stopped reading: it failed (it says why), or the connection went
+                with contextlib.suppress(TimeoutError):
+                    outcome = await asyncio.wait_for(process.wait(), _ENDED_SECONDS)
+                    if outcome.stderr.strip():
+                        raise PushFailed(
+                            f"ctr import failed on the node: {outcome.stderr.strip()[-800:]}"
+                        ) from None
+                raise
             outcome = await process.wait()
         finally:
             process.close()
+        if outcome.status != 0 and not outcome.stderr.strip():
+            raise ConnectionLost("the connection to the node went away during ctr import")
         if outcome.status != 0:
-            raise PushFailed(f"ctr import failed on the node: {outcome.stderr.strip()[-800:]}")
-        if options.unpack:
-            result.layers_unpacked = len(
-                [b for b in blobs if b.desc.media_type.endswith(("gzip", "zstd", "tar"))]
-            )
+            raise _failed(outcome)
 
     async def _wait_for_cri(self, name: str) -> bool:
         """CRI labels the images it indexed (``io.cri-containerd.image=managed``)."""
@@ -215,6 +250,10 @@ class CtrImportTarget:
             await asyncio.sleep(0.2)
 
 
+def _failed(outcome: ExecResult) -> PushFailed:
+    return PushFailed(f"ctr import failed on the node: {outcome.stderr.strip()[-800:]}")
+
+
 async def _write_archive(
     process: ExecProcess,
     source: ImageSource,
@@ -223,9 +262,10 @@ async def _write_archive(
     name: str,
     progress: ProgressSink,
     node: str,
-    result: NodeResult,
+    written: Written,
 ) -> None:
-    """Stream an OCI archive into ``process``: layout files, then each missing blob."""
+    """Stream an OCI archive into ``process``: layout files, then each missing blob (``written``
+    counts what goes out; a blob is resent whole by a retry, there is no resuming inside it)."""
     entry = target.to_json()
     entry["annotations"] = {NAME_ANNOTATION: name}
     index = json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode()
@@ -234,13 +274,17 @@ async def _write_archive(
     for step in blobs:
         handle = progress.blob_started(node, step.desc.digest, step.desc.size, 0)
         await _send(process, _header(f"blobs/{step.desc.digest.replace(':', '/')}", step.desc.size))
-        sent = await _send_blob(process, source, step, functools.partial(progress.advance, handle))
+
+        def advance(n: int, handle: object = handle) -> None:
+            written.bytes += n
+            progress.advance(handle, n)
+
+        sent = await _send_blob(process, source, step, advance)
         if sent != step.desc.size:
             raise PushFailed(f"source ended early while sending {step.desc.digest}")
         await _send(process, _padding(sent))
         progress.blob_done(handle)
-        result.blobs_sent += 1
-        result.bytes_sent += sent
+        written.blobs.add(step.desc.digest)
     await _send(process, b"\0" * (2 * _BLOCK))
     process.stdin.write_eof()
 
@@ -251,6 +295,7 @@ async def _send_blob(
     sent = 0
     if step.data is not None:
         await _send(process, step.data)
+        advance(len(step.data))
         return len(step.data)
     with source.open_blob(step.desc) as stream:
         while sent < step.desc.size:
@@ -268,7 +313,7 @@ async def _send(process: ExecProcess, data: bytes) -> None:
         process.stdin.write(data)
         await process.stdin.drain()
     except (OSError, BrokenPipeError) as err:
-        raise NodeError(f"ctr import on the node stopped reading: {err}") from err
+        raise ConnectionLost(f"ctr import on the node stopped reading: {err}") from err
 
 
 def _header(name: str, size: int) -> bytes:

@@ -33,8 +33,7 @@ from nodeload.nodes.spec import NodeSpec
 from nodeload.plan import chain_ids
 from nodeload.platforms import Platform, choose_platform
 from nodeload.progress import ProgressSink
-from nodeload.report import NodeResult
-from nodeload.targets.base import PreparedImage, Target, TargetOptions
+from nodeload.targets.base import Delivery, PreparedImage, StoreInfo, Target, TargetOptions, Written
 from nodeload.transports.base import Transport
 from nodeload.transports.bridge import SocketUnavailable
 
@@ -116,10 +115,14 @@ class DockerEngineTarget:
         self._client, self._node, self._progress = client, node, progress
         self._platform, self._socket, self._method, self._version = platform, socket, method, version
 
-    async def push(self, image: PreparedImage, options: TargetOptions, result: NodeResult) -> None:
+    @property
+    def about(self) -> StoreInfo:
+        """What the node's Docker Engine says of itself."""
+        return StoreInfo(self._socket, f"docker {self._version}", self._method)
+
+    async def push(self, image: PreparedImage, options: TargetOptions, written: Written) -> Delivery:
         """Load ``image`` with only the layers the remote lacks."""
-        result.name, result.socket, result.transport = options.name, self._socket, self._method
-        result.namespace, result.containerd_version = "docker", f"docker {self._version}"
+        done = Delivery()
         graph = await asyncio.to_thread(image.graph, options.platform or self._platform)
         foreign = choose_platform(self._platform, [graph.platform]) is None
         if options.platform is None and graph.platform.os and foreign:
@@ -127,22 +130,24 @@ class DockerEngineTarget:
                 f"the image is for {graph.platform} but the node runs {self._platform}; "
                 f"pass --platform {graph.platform} to push it anyway"
             )
-        result.platform, result.digest = str(graph.platform), graph.config.desc.digest
-        if await asyncio.to_thread(self._tag_if_present, graph.config.desc.digest, options.name):
-            result.blobs_total = result.blobs_skipped = len(graph.layers) + 1
-            result.bytes_skipped = sum(layer.size for layer in graph.layers) + graph.config.desc.size
-            return  # the engine holds this very image (its ID is the config digest): only named
-        have = await asyncio.to_thread(self._present_chains)
+        done.platform, done.digest = str(graph.platform), graph.config.desc.digest
+        done.blobs_total = len(graph.layers) + 1
+        with done.timed("plan"):
+            if await asyncio.to_thread(self._tag_if_present, graph.config.desc.digest, options.name):
+                done.blobs_skipped = done.blobs_total
+                done.bytes_skipped = sum(layer.size for layer in graph.layers) + graph.config.desc.size
+                return done  # the engine holds this very image (its ID is the config digest): only named
+            have = await asyncio.to_thread(self._present_chains)
         chains = chain_ids(graph.diff_ids)
         keep = max((i + 1 for i, chain in enumerate(chains) if chain in have), default=0)
         missing = list(graph.layers[keep:])
-        result.blobs_total = len(graph.layers) + 1
-        result.blobs_skipped = keep
-        result.bytes_skipped = sum(layer.size for layer in graph.layers[:keep])
+        done.blobs_skipped = keep
+        done.bytes_skipped = sum(layer.size for layer in graph.layers[:keep])
         self._progress.message(self._node, f"loading {len(missing)} of {len(graph.layers)} layers")
-        await self._load(image.source, graph, missing, options.name, result)
-        result.layers_unpacked = len(missing)
-        result.cri_indexed = None
+        with done.timed("write"):
+            await self._load(image.source, graph, missing, options.name, written)
+        done.layers_unpacked = len(missing)
+        return done
 
     def _tag_if_present(self, image_id: str, name: str) -> bool:
         """Name the image if the engine already holds it; whether it did."""
@@ -176,7 +181,7 @@ class DockerEngineTarget:
         graph: ImageGraph,
         missing: list[Descriptor],
         name: str,
-        result: NodeResult,
+        written: Written,
     ) -> None:
         """Stream the archive (from a producer thread) into ``POST /images/load``."""
         chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
@@ -212,8 +217,8 @@ class DockerEngineTarget:
             await asyncio.to_thread(load)
         finally:
             producer.join(timeout=1)
-        result.bytes_sent = sum(layer.size for layer in missing) + graph.config.desc.size
-        result.blobs_sent = len(missing) + 1
+        written.bytes += sum(layer.size for layer in missing) + graph.config.desc.size
+        written.blobs.update([*(layer.digest for layer in missing), graph.config.desc.digest])
 
 
 def _archive(source: ImageSource, graph: ImageGraph, missing: list[Descriptor], name: str) -> Iterator[bytes]:

@@ -214,17 +214,32 @@ def test_a_lease_from_another_machine_is_kept_until_it_is_old(cli: Cli, fresh_co
     assert "someone-else" in node.ctr("leases", "ls", "-q").split()
 
 
-def test_ctrl_c_exits_130_and_removes_the_lease_at_once(
+def test_ctrl_c_exits_130_and_the_rerun_resumes(
     cli: Cli, fresh_containerd: Containerd, tmp_path: Path
 ) -> None:
+    """Interrupted, a push keeps its lease (so containerd keeps the partial upload: deleting the
+    lease would let its garbage collection take it); the rerun resumes inside the blob, adopts
+    the upload and removes the interrupted run's lease."""
     node = fresh_containerd
     _big_layout(tmp_path / "big", BIG)
     run = _push_cli(cli, f"oci:{tmp_path / 'big'}:big", node, "--no-unpack", "--name", "x.io/int:v1")
     _when(lambda: any(size > 16 << 20 for size in _ingests(node).values()))
     run.send_signal(signal.SIGINT)
     assert run.wait(30) == 130
-    assert _leases(node) == []
     assert "x.io/int:v1" not in images(node)
+    assert len(_leases(node)) == 1
+    node.collect_garbage()  # as containerd would, any time: the lease keeps the upload
+    partial = max(_ingests(node).values())
+    assert partial > 16 << 20
+
+    rerun = _push_cli(cli, f"oci:{tmp_path / 'big'}:big", node, "--no-unpack", "--name", "x.io/int:v1")
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    (result,) = json.loads(out)["nodes"]
+    assert result["bytes_resumed"] >= partial
+    assert result["bytes_sent"] <= BIG - partial + (1 << 20)
+    assert _leases(node) == []
+    assert "x.io/int:v1" in images(node)
 
 
 def test_a_lease_this_program_could_not_delete_goes_with_its_next_push(

@@ -22,7 +22,7 @@ from nodeload import PushOptions, push
 from nodeload.containerd.client import ContainerdClient
 from nodeload.image import MEDIA_OCI_CONFIG, MEDIA_OCI_MANIFEST, canonical_json, descriptor_for
 from nodeload.sandbox.faults import FaultAt
-from nodeload.targets.containerd import ContainerdTarget
+from nodeload.targets.containerd import _Writer as Writer  # what asks the node, for a fault between
 from nodeload.transports.ssh_connect import SSHOptions
 from tests.helpers.oci import ImageSpec, LayoutInfo, write_layout
 from tests.integration.cli import Cli, chain_ids, content, images, snapshots
@@ -108,17 +108,17 @@ def test_what_goes_between_looking_and_pinning_is_sent(
     (first,) = push(f"oci:{old.path}:v1", [sshd.node], _replace(options, "x.io/old:v1"))
     assert first.ok, first.error
 
-    look = ContainerdTarget._look
+    look = Writer._look
     looks: list[frozenset[str]] = []
 
-    async def look_then_collect(self: ContainerdTarget, *args: object, **kw: object) -> object:
+    async def look_then_collect(self: Writer, *args: object, **kw: object) -> object:
         seen = await look(self, *args, **kw)  # type: ignore[arg-type]
         looks.append(seen.state.present)
         if len(looks) == 1:  # kubelet's image GC, right after the node said what it holds
             await asyncio.to_thread(node.ctr, "images", "rm", "--sync", "x.io/old:v1", namespace="default")
         return seen
 
-    monkeypatch.setattr(ContainerdTarget, "_look", look_then_collect)
+    monkeypatch.setattr(Writer, "_look", look_then_collect)
     (result,) = push(f"oci:{new.path}:v1", [sshd.node], _replace(options, "x.io/new:v1"))
     assert result.ok, result.error
     shared = new.images[0].layers[0]

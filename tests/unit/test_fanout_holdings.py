@@ -19,7 +19,7 @@ from nodeload.holdings import Holding, HoldingQuery, NodesView
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import NullProgress, ProgressSink
 from nodeload.report import NodeResult
-from nodeload.targets.base import PreparedImage, TargetOptions
+from nodeload.targets.base import Delivery, PreparedImage, StoreInfo, TargetOptions, Written
 from nodeload.transports.base import Traffic
 
 OPTIONS = TargetOptions(name="docker.io/library/app:1")
@@ -52,11 +52,14 @@ class Target:
             raise NodeUnreachable("the node went away while answering")
         return Holding(blobs={d: 1 for d in query.blobs if self.name in d})
 
-    async def push(self, image: PreparedImage, options: TargetOptions, result: NodeResult) -> None:
+    about = StoreInfo("/run/containerd/containerd.sock", "1.7.13", "stand-in")
+
+    async def push(self, image: PreparedImage, options: TargetOptions, written: Written) -> Delivery:
         self.busy.append(self.name)
         assert len(self.busy) <= self.limit  # never more nodes pushed to at once than --parallel
         await asyncio.sleep(0.01)
         self.busy.remove(self.name)
+        return Delivery()
 
 
 def run(

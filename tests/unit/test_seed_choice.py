@@ -23,7 +23,7 @@ from nodeload.fanout import ImageJob, NodeJob, push_all
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import NullProgress, ProgressSink
 from nodeload.report import NodeResult
-from nodeload.targets.base import PeerPull, PreparedImage, TargetOptions
+from nodeload.targets.base import Delivery, PeerPull, PreparedImage, StoreInfo, TargetOptions, Written
 from nodeload.transports.base import Traffic
 
 
@@ -69,23 +69,24 @@ class Target:
     async def missing_bytes(self, image: PreparedImage, namespace: str) -> int:
         return self.node.missing
 
-    async def push(self, image: PreparedImage, options: TargetOptions, result: NodeResult) -> None:
+    about = StoreInfo("/run/containerd/containerd.sock", "1.7.13", "stand-in")
+
+    async def push(self, image: PreparedImage, options: TargetOptions, written: Written) -> Delivery:
         self.busy.append(1)
         assert len(self.busy) <= self.limit  # never more nodes pushed to at once than --parallel
         await asyncio.sleep(0.01)
         self.busy.pop()
         self.node.events.append("push")
-        result.via = "push"
+        return Delivery()
 
     async def pull_from_mirror(
-        self, image: PreparedImage, options: TargetOptions, result: NodeResult, peers: PeerPull
-    ) -> bool:
+        self, image: PreparedImage, options: TargetOptions, peers: PeerPull
+    ) -> Delivery | str:
         self.node.events.append("waiting")
         if not await peers.wait_for_seeds():
-            return False
+            return "no seed node got the image: pushed directly"
         self.node.events.append("pull")
-        result.via, result.status = "peer-pull", "ok"
-        return True
+        return Delivery(delivered_by="peer-pull")
 
 
 def run(nodes: list[Node], *, parallel: int = 8, seeds: int = 1) -> list[NodeResult]:
