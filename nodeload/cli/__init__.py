@@ -54,7 +54,7 @@ def _run(
     in_session = session is not None
     if args.debug:  # before the hand-over: why a session is where it is (or is not) shows too
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
-    if args.verb == "push" and args.persist and not in_session:
+    if args.verb == "push" and args.persist and not in_session and not args.dry_run:
         handed = _hand_over(argv, args.persist, kubectl)
         if handed is not None:
             return handed
@@ -77,6 +77,10 @@ def _run(
             from nodeload.cli.sandbox import run_sandbox
 
             return run_sandbox(args, err)
+        if args.verb == "nodes" or (args.verb == "push" and args.dry_run):
+            from nodeload.cli.nodes import run_nodes
+
+            return run_nodes(args, err, session)
         if args.verb in ("gc", "cache"):
             from nodeload.cli.gc import run_cache, run_gc
 

@@ -44,12 +44,55 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
     _push_arguments(push)
     _ssh_arguments(push)
     _output_arguments(push)
+    _nodes_command(commands)
     _serve_command(commands)
     _persist_command(commands)
     _gc_command(commands)
     _cache_command(commands)
     _sandbox_command(commands)
     return parser
+
+
+def _nodes_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    nodes = commands.add_parser(
+        "nodes",
+        help="show which nodes a push would reach, and how",
+        description="For each node the selection yields: where each SSH connection goes (host, port,\n"
+        "user, keys, every jump host, ProxyCommand, known_hosts files and host-key alias, resolved by\n"
+        "OpenSSH's ssh -G), or the container or agent pod it is reached through; the containerd\n"
+        "sockets to try and the namespace. --check connects (writing nothing) and says what answered.",
+        epilog="examples:\n"
+        "  nodeload nodes --inventory hosts.ini --limit 'web:!web-3'\n"
+        "  nodeload nodes --all-nodes --context prod --check --json\n\n"
+        "exit status: 0 every node resolved (and, with --check, reached), 1 otherwise, 2 usage error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _selection_arguments(nodes)
+    group = nodes.add_argument_group("what is shown")
+    group.add_argument(
+        "--check", action="store_true", help="connect to each node and its containerd (nothing is written)"
+    )
+    group.add_argument(
+        "--namespace",
+        default="k8s.io",
+        metavar="NS",
+        help="containerd namespace a push would use (default k8s.io)",
+    )
+    group.add_argument(
+        "--containerd-socket", type=_node_path, metavar="PATH", help="containerd socket on the nodes"
+    )
+    group.add_argument(
+        "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="containerd deadline"
+    )
+    group.add_argument(
+        "--parallel",
+        type=int,
+        default=DEFAULT_PARALLEL,
+        metavar="N",
+        help="nodes checked at once (default 8)",
+    )
+    _ssh_arguments(nodes)
+    _output_arguments(nodes)
 
 
 def _persist_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -354,6 +397,11 @@ def _push_arguments(push: argparse.ArgumentParser) -> None:
         metavar="on|off",
         help="read each node's mirror configuration before pulling from peers (default on; off "
         "trusts that every node has one)",
+    )
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show the nodes and how each would be reached (as nodeload nodes), push nothing",
     )
     group.add_argument(
         "--retries",

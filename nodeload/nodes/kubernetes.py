@@ -414,13 +414,21 @@ def _read_kubeconfig_file(path: Path) -> Mapping[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise NodeSourceError(f"kubeconfig {path} is not valid YAML: {_yaml_problem(e)}") from e
+    if data is None:  # empty, or comments only: kubectl reads it as an empty config
+        return {}
     if not isinstance(data, Mapping):
-        found = "nothing" if data is None else type(data).__name__
+        found = type(data).__name__
         raise NodeSourceError(f"kubeconfig {path} is malformed: expected a mapping, found {found}")
     for key in ("contexts", "clusters", "users"):
         entries = data.get(key) or []
         if not isinstance(entries, list) or not all(_is_named_entry(e) for e in entries):
             raise NodeSourceError(f"kubeconfig {path} is malformed: {key!r} must be a list of named entries")
+        names = [entry["name"] for entry in entries]
+        if len(set(names)) != len(names):  # kubectl refuses the whole file
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise NodeSourceError(
+                f"kubeconfig {path} is malformed: {key} lists {', '.join(twice)} more than once"
+            )
     return data
 
 
@@ -490,7 +498,64 @@ def _target_in(kubeconfig: _Kubeconfig, wanted: str | None) -> _Target:
             f"{kubeconfig} is malformed: context {context!r} names cluster {cluster!r}, "
             "which is not defined or has no server"
         )
+    _refuse_conflicts(kubeconfig, context, cluster, str(entry.get("user") or ""))
     return _Target(kubeconfig, context, str(entry.get("user") or "(none)"), str(server))
+
+
+# A file and inline data for the same thing: kubectl refuses the context rather than pick one.
+_CONFLICTS = (
+    ("clusters", "certificate-authority", "certificate-authority-data"),
+    ("users", "client-certificate", "client-certificate-data"),
+    ("users", "client-key", "client-key-data"),
+)
+
+
+def _refuse_conflicts(kubeconfig: _Kubeconfig, context: str, cluster: str, user: str) -> None:
+    """Refuse what kubectl's validation of the context in use refuses (client-go's
+    ``validateClusterInfo`` and ``validateAuthInfo``), rather than guess which setting counts."""
+    where = f"{kubeconfig}, context {context!r}"
+    entries = {
+        "clusters": (cluster, _mapping(kubeconfig.clusters.get(cluster))),
+        "users": (user, _mapping(kubeconfig.users.get(user))),
+    }
+    for kind, path_key, data_key in _CONFLICTS:
+        name, entry = entries[kind]
+        if entry.get(path_key) and entry.get(data_key):
+            raise NodeSourceError(
+                f"{where}: {data_key} and {path_key} are both set for {kind[:-1]} {name!r}; "
+                "kubectl refuses that too: keep one"
+            )
+    why = _cluster_problem(entries["clusters"][1]) or _user_problem(entries["users"][1])
+    if why:
+        raise NodeSourceError(f"{where}: {why} (kubectl refuses that too)")
+
+
+def _cluster_problem(cluster: Mapping[str, Any]) -> str | None:
+    ca = cluster.get("certificate-authority")
+    if cluster.get("insecure-skip-tls-verify") and (ca or cluster.get("certificate-authority-data")):
+        return "insecure-skip-tls-verify is set together with a certificate authority"
+    if ca and not os.access(str(ca), os.R_OK):
+        return f"cannot read certificate-authority {ca}"
+    return None
+
+
+def _user_problem(user: Mapping[str, Any]) -> str | None:
+    methods = [
+        method
+        for method, keys in (("token", ("token", "tokenFile")), ("basic auth", ("username", "password")))
+        if any(user.get(key) for key in keys)
+    ]
+    if len(methods) > 1:
+        return f"the user has more than one authentication method ({', '.join(methods)})"
+    has_certificate = user.get("client-certificate") or user.get("client-certificate-data")
+    if has_certificate and not (user.get("client-key") or user.get("client-key-data")):
+        return "the user has a client certificate without its client-key"
+    if user.get("exec") and user.get("auth-provider"):
+        return "the user has both an exec plugin and an auth-provider"
+    for key in ("client-certificate", "client-key"):
+        if user.get(key) and not os.access(str(user[key]), os.R_OK):
+            return f"cannot read {key} {user[key]}"
+    return None
 
 
 # -- the API -------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ class NodeSelection:
     via: str = "auto"  # Kubernetes nodes: ssh, agent, or auto (the agent when a node has no SSH address)
     agent_namespace: str = DEFAULT_AGENT_NAMESPACE
     find_mirrors: bool = False  # Kubernetes nodes: look for the cluster's P2P mirror (for --seeds)
+    use_ansible: bool = True  # read an inventory with ansible-inventory where ansible-core is installed
 
     @property
     def kind(self) -> SourceKind:
@@ -105,11 +106,7 @@ def select_nodes(selection: NodeSelection, notify: Callable[[str], None] | None 
         raise UsageError(f"--ssh-user: {refused('user', selection.ssh_user, why)}")
     if kind == "inventory":
         assert selection.inventory is not None
-        from nodeload.nodes.inventory import load_inventory
-
-        nodes = load_inventory(selection.inventory).select(
-            all_nodes=selection.all_nodes, names=selection.names, limit=selection.limit
-        )
+        nodes = inventory_nodes(selection)
     elif kind == "kubernetes":
         nodes = _kubernetes_nodes(selection, notify or log.warning)
     elif kind == "containers":
@@ -128,6 +125,34 @@ def select_nodes(selection: NodeSelection, notify: Callable[[str], None] | None 
     if selection.sudo:
         nodes = [dataclasses.replace(n, become=True) for n in nodes]
     return nodes
+
+
+def inventory_reader(selection: NodeSelection) -> str:
+    """Who reads ``selection``'s inventory: ``ansible-inventory`` (ansible-core is installed)
+    or ``nodeload`` (its built-in reader, which knows INI and YAML files only)."""
+    from nodeload.nodes.inventory.ansible import ansible_tools
+
+    return "ansible-inventory" if selection.use_ansible and ansible_tools() else "nodeload"
+
+
+def inventory_nodes(selection: NodeSelection) -> list[NodeSpec]:
+    """The inventory hosts ``selection`` picks, read by Ansible where it is installed."""
+    from nodeload.nodes.inventory import load_inventory
+    from nodeload.nodes.inventory.ansible import ansible_tools, select_with_ansible
+
+    assert selection.inventory is not None
+    tools = ansible_tools() if selection.use_ansible else None
+    if tools is not None:
+        return select_with_ansible(
+            selection.inventory,
+            tools,
+            all_nodes=selection.all_nodes,
+            names=selection.names,
+            limit=selection.limit,
+        )
+    return load_inventory(selection.inventory).select(
+        all_nodes=selection.all_nodes, names=selection.names, limit=selection.limit
+    )
 
 
 def _container_nodes(selection: NodeSelection) -> list[NodeSpec]:

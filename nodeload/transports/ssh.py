@@ -64,8 +64,11 @@ class SSHTransport:
             raise UsageError(f"node {node.name} has no SSH address")
         self._spec = node
         self._options = options or SSHOptions()
-        self._dest = Destination(node.address, node.user, node.port, node.identity, label=node.name)
-        resolve(self._dest, self._options)  # a bad ssh config is a usage error before anything starts
+        self._dest = Destination(node.address, node.user, node.port, node.identity, node.name, node.jump)
+        # Every hop as the connection will use it; a bad ssh config is a usage error before anything
+        # starts. Resolved again at each (re)connection: the ssh config may have changed since.
+        self.route = resolve(self._dest, self._options)
+        self._route_used = False
         self._connection: Connection | None = None
         self._tmpdir: str | None = None
         self._closers: list[Closer] = []
@@ -92,7 +95,10 @@ class SSHTransport:
         if self._alive() and (time.monotonic() - self._last_used < _IDLE_TRUSTED or await self._answers()):
             return self  # kept open, and still alive
         await self.close()
-        self._connection = await connect(self._dest, self._options)
+        if self._route_used:
+            self.route = resolve(self._dest, self._options)
+        self._route_used = True
+        self._connection = await connect(self._dest, self._options, self.route)
         self._closed = asyncio.ensure_future(self._connection.conn.wait_closed())
         self._nodelay = asyncio.ensure_future(_ask_for_nodelay(self._connection.conn))
         first = self._connection.jumps[0] if self._connection.jumps else self._connection.conn

@@ -1,25 +1,37 @@
 """Opening an SSH connection to a node the way OpenSSH would, with nodeload's own safety rules.
 
-The node's settings come from the ssh config (HostName, Port, User, IdentityFile,
-ProxyJump, ProxyCommand...), its host key is checked by nodeload (``ssh_hostkeys``), and
-nothing of the user's is forwarded. A jump host (``ProxyJump``, ``-J``) is connected to
-first, with the same rules and its own host key checked, and the node is reached through it.
+Every hop is resolved first (:mod:`.ssh_resolve`: ``ssh -G``, else asyncssh's config reader) and
+asyncssh is handed the result as explicit settings, with no config file of its own: host, port,
+user, the identity files that exist, the agent, ProxyCommand. The host key is checked by nodeload
+(``ssh_hostkeys``) against the known_hosts files of the same resolution, and nothing of the
+user's is forwarded. Jump hosts are connected to first, each with its own host key checked, and
+the node is reached through them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
-from nodeload.addresses import refused, ssh_name_problem
-from nodeload.errors import AuthenticationFailed, HostKeyRejected, NodeUnreachable, UsageError
+from nodeload.errors import AuthenticationFailed, HostKeyRejected, NodeUnreachable
 from nodeload.transports.ssh_hostkeys import CheckingClient, HostKeyCheck, trust_policy
+from nodeload.transports.ssh_resolve import (
+    Destination,
+    Hop,
+    ResolveSettings,
+    Route,
+    local_user,
+    parse_destination,
+    resolve_route,
+)
+
+__all__ = ["Connection", "Destination", "SSHOptions", "connect", "local_user", "parse_destination", "resolve"]
 
 # Layers are already compressed; SSH compression would only burn CPU.
 _NO_COMPRESSION = ["none"]
@@ -31,9 +43,6 @@ _CIPHERS = [
     "aes128-ctr",
     "aes256-ctr",
 ]
-_MAX_JUMPS = 8
-USER_CONFIG = Path("~/.ssh/config")
-SYSTEM_CONFIG = Path("/etc/ssh/ssh_config")
 
 
 @dataclass(frozen=True)
@@ -46,17 +55,12 @@ class SSHOptions:
     verify_host_keys: bool = True
     connect_timeout: float = 15.0
     jump: str | None = None  # -J [USER@]HOST[:PORT][,...]: overrides the config's ProxyJump
+    ssh_client: str | None = None  # the ssh client that resolves hops; None: ssh on $PATH, "": none
 
-
-@dataclass(frozen=True)
-class Destination:
-    """Where one SSH hop goes, before the ssh config fills in the rest."""
-
-    host: str
-    user: str | None = None
-    port: int | None = None
-    identity: Path | None = None
-    label: str = ""  # how errors name it (the node's name, or "jump host X")
+    @property
+    def resolving(self) -> ResolveSettings:
+        """What resolving a hop takes of these options."""
+        return ResolveSettings(self.ssh_config, self.identity, self.jump, self.ssh_client)
 
 
 @dataclass
@@ -74,122 +78,63 @@ class Connection:
                 await conn.wait_closed()
 
 
-def local_user() -> str:
-    """The local login name, for ``%u`` and as SSH's default user."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
-
-
-def config_files(options: SSHOptions) -> list[str]:
-    """The ssh config files read, as ssh reads them: ``-F FILE`` alone, else ``~/.ssh/config``
-    and the system's, those that exist. (asyncssh, left alone, reads only ~/.ssh/config and only
-    when it connects: read here, the host-key check and the connection see the same settings.)"""
-    if options.ssh_config is not None:
-        return [str(options.ssh_config)]
-    return [str(f) for f in (USER_CONFIG.expanduser(), SYSTEM_CONFIG) if os.access(f, os.R_OK)]
-
-
-def resolve(dest: Destination, options: SSHOptions) -> asyncssh.SSHClientConnectionOptions:
-    """The hop's settings as the ssh config resolves them.
+def resolve(dest: Destination, options: SSHOptions) -> Route:
+    """Every hop to ``dest`` as the connection will use it (see :mod:`.ssh_resolve`).
 
     Raises:
-        UsageError: when the ssh config cannot be parsed for this host.
+        UsageError: the ssh config cannot be read for it, or a name is refused.
     """
-    kwargs: dict[str, Any] = {"config": config_files(options)}
-    if dest.port:
-        kwargs["port"] = dest.port
-    if dest.user:
-        kwargs["username"] = dest.user
-    try:
-        return asyncssh.SSHClientConnectionOptions(host=dest.host, **kwargs)
-    except (OSError, ValueError, asyncssh.Error) as err:
-        source = f"-F {options.ssh_config}" if options.ssh_config else "the ssh config"
-        raise UsageError(f"{source}: {err}") from err
+    return resolve_route(dest, options.resolving)
 
 
-def parse_destination(text: str, label: str) -> Destination:
-    """``[USER@]HOST[:PORT]`` (or ``ssh://`` form) of a jump host.
-
-    Raises:
-        UsageError: when it is not of that form.
-    """
-    from nodeload.nodes.listed import parse_node  # nodes/ imports transports/: import late
-
-    spec = parse_node(text.removeprefix("ssh://"))
-    assert spec.address is not None
-    return Destination(spec.address, spec.user, spec.port, label=label)
-
-
-async def connect(dest: Destination, options: SSHOptions) -> Connection:
+async def connect(dest: Destination, options: SSHOptions, route: Route | None = None) -> Connection:
     """Connect to ``dest`` (through its jump hosts, if any), checking every host key.
+
+    ``route`` is ``dest`` resolved already (:func:`resolve`); resolved here when not given.
 
     Raises:
         NodeError: HostKeyRejected, AuthenticationFailed or NodeUnreachable, naming the hop.
-        UsageError: a host or user name that could be read as an option or a shell word.
+        UsageError: the ssh config cannot be read, or a host or user name could be read as an
+            option or a shell word.
     """
-    _check_names(dest)
-    settings = resolve(dest, options)
+    route = route or resolve(dest, options)
     jumps: list[asyncssh.SSHClientConnection] = []
     try:
         tunnel = None
-        for i, hop in enumerate(_jump_chain(settings, options)):
-            if i >= _MAX_JUMPS:
-                raise UsageError(f"{dest.label}: more than {_MAX_JUMPS} jump hosts")
-            _check_names(hop)
-            hop_settings = resolve(hop, options)
-            jumps.append(await _open(hop, hop_settings, options, tunnel, jump=True))
+        for hop in route.jumps:
+            jumps.append(await _open(hop, options, tunnel))
             tunnel = jumps[-1]
-        return Connection(await _open(dest, settings, options, tunnel, jump=False), jumps)
+        return Connection(await _open(route.node, options, tunnel, node=True), jumps)
     except BaseException:
         await Connection(jumps[-1], jumps[:-1]).close() if jumps else None
         raise
 
 
-def _check_names(dest: Destination) -> None:
-    """Refuse names ssh could take for options or a ProxyCommand could run: every node source
-    checks its own, this is the last line for all of them."""
-    for what, value in (("host", dest.host), ("user", dest.user)):
-        why = None if value is None else ssh_name_problem(value)
-        if value is not None and why:
-            raise UsageError(f"{dest.label}: {refused(what, value, why)}")
-
-
-def _jump_chain(settings: asyncssh.SSHClientConnectionOptions, options: SSHOptions) -> list[Destination]:
-    """The jump hosts, first hop first: ``-J``, else the config's ProxyJump (``none``: no jump)."""
-    text = options.jump or settings.config.get("ProxyJump")
-    if not text or str(text).lower() == "none":
-        return []
-    return [parse_destination(hop.strip(), f"jump host {hop.strip()}") for hop in str(text).split(",")]
-
-
 async def _open(
-    dest: Destination,
-    settings: asyncssh.SSHClientConnectionOptions,
+    hop: Hop,
     options: SSHOptions,
     tunnel: asyncssh.SSHClientConnection | None,
     *,
-    jump: bool,
+    node: bool = False,
 ) -> asyncssh.SSHClientConnection:
-    check = _host_key_check(settings, options)
-    kwargs = _connect_kwargs(dest, settings, options, check)
+    check = _host_key_check(hop, options)
+    kwargs = _connect_kwargs(hop, options, check)
     # Ours, never asyncssh's own reading of ProxyJump: that hop's host key is checked above.
     kwargs["tunnel"] = tunnel
-    where = f"{dest.label}: " if jump else ""
+    where = "" if node else f"{hop.label}: "
     try:
-        return await asyncssh.connect(settings.host, **kwargs)
+        return await asyncssh.connect(hop.hostname, **kwargs)
     except asyncssh.HostKeyNotVerifiable as err:
-        raise HostKeyRejected(where + (check.rejection(dest.label) if check else str(err))) from err
+        raise HostKeyRejected(where + (check.rejection(hop.label) if check else str(err))) from err
     except asyncssh.PermissionDenied as err:
         raise AuthenticationFailed(
-            f"{where}SSH authentication failed ({err.reason}). Load the key into ssh-agent, "
-            "name it with -i FILE or IdentityFile in ~/.ssh/config, and check the user name."
+            f"{where}SSH authentication failed ({err.reason}) as {hop.user!r}. Load the key into "
+            "ssh-agent, name it with -i FILE or IdentityFile in ~/.ssh/config, and check the user name."
         ) from err
     except asyncssh.KeyImportError as err:
         raise AuthenticationFailed(f"{where}cannot load the SSH key: {err}") from err
     except asyncssh.ChannelOpenError as err:  # the jump host would not connect onwards
-        raise NodeUnreachable(f"the jump host could not reach {settings.host}: {err.reason}") from err
+        raise NodeUnreachable(f"the jump host could not reach {hop.hostname}: {err.reason}") from err
     except asyncssh.DisconnectError as err:
         raise NodeUnreachable(f"{where}SSH connection refused: {err.reason}") from err
     except (TimeoutError, OSError) as err:
@@ -197,28 +142,24 @@ async def _open(
         raise NodeUnreachable(f"{where}cannot connect over SSH: {reason}") from err
 
 
-def _host_key_check(
-    settings: asyncssh.SSHClientConnectionOptions, options: SSHOptions
-) -> HostKeyCheck | None:
+def _host_key_check(hop: Hop, options: SSHOptions) -> HostKeyCheck | None:
     """The check of this hop's host key (None with --insecure-skip-host-key-check)."""
     if not options.verify_host_keys:
         return None
-    policy = trust_policy(options.known_hosts, settings.config.get_options(False), local_user())
-    alias = settings.host_key_alias
-    return HostKeyCheck(policy, alias or settings.host, settings.port, aliased=bool(alias))
+    policy = trust_policy(options.known_hosts, hop)
+    alias = hop.host_key_alias
+    return HostKeyCheck(policy, alias or hop.hostname, hop.port, aliased=bool(alias))
 
 
-def _connect_kwargs(
-    dest: Destination,
-    settings: asyncssh.SSHClientConnectionOptions,
-    options: SSHOptions,
-    check: HostKeyCheck | None,
-) -> dict[str, Any]:
+def _connect_kwargs(hop: Hop, options: SSHOptions, check: HostKeyCheck | None) -> dict[str, Any]:
+    """asyncssh's settings for ``hop``, every one explicit: asyncssh reads no config file."""
     kwargs: dict[str, Any] = {
-        "options": settings,
+        "config": None,
+        "port": hop.port,
+        "username": hop.user,
         "compression_algs": _NO_COMPRESSION,
         "encryption_algs": _CIPHERS,
-        "connect_timeout": options.connect_timeout,
+        "connect_timeout": hop.connect_timeout or options.connect_timeout,
         "window": 8 * 1024 * 1024,
         # A node that vanishes must fail its push, not hang every other node's report.
         "keepalive_interval": 15,
@@ -228,11 +169,43 @@ def _connect_kwargs(
         "agent_forwarding": False,
         "x11_forwarding": False,
         "known_hosts": check.match if check else None,
+        "host_key_alias": hop.host_key_alias,
+        **_keys(hop),
     }
+    if hop.address_family in ("inet", "inet6"):
+        kwargs["family"] = socket.AF_INET if hop.address_family == "inet" else socket.AF_INET6
+    if hop.proxy_command:
+        # As ssh runs it: the user's shell, exec'ing the expanded command.
+        kwargs["proxy_command"] = [os.environ.get("SHELL") or "/bin/sh", "-c", f"exec {hop.proxy_command}"]
     if check is not None:
         kwargs["client_factory"] = lambda: CheckingClient(check)
-    extra = [str(key) for key in (dest.identity, options.identity) if key is not None]
-    if extra:
-        # -i (and an inventory's key) add keys; the agent and ssh config IdentityFile keys still apply.
-        kwargs["client_keys"] = [*extra, *(settings.client_keys or [])]
     return kwargs
+
+
+def _keys(hop: Hop) -> dict[str, Any]:
+    """The keys ssh would offer: the identity files that exist (a missing one is skipped, as ssh
+    skips it; ``-i`` and an inventory's key are among them), and the agent's (only those of these
+    files under IdentitiesOnly)."""
+    files = list(dict.fromkeys(hop.key_files))
+    # Encrypted files are skipped, not asked about: their key may well be in the agent.
+    keys: dict[str, Any] = {"client_keys": files, "ignore_encrypted": True}
+    agent = hop.identity_agent
+    if agent == "none":
+        keys["agent_path"] = ""
+    elif agent is not None:
+        keys["agent_path"] = agent
+    if hop.identities_only:
+        identities = [key for key in (_public_key(f) for f in files) if key is not None]
+        keys["agent_identities"] = identities
+        if not identities:
+            keys["agent_path"] = ""  # no file, so none of the agent's keys either
+    return keys
+
+
+def _public_key(path: str) -> asyncssh.SSHKey | None:
+    """The public half of an identity file (its .pub, else the unencrypted private key), if any."""
+    with contextlib.suppress(OSError, ValueError, asyncssh.KeyImportError):
+        return asyncssh.read_public_key(path + ".pub")
+    with contextlib.suppress(OSError, ValueError, asyncssh.KeyImportError):
+        return asyncssh.read_private_key(path).convert_to_public()
+    return None

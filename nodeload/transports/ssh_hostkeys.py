@@ -3,8 +3,8 @@
 asyncssh turns checking off when the config says ``UserKnownHostsFile none``, and
 trusts a lone ``GlobalKnownHostsFile`` when the user file is missing. OpenSSH
 would still check in both cases, and so does nodeload: it reads the known_hosts
-files as OpenSSH does (``UserKnownHostsFile``, ``GlobalKnownHostsFile``, their
-defaults, or ``--known-hosts``), matches the node's key itself, and only
+files the hop's resolution names (``UserKnownHostsFile``, ``GlobalKnownHostsFile`` as
+``ssh -G`` prints them, or ``--known-hosts``), matches the node's key itself, and only
 ``--insecure-skip-host-key-check`` turns checking off. ``StrictHostKeyChecking
 accept-new`` is honored as OpenSSH does (an unknown host's key is recorded, a
 changed one refused); ``no``/``off`` are not (a key nobody checked would be trusted).
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,11 @@ import asyncssh
 from asyncssh.config import SSHClientConfig, SSHConfig
 
 from nodeload.errors import HostKeyRejected
+from nodeload.transports.ssh_resolve import Hop, home
 
-DEFAULT_USER_FILES = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
-DEFAULT_GLOBAL_FILES = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
-
-# asyncssh's config reader ignores StrictHostKeyChecking (it never prompts); teach it the option so
-# that "accept-new" can be honored. If asyncssh's internals change, the option reads as unset: strict.
+# asyncssh's config reader (used where no ssh client is installed) ignores StrictHostKeyChecking (it
+# never prompts); teach it the option so that "accept-new" can be honored. If asyncssh's internals
+# change, the option reads as unset: strict.
 with contextlib.suppress(AttributeError, TypeError):
     SSHClientConfig._handlers.setdefault(
         "stricthostkeychecking", ("StrictHostKeyChecking", SSHConfig._set_string)
@@ -50,42 +48,29 @@ class TrustPolicy:
         return [f for f in self.files if f.is_file()]
 
 
-def trust_policy(explicit: Path | None, config: Mapping[str, Any], user: str) -> TrustPolicy:
-    """The trust policy for one node, from ``--known-hosts`` or its ssh config entries.
+def trust_policy(explicit: Path | None, hop: Hop) -> TrustPolicy:
+    """The trust policy for one hop, from ``--known-hosts`` or the hop's resolved settings.
 
     Args:
         explicit: ``--known-hosts FILE``: the only file consulted when given.
-        config: the node's resolved ssh config options (asyncssh's ``options.config``).
-        user: the local user name, for ``%u`` in file names.
+        hop: the hop as resolved (``ssh -G``'s UserKnownHostsFile, GlobalKnownHostsFile and
+            StrictHostKeyChecking, already expanded).
     """
-    strict = str(config.get("StrictHostKeyChecking", "yes")).lower()
-    ignored = f"StrictHostKeyChecking {strict}" if strict in ("no", "off") else None
+    strict = hop.strict_host_key_checking
+    ignored = f"StrictHostKeyChecking {strict}" if strict == "no" else None
     if explicit is not None:
         files: tuple[Path, ...] = (explicit,)
     else:
-        user_files = _configured(config, "UserKnownHostsFile", DEFAULT_USER_FILES)
-        if not user_files and "UserKnownHostsFile" in config:
+        user_files = [f for f in hop.user_known_hosts if f.lower() != "none"]
+        if not user_files:
             ignored = ignored or "UserKnownHostsFile none"
-        global_files = _configured(config, "GlobalKnownHostsFile", DEFAULT_GLOBAL_FILES)
-        files = tuple(_expand(f, user) for f in (*user_files, *global_files))
+        global_files = [f for f in hop.global_known_hosts if f.lower() != "none"]
+        files = tuple(Path(f) for f in (*user_files, *global_files))
     add_to = None
     if strict == "accept-new":
         writable = [f for f in files if not str(f).startswith("/etc/")]
-        add_to = writable[0] if writable else _expand(DEFAULT_USER_FILES[0], user)
+        add_to = writable[0] if writable else Path(home(), ".ssh", "known_hosts")
     return TrustPolicy(files, add_to, ignored)
-
-
-def _configured(config: Mapping[str, Any], option: str, default: Sequence[str]) -> list[str]:
-    """The option's files; ``none`` (which asyncssh reads as an empty list) means no file."""
-    if option not in config:
-        return list(default)
-    return [str(f) for f in config[option] if str(f).lower() != "none"]
-
-
-def _expand(name: str, user: str) -> Path:
-    home = os.path.expanduser("~")
-    text = name.replace("%%", "\0").replace("%d", home).replace("%u", user).replace("\0", "%")
-    return Path(os.path.expanduser(text))
 
 
 def known_hosts_name(host: str, port: int, *, aliased: bool = False) -> str:

@@ -382,7 +382,7 @@ def test_missing_default_kubeconfig_is_named(tmp_path: Path) -> None:
             "is not valid YAML: expected the node content, but found '-' at line 2, column 3",
         ),
         ("- just\n- a list\n", "is malformed: expected a mapping, found list"),
-        ("", "is malformed: expected a mapping, found nothing"),
+        ("", "sets no current-context"),  # as kubectl: an empty file is an empty config
         ("contexts:\n  dev: {}\n", "is malformed: 'contexts' must be a list of named entries"),
     ],
 )

@@ -29,7 +29,7 @@ import pytest
 
 from tests.helpers.docker_archive import saved_image, write_docker_archive
 from tests.helpers.oci import ImageSpec, LayoutInfo, tar_directory, write_layout
-from tests.integration.cli import REPO, Cli, content, images, layout
+from tests.integration.cli import REPO, Cli, Run, content, images, layout
 from tests.integration.nodes import Containerd, Sshd, free_port, start_sshd
 
 pytestmark = pytest.mark.integration
@@ -840,13 +840,32 @@ def test_a_socket_hint_holding_a_newline_cannot_name_the_ctr_command(
 
 # -- 12. host-key settings come from the ssh config the connection reads -----------------------
 
+# Without -F, ssh reads ~/.ssh/config and /etc/ssh/ssh_config, "~" being the home directory of the
+# password database (OpenSSH ignores $HOME): nodeload resolves with ssh -G, so it reads the same.
+
 
 def _home_with_config(tmp_path: Path, sshd: Sshd, *lines: str) -> Path:
-    """A HOME whose ~/.ssh/config names the test sshd as "node", with ``lines`` added."""
+    """A home directory whose ~/.ssh/config names the test sshd as "node", with ``lines`` added."""
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     ssh_config(home / ".ssh" / "config", sshd, *lines)
     return home
+
+
+def _run_at_home(cli: Cli, home: Path, *args: str) -> Run:
+    """``nodeload ARGS`` for a user whose home is ``home``: OpenSSH takes the home directory from
+    the password database, not $HOME, so this user's entry says so, in a mount namespace of the
+    command's own (the machine's /etc/passwd is untouched)."""
+    user = pwd.getpwuid(os.getuid())
+    passwd = home.parent / "passwd"
+    passwd.write_text(f"{user.pw_name}:x:{user.pw_uid}:{user.pw_gid}::{home}:/bin/sh\n")
+    wrapper = 'mount --bind "$1" /etc/passwd && shift && exec "$@"'
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", wrapper, "sh", str(passwd),
+         sys.executable, "-m", "nodeload", *args],
+        cwd=REPO, env={**cli.env, "HOME": str(home)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
 def test_known_hosts_files_named_in_the_default_ssh_config_are_used(
@@ -856,9 +875,9 @@ def test_known_hosts_files_named_in_the_default_ssh_config_are_used(
     home = _home_with_config(tmp_path, sshd, "UserKnownHostsFile ~/.ssh/known_hosts.d/prod")
     (home / ".ssh" / "known_hosts.d").mkdir()
     shutil.copy(sshd.known_hosts, home / ".ssh" / "known_hosts.d" / "prod")
-    run = cli.run(
-        "push", f"oci:{layout(tmp_path, 330).path}", "--name", "example.com/kh:v1", "--node", "node",
-        "--containerd-socket", str(containerd.socket), "--json", env={"HOME": str(home)},
+    run = _run_at_home(
+        cli, home, "push", f"oci:{layout(tmp_path, 330).path}", "--name", "example.com/kh:v1",
+        "--node", "node", "--containerd-socket", str(containerd.socket), "--json",
     )  # fmt: skip
     assert run.code == 0, run.err
     assert run.nodes[0]["status"] == "ok"
@@ -868,9 +887,9 @@ def test_accept_new_in_the_default_ssh_config_records_the_key(
     cli: Cli, sshd: Sshd, containerd: Containerd, tmp_path: Path
 ) -> None:
     home = _home_with_config(tmp_path, sshd, "StrictHostKeyChecking accept-new")
-    run = cli.run(
-        "push", f"oci:{layout(tmp_path, 331).path}", "--name", "example.com/kh:v2", "--node", "node",
-        "--containerd-socket", str(containerd.socket), "--json", env={"HOME": str(home)},
+    run = _run_at_home(
+        cli, home, "push", f"oci:{layout(tmp_path, 331).path}", "--name", "example.com/kh:v2",
+        "--node", "node", "--containerd-socket", str(containerd.socket), "--json",
     )  # fmt: skip
     assert run.code == 0, run.err
     recorded = (home / ".ssh" / "known_hosts").read_text()
@@ -886,9 +905,9 @@ def test_a_changed_key_is_named_as_known_hosts_stores_it(
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     algorithm, blob = other.with_suffix(".pub").read_text().split()[:2]
     (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {algorithm} {blob}\n")
-    run = cli.run(
-        "push", f"oci:{layout(tmp_path, 332).path}", "--node", "node",
-        "--containerd-socket", str(containerd.socket), "--json", env={"HOME": str(home)},
+    run = _run_at_home(
+        cli, home, "push", f"oci:{layout(tmp_path, 332).path}", "--node", "node",
+        "--containerd-socket", str(containerd.socket), "--json",
     )  # fmt: skip
     assert run.code == 1
     error = run.nodes[0]["error"]
@@ -896,8 +915,8 @@ def test_a_changed_key_is_named_as_known_hosts_stores_it(
 
     alias = _home_with_config(tmp_path / "alias", sshd, "HostKeyAlias node-alias")
     (alias / ".ssh" / "known_hosts").write_text(f"node-alias {algorithm} {blob}\n")
-    run = cli.run(
-        "push", f"oci:{layout(tmp_path, 333).path}", "--node", "node",
-        "--containerd-socket", str(containerd.socket), "--json", env={"HOME": str(alias)},
+    run = _run_at_home(
+        cli, alias, "push", f"oci:{layout(tmp_path, 333).path}", "--node", "node",
+        "--containerd-socket", str(containerd.socket), "--json",
     )  # fmt: skip
     assert "ssh-keygen -R 'node-alias'" in run.nodes[0]["error"], run.nodes[0]["error"]

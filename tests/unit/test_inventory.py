@@ -82,10 +82,11 @@ EQUIVALENT_YAML = """\
 """
 
 
-def test_ini_and_yaml_give_equal_nodes(tmp_path: Path) -> None:
+def test_ini_and_yaml_give_equal_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     ini = load(tmp_path, EQUIVALENT_INI, "hosts.ini")
     yml = load(tmp_path, EQUIVALENT_YAML, "hosts.yml")
-    key = tmp_path / "keys" / "id_ed25519"
+    key = tmp_path / "keys" / "id_ed25519"  # relative: to the current directory, as ssh opens it
     socket = ("/run/k3s/containerd/containerd.sock",)
     web1 = NodeSpec(
         name="web1",
@@ -120,9 +121,10 @@ def test_ini_host_line_with_colon_space_is_not_taken_for_yaml(tmp_path: Path) ->
 # -- hosts and groups -----------------------------------------------------------------
 
 
-def test_hosts_in_file_order_without_duplicates(tmp_path: Path) -> None:
+def test_hosts_in_ansible_order_without_duplicates(tmp_path: Path) -> None:
+    # Ansible's: ungrouped (c went to g1), then g1's, then g2's.
     inventory = load(tmp_path, "c\n[g1]\nb\nc\n[g2]\na\nb\n")
-    assert inventory.hosts() == ["c", "b", "a"]
+    assert inventory.hosts() == ["b", "c", "a"]
 
 
 def test_groups_expand_nested_children(tmp_path: Path) -> None:
@@ -145,8 +147,8 @@ def test_groups_expand_nested_children(tmp_path: Path) -> None:
     )
     groups = inventory.groups()
     assert groups["frontend"] == ["w1", "a1"]
-    assert groups["prod"] == ["w1", "a1", "p1"]
-    assert groups["all"] == ["solo", "w1", "a1", "p1"]
+    assert groups["prod"] == ["p1", "w1", "a1"]  # its own hosts first, then its children's
+    assert groups["all"] == ["solo", "p1", "w1", "a1"]
     assert groups["ungrouped"] == ["solo"]
 
 
@@ -403,7 +405,7 @@ def test_ssh_aliases_later_name_wins(tmp_path: Path) -> None:
         ("ansible_ssh_common_args='-o \"ProxyJump bastion\"'", "bastion"),
         ("ansible_ssh_extra_args='-o StrictHostKeyChecking=no -qJ bastion'", "bastion"),
         ("ansible_ssh_common_args='-J first' ansible_ssh_extra_args='-J second'", "first"),
-        ("ansible_ssh_common_args='-o ProxyJump=none'", None),
+        ("ansible_ssh_common_args='-o ProxyJump=none'", "none"),  # not the ssh config's either
         ("ansible_ssh_common_args='-i -J -o ControlMaster=auto'", None),  # -J is -i's value
         ("ansible_ssh_common_args='-o ProxyCommand=nc'", None),
     ],
@@ -412,14 +414,15 @@ def test_jump_hosts(tmp_path: Path, args: str, jump: str | None) -> None:
     assert spec(tmp_path, f"h {args}").jump == jump
 
 
-def test_relative_key_path_is_relative_to_inventory_dir(
+def test_relative_key_path_is_relative_to_the_current_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """As Ansible: it hands the path to ssh (-o IdentityFile=...), which opens it from there."""
     (tmp_path / "inv").mkdir()
     monkeypatch.chdir(tmp_path)  # the inventory path itself is relative too
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     inventory = load_inventory(_write(tmp_path / "inv" / "hosts", "a ansible_ssh_private_key_file=k/id\n"))
-    assert inventory.node_spec("a").identity == tmp_path / "inv" / "k" / "id"
+    assert inventory.node_spec("a").identity == tmp_path / "k" / "id"
     (tmp_path / "inv" / "hosts").write_text(
         "a ansible_private_key_file=~/.ssh/id\nb ansible_ssh_private_key_file=/k\n"
     )
@@ -475,19 +478,20 @@ LIMIT_INVENTORY = """\
 @pytest.mark.parametrize(
     ("limit", "expected"),
     [
-        ("web", ["web1", "web2"]),
-        ("web:db", ["web1", "web2", "db-1", "db-2", "dbx"]),
-        ("web,db", ["web1", "web2", "db-1", "db-2", "dbx"]),
+        # Ansible's order: all's own order (staging's web2 comes before web's web1), then filtered.
+        ("web", ["web2", "web1"]),
+        ("web:db", ["web2", "web1", "db-1", "db-2", "dbx"]),
+        ("web,db", ["web2", "web1", "db-1", "db-2", "dbx"]),
         ("web:&staging", ["web2"]),
         ("prod:&staging", ["web2"]),
-        ("all:!db", ["solo", "web1", "web2", "p1", "s1"]),
+        ("all:!db", ["solo", "p1", "web2", "s1", "web1"]),
         ("!prod", ["solo", "s1"]),
         ("prod:!web:!p1", ["db-1", "db-2", "dbx"]),
-        ("web*", ["web1", "web2"]),
-        ("*1", ["web1", "db-1", "p1", "s1"]),
+        ("web*", ["web2", "web1"]),
+        ("*1", ["p1", "s1", "web1", "db-1"]),
         (r"~^db-\d", ["db-1", "db-2"]),
         ("solo:web1", ["solo", "web1"]),
-        ("*", ["solo", "web1", "web2", "db-1", "db-2", "dbx", "p1", "s1"]),
+        ("*", ["solo", "p1", "web2", "s1", "web1", "db-1", "db-2", "dbx"]),
         ("db[0]", ["db-1"]),
         ("db[-1]", ["dbx"]),
         ("db[1:]", ["db-2", "dbx"]),
@@ -729,3 +733,60 @@ def test_bad_group_priority(tmp_path: Path) -> None:
     error = load_error(tmp_path, "[g]\nh\n[g:vars]\nansible_group_priority=high\n")
     assert "ansible_group_priority" in error
     assert "'g'" in error
+
+
+# -- as Ansible reads it (the differential suite compares these with ansible-core itself) ---------
+
+
+def test_group_and_host_vars_files_beside_the_inventory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").write_text("ansible_user: deploy\nansible_port: 2200\n")
+    (tmp_path / "group_vars" / "web.yml").write_text("ansible_port: 2201\n")
+    (tmp_path / "host_vars" / "w2.yml").write_text("ansible_user: own\n")
+    inventory = load(tmp_path, "[web]\nw1\nw2\n")
+    assert (inventory.node_spec("w1").user, inventory.node_spec("w1").port) == ("deploy", 2201)
+    assert inventory.node_spec("w2").user == "own"
+
+
+def test_a_vault_encrypted_vars_file_says_to_install_ansible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").write_text("$ANSIBLE_VAULT;1.1;AES256\n6638\n")
+    assert "install ansible-core" in load_error(tmp_path, "[web]\nw1\n")
+
+
+def test_the_first_port_of_a_host_wins(tmp_path: Path) -> None:
+    inventory = load(tmp_path, "[a]\nh:2222\n[b]\nh:3333\n")
+    assert inventory.node_spec("h").port == 2222
+
+
+def test_a_regex_keeps_its_brackets_and_subscripts_follow_ansible_order(tmp_path: Path) -> None:
+    inventory = load(tmp_path, "[web:children]\neu\n[web]\nw0\n[eu]\neu1\neu2\n[x]\nweb01\nweb02\nweb03\n")
+    assert names(inventory.select(limit="~web0[12]")) == ["web01", "web02"]
+    assert names(inventory.select(limit="web[0]")) == ["w0"]  # its own hosts, then its children's
+    assert names(inventory.select(limit="web[1-2]")) == ["eu1", "eu2"]  # the deprecated form
+
+
+def test_limit_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "limits").write_text("web1\n\n!web2\nstaging\n")
+    assert names(load(tmp_path, LIMIT_INVENTORY).select(limit="@limits")) == ["s1", "web1"]  # all's order
+
+
+def test_a_proxy_command_in_the_ssh_args_fails_that_host(tmp_path: Path) -> None:
+    node = spec(tmp_path, "h ansible_ssh_common_args='-o ProxyCommand=\"ssh -W %h:%p bastion\"'")
+    assert node.problem is not None and "ProxyCommand" in node.problem and node.address is None
+
+
+def test_a_script_inventory_says_to_install_ansible(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.py"
+    path.write_text("#!/usr/bin/env python3\nprint('{}')\n")
+    path.chmod(0o755)
+    with pytest.raises(NodeSourceError, match="install ansible-core"):
+        load_inventory(path)

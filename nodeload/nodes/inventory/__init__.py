@@ -11,10 +11,13 @@ connection variables Ansible itself would use (``ansible_host``, ``ansible_port`
 ProxyJump in the ssh args) and nodeload's own ``nodeload_containerd_socket``,
 ``nodeload_namespace`` and ``nodeload_platform``.
 
-Deliberately not evaluated: ``group_vars/`` and ``host_vars/`` directories, inventory
-directories, dynamic inventory scripts and plugin configurations (``ansible-inventory -i
-SRC --list --yaml`` exports any of those as a file this package reads), and Jinja
-templates: a variable nodeload needs that holds ``{{ ... }}`` is an error, not an address.
+This is the reader for machines without Ansible: where ansible-core is installed, inventories
+are read through it (:mod:`~nodeload.nodes.inventory.ansible`), and the test suite holds this
+reader to Ansible's answers (host order, patterns, subscripts, ``group_vars/`` and
+``host_vars/`` beside the inventory and in the current directory, the first ``host:port``).
+Not evaluated here: inventory directories, dynamic inventory scripts, plugin configurations and
+vault (each says to install ansible-core), and Jinja templates: a variable nodeload needs that
+holds ``{{ ... }}`` is an error, not an address.
 
 The file is untrusted input: its size, host ranges, YAML alias fan-out and group nesting
 are bounded, and every defect is a :class:`~nodeload.errors.NodeSourceError` naming the
@@ -27,14 +30,17 @@ YAML from INI); :mod:`~nodeload.nodes.inventory.ini` and
 graph; :mod:`~nodeload.nodes.inventory.model` holds :class:`Inventory` (variable precedence
 and selection); :mod:`~nodeload.nodes.inventory.patterns` expands host patterns and
 ``--limit`` patterns; :mod:`~nodeload.nodes.inventory.hostvars` turns a host's variables
-into a NodeSpec.
+into a NodeSpec; :mod:`~nodeload.nodes.inventory.files` reads ``group_vars/`` and ``host_vars/``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from nodeload.errors import NodeSourceError
 from nodeload.nodes.inventory.building import MAX_ENTRIES
+from nodeload.nodes.inventory.files import vars_directories
 from nodeload.nodes.inventory.ini import _from_ini
 from nodeload.nodes.inventory.model import Inventory
 from nodeload.nodes.inventory.patterns import MAX_RANGE_HOSTS
@@ -67,9 +73,16 @@ def load_inventory(path: Path) -> Inventory:
         NodeSourceError: The file is missing, unreadable, too large or malformed.
     """
     text = _read(path)
+    if text.startswith("#!") and os.access(path, os.X_OK):
+        raise NodeSourceError(
+            f"inventory {path} is a script, which only Ansible runs: install ansible-core "
+            "(pip install ansible-core) and nodeload reads it through ansible-inventory"
+        )
     if path.suffix.lower() in (".yml", ".yaml"):
         builder = _from_yaml(_load_yaml(text, path), path)
     else:
         document = _sniff_yaml(text)
         builder = _from_ini(text, path) if document is None else _from_yaml(document, path)
-    return builder.build()
+    inventory = builder.build()
+    inventory.vars_dirs = vars_directories(path, list(builder.groups), list(builder.hosts))
+    return inventory

@@ -35,7 +35,8 @@ class _Builder:
     def __init__(self, source: Path) -> None:
         self.source = source
         self.hosts: dict[str, Vars] = {}
-        self.groups: dict[str, _Group] = {"all": _Group(), "ungrouped": _Group()}
+        # As Ansible: ungrouped is the first child of all, whatever the file says.
+        self.groups: dict[str, _Group] = {"all": _Group(children={"ungrouped": None}), "ungrouped": _Group()}
         self._budget = MAX_ENTRIES
 
     def group(self, name: str) -> _Group:
@@ -44,9 +45,13 @@ class _Builder:
             found = self.groups[name] = _Group()
         return found
 
-    def add_host(self, name: str, group: str, variables: Vars) -> None:
+    def add_host(self, name: str, group: str, variables: Vars, port: int | None = None) -> None:
+        """``name`` in ``group``; a ``host:port`` entry's port counts only where the host first
+        appears (Ansible sets it when it creates the host), a variable's anywhere."""
         self._spend(1 + len(variables))
-        self.hosts.setdefault(name, {}).update(variables)
+        if name not in self.hosts:
+            self.hosts[name] = {} if port is None else {"ansible_port": port}
+        self.hosts[name].update(variables)
         self.group(group).hosts[name] = None
 
     def set_vars(self, group: str, variables: Vars) -> None:

@@ -62,6 +62,7 @@ _FALSE = frozenset({"false", "no", "off", "0", "n", "f", ""})
 # ssh(1) options that take a value, so that a scan for -J skips their values like getopt.
 _SSH_VALUE_FLAGS = frozenset("BbcDEeFIiJLlmOoPpQRSWw")
 _PROXY_JUMP = re.compile(r"\s*proxyjump(?:\s*=\s*|\s+)(\S+)\s*", re.IGNORECASE)
+_PROXY_COMMAND = re.compile(r"proxycommand\s*[=\s]", re.IGNORECASE)
 
 
 def _pick_used(layers: Iterable[Vars]) -> Vars:
@@ -145,6 +146,7 @@ class _HostVars:
             path = Path(text).expanduser()
         except RuntimeError:  # ~user/... for an unknown user, or no home directory
             raise self.error(f"cannot expand the private key path {text!r}") from None
+        # As Ansible: it passes the path to ssh, which opens it from the current directory.
         return path if path.is_absolute() else base / path
 
     def jump(self) -> str | None:
@@ -158,7 +160,15 @@ class _HostVars:
                 raise self.error(f"cannot split {name} ({exc})") from None
             jump = _jump_in(args)
             if jump is not None:
-                return None if jump.lower() == "none" else jump
+                return "none" if jump.lower() == "none" else jump  # "none": not the config's either
+        return None
+
+    def proxy_command(self) -> str | None:
+        """The ssh args' variable that sets a ProxyCommand, if one does."""
+        for name in _SSH_ARGS_VARS:
+            text = self.text(name)
+            if text is not None and _PROXY_COMMAND.search(text):
+                return name
         return None
 
     def sockets(self) -> tuple[str, ...]:
@@ -251,8 +261,14 @@ def _destination_problem(values: _HostVars, spec: NodeSpec) -> str | None:
         why = None if value is None else ssh_name_problem(value)
         if value is not None and why:
             return refused(field, value, why)
+    command = values.proxy_command()
+    if command:
+        return (
+            f"{command} sets a ProxyCommand, which nodeload does not run from an inventory (it is a "
+            "command on this machine): use ProxyJump there, or the ProxyCommand in your ssh config"
+        )
     for hop in (spec.jump or "").split(","):
-        if hop.strip():
+        if hop.strip() and hop.strip().lower() != "none":
             try:
                 parse_node(hop.strip().removeprefix("ssh://"))
             except UsageError as err:

@@ -94,14 +94,14 @@ class _IniParser:
             names, port = _expand_host_pattern(tokens[0])
         except _BadPattern as exc:
             raise self._error(lineno, line, str(exc)) from None
-        variables: Vars = {} if port is None else {"ansible_port": port}
+        variables: Vars = {}
         for token in tokens[1:]:
             key, equals, value = token.partition("=")
             if not equals or not key:
                 raise self._error(lineno, line, f"expected key=value after the host name, got {token!r}")
             variables[key] = _ini_value(value)
         for name in names:
-            self.builder.add_host(name, self._group, variables)
+            self.builder.add_host(name, self._group, variables, port)
 
     def _vars_line(self, lineno: int, line: str) -> None:
         key, equals, value = line.partition("=")

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 from nodeload.errors import NodeSourceError
 from nodeload.nodes.inventory.hostvars import _HostVars, _node_spec, _pick_used
 from nodeload.nodes.inventory.patterns import (
+    _apply_subscript,
     _did_you_mean,
     _is_wildcard,
     _order_terms,
+    _read_limit_files,
     _sample,
     _split_limit,
     _split_subscript,
@@ -21,13 +23,14 @@ from nodeload.nodes.spec import NodeSpec
 
 if TYPE_CHECKING:  # building imports Inventory at run time
     from nodeload.nodes.inventory.building import Vars, _Group
+    from nodeload.nodes.inventory.files import VarsDirectory
 
 
 class Inventory:
     """A parsed inventory: hosts, groups and the variables that apply to each host.
 
-    Build one with :func:`load_inventory`. Host lists come in file order (the order in
-    which the file first names each host).
+    Build one with :func:`load_inventory`. Host lists come in Ansible's order: a group's own
+    hosts, then those of its children, then of their children (see :meth:`_group_hosts`).
     """
 
     def __init__(
@@ -50,17 +53,20 @@ class Inventory:
                 self._direct[host].append(name)
         # Hosts in the same groups share their groups' resolved variables.
         self._views: dict[tuple[str, ...], Vars] = {}
+        self._group_hosts_cache: dict[str, list[str]] = {}
+        # Variables of group_vars/ and host_vars/ beside the inventory, then in the current directory.
+        self.vars_dirs: list[VarsDirectory] = []
 
     def hosts(self) -> list[str]:
-        """Every host name, in file order, each once."""
-        return list(self._hosts)
+        """Every host name, in Ansible's order (that of group ``all``), each once."""
+        return self._group_hosts("all")
 
     def groups(self) -> dict[str, list[str]]:
-        """Each group's hosts, those of its child groups included, in file order.
+        """Each group's hosts, those of its child groups included, in Ansible's order.
 
         Includes ``all`` (every host) and ``ungrouped`` (hosts in no other group).
         """
-        return {name: self._ordered(self._members([name])) for name in self._groups}
+        return {name: self._group_hosts(name) for name in self._groups}
 
     def select(
         self, *, all_nodes: bool = False, names: Sequence[str] = (), limit: str | None = None
@@ -89,7 +95,7 @@ class Inventory:
             )
         chosen = self.hosts() if all_nodes or not named else named
         if limit is not None:
-            matched = self._limit(limit)
+            matched = set(self._limit(limit))
             chosen = [host for host in chosen if host in matched]
             if not chosen:
                 among = " among the named hosts" if named and not all_nodes else ""
@@ -113,7 +119,7 @@ class Inventory:
         if host not in self._hosts:
             raise self._no_such_host(host)
         values = _HostVars(self._source, host, self._variables(host))
-        return _node_spec(values, self._source.absolute().parent)
+        return _node_spec(values, Path.cwd())
 
     # -- variables ------------------------------------------------------------------
 
@@ -122,22 +128,50 @@ class Inventory:
         direct = tuple(self._direct[host])
         view = self._views.get(direct)
         if view is None:
+            # Ansible's order: the inventory's vars of all, then of the other groups; group_vars/
+            # of all (the inventory's directory, then the current one); then of the other groups
+            # (the inventory's directory, then the current one). Groups by depth, priority, name.
             ordered = sorted(self._ancestry(direct), key=self._rank.__getitem__)
-            view = _pick_used([self._groups[name].vars for name in ordered])
+            others = [name for name in ordered if name != "all"]
+            layers = [self._groups[name].vars for name in ordered]
+            layers += [d.groups.get("all", {}) for d in self.vars_dirs]
+            layers += [d.groups.get(name, {}) for d in self.vars_dirs for name in others]
+            view = _pick_used(layers)
             self._views[direct] = view
-        return {**view, **_pick_used([self._hosts[host]])}
+        own = [self._hosts[host], *(d.hosts.get(host, {}) for d in self.vars_dirs)]
+        return {**view, **_pick_used(own)}
 
     def _ancestry(self, direct: Iterable[str]) -> set[str]:
         """The given groups and every group above them."""
         return _closure(direct, self._parents.__getitem__)
 
-    def _members(self, groups: Iterable[str]) -> set[str]:
-        """Hosts of the given groups and of every group below them."""
-        below = _closure(groups, lambda name: self._groups[name].children)
-        return {host for name in below for host in self._groups[name].hosts}
+    def _group_hosts(self, name: str) -> list[str]:
+        """A group's hosts as Ansible lists them (``Group.get_hosts``): its own, then its
+        children's, then theirs, level by level, each host once.
 
-    def _ordered(self, hosts: set[str]) -> list[str]:
-        return [host for host in self._hosts if host in hosts]
+        Below the first level, Ansible takes the groups of a level in its hash order, which varies
+        from run to run when several groups there have children; nodeload takes them in the
+        order they were met, which is one of Ansible's orders.
+        """
+        found = self._group_hosts_cache.get(name)
+        if found is not None:
+            return found
+        children = self._groups[name].children
+        ordered = [name, *children]
+        seen: set[str] = set()
+        level = [*children, name]
+        while level:
+            seen.update(level)
+            below: dict[str, None] = {}
+            for group in level:
+                for child in self._groups[group].children:
+                    below[child] = None
+                    if child not in seen:
+                        ordered.append(child)
+            level = [child for child in below if child not in seen]
+        found = list(dict.fromkeys(host for group in ordered for host in self._groups[group].hosts))
+        self._group_hosts_cache[name] = found
+        return found
 
     # -- selection ------------------------------------------------------------------
 
@@ -148,47 +182,55 @@ class Inventory:
         return list(dict.fromkeys(names))
 
     def _no_such_host(self, name: str) -> NodeSourceError:
-        known = self.hosts()
+        known = list(self._hosts)
         listing = f"its hosts include {_sample(known)}" if known else "it has no hosts"
         hint = _did_you_mean(name, known)
         return NodeSourceError(f"no host {name!r} in inventory {self._source}{hint}; {listing}")
 
-    def _limit(self, pattern: str) -> set[str]:
-        """The hosts an Ansible host pattern matches: plain terms, then ``&``, then ``!``."""
-        terms = _split_limit(pattern)
+    def _limit(self, pattern: str) -> list[str]:
+        """The hosts an Ansible host pattern matches (``_evaluate_patterns``): plain terms, then
+        ``&``, then ``!``; ``@FILE`` terms read from FILE."""
+        terms = _read_limit_files(_split_limit(pattern), pattern)
         if not terms:
             raise NodeSourceError(f"--limit {pattern!r} is an empty pattern")
-        chosen: set[str] = set()
+        chosen: list[str] = []
         for term in _order_terms(terms):
+            if term in self._hosts:  # as Ansible: a host's own name is never a pattern
+                chosen.append(term)
+                continue
+            that = self._match_term(term[1:] if term[0] in "&!" else term, pattern)
             if term.startswith("&"):
-                chosen &= self._match_term(term[1:], pattern)
+                keep = set(that)
+                chosen = [host for host in chosen if host in keep]
             elif term.startswith("!"):
-                chosen -= self._match_term(term[1:], pattern)
+                drop = set(that)
+                chosen = [host for host in chosen if host not in drop]
             else:
-                chosen |= self._match_term(term, pattern)
-        return chosen
+                existing = set(chosen)
+                chosen += [host for host in that if host not in existing]
+        return list(dict.fromkeys(chosen))
 
-    def _match_term(self, term: str, pattern: str) -> set[str]:
+    def _match_term(self, term: str, pattern: str) -> list[str]:
         if not term:
             raise NodeSourceError(f"--limit {pattern!r} has an empty term")
-        if term in self._hosts:  # as Ansible: a host's own name is never a pattern
-            return {term}
         expr, subscript = _split_subscript(term)
-        if not _is_wildcard(expr) and expr not in self._groups and expr not in self._hosts:
-            # Ansible only warns; a mistyped name would silently push to fewer nodes.
-            hint = _did_you_mean(expr, [*self._groups, *self._hosts])
-            raise NodeSourceError(f"--limit {pattern!r}: no host or group {expr!r} in {self._source}{hint}")
-        hosts = self._enumerate(expr, pattern)
-        return set(hosts if subscript is None else hosts[subscript])
-
-    def _enumerate(self, expr: str, pattern: str) -> list[str]:
-        """Hosts of the groups ``expr`` matches; also hosts it matches, as Ansible decides."""
         regex = _term_regex(expr, pattern)
         groups = [name for name in self._groups if regex.match(name)]
-        found = self._members(groups)
+        hosts = [host for name in groups for host in self._group_hosts(name)]
         if not groups or expr.startswith("~") or any(c in expr for c in ".?*["):
-            found.update(host for host in self._hosts if regex.match(host))
-        return self._ordered(found)
+            hosts += [host for host in self._hosts if regex.match(host)]
+        if not hosts and not groups and expr != "all":
+            # Ansible only warns; a mistyped name would silently push to fewer nodes.
+            if _is_wildcard(expr):
+                message = f"--limit {pattern!r}: {expr!r} matches no host or group in {self._source}"
+                raise NodeSourceError(message)
+            hint = _did_you_mean(expr, [*self._groups, *self._hosts])
+            raise NodeSourceError(f"--limit {pattern!r}: no host or group {expr!r} in {self._source}{hint}")
+        try:
+            return _apply_subscript(hosts, subscript)
+        except IndexError:
+            message = f"--limit {pattern!r}: no hosts matched the subscripted pattern {term!r}"
+            raise NodeSourceError(message) from None
 
 
 def _closure(start: Iterable[str], step: Callable[[str], Iterable[str]]) -> set[str]:

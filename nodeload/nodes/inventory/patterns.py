@@ -121,25 +121,57 @@ def _numeric_range(begin: str, end: str, step: int, spec: str, pattern: str) -> 
 
 # One term of a colon-separated pattern: no whitespace, ':' or brackets outside [...].
 _COLON_TERM = re.compile(r"(?:[^\s:\[\]]|\[[^\]]*\])+")
-# A subscript on a term: web[0], web[-1], web[0:2] (inclusive), web[1:].
-_SUBSCRIPT = re.compile(r"(.+)\[(?:(-?[0-9]+)|([0-9]+):([0-9]*))\]")
+# A subscript on a term, as Ansible reads it: web[0], web[-1], web[0:2] (inclusive), web[1:],
+# and the deprecated web[1-2]. Not on a ~regex, whose brackets are the regex's own.
+_SUBSCRIPT = re.compile(r"(.+)\[(?:(-?[0-9]+)|([0-9]+)([:-])([0-9]*))\]")
+# What Ansible takes for a single address, ranges and a port allowed (then colons do not split).
+_NAME_RANGE = r"\[(?:[a-z]:[a-z]|[0-9]+:[0-9]+)(?::[0-9]+)?\]"
+_LABEL = rf"(?:\w|{_NAME_RANGE})(?:[\w-]|{_NAME_RANGE})*(?<![_-])"
+_ADDRESS = re.compile(rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?", re.IGNORECASE)
+_BRACKETED_ADDRESS = re.compile(r"\[([^\]]+)\](?::[0-9]+)?")
 
 
 def _split_limit(pattern: str) -> list[str]:
-    """Ansible's split of a host pattern into terms.
+    """Ansible's split of a host pattern into terms (``split_host_pattern``).
 
-    Commas always separate. Without a comma, colons separate too, except inside
-    ``[...]`` and in a pattern that is a single IPv6 address (``fe80::1``,
-    ``!fe80::1``). Any other term that holds a colon (an IPv6 address among other
-    terms, a regex with ':') needs commas, as in Ansible.
+    Commas always separate. Without a comma, a pattern that is one address (a host name, an
+    IPv4 or IPv6 address, with ``[x:y]`` ranges and a ``:port`` allowed) is one term; any
+    other is split at colons outside ``[...]``. Any other term that holds a colon (an IPv6
+    address among other terms, a regex with ':') needs commas, as in Ansible.
     """
     if "," in pattern:
         terms = pattern.split(",")
-    elif _is_ipv6(pattern.strip().lstrip("&!").strip("[]")):
+    elif _is_address(pattern.strip()):
         terms = [pattern]
     else:
         terms = _COLON_TERM.findall(pattern)
     return [term.strip() for term in terms if term.strip()]
+
+
+def _is_address(text: str) -> bool:
+    bracketed = _BRACKETED_ADDRESS.fullmatch(text)
+    if bracketed:
+        return _is_ipv6(bracketed.group(1))
+    return _is_ipv6(text) or _ADDRESS.fullmatch(text) is not None
+
+
+def _read_limit_files(terms: list[str], pattern: str) -> list[str]:
+    """``@FILE`` terms replaced by the patterns of FILE, one a line, as Ansible reads them."""
+    read: list[str] = []
+    for term in terms:
+        if not term.startswith("@"):
+            read.append(term)
+            continue
+        path = term[1:]
+        try:
+            with open(path, encoding="utf-8") as file:
+                text = file.read(1024 * 1024)
+        except IsADirectoryError:
+            raise NodeSourceError(f"--limit {pattern!r}: {path} is a directory, not a file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise NodeSourceError(f"--limit {pattern!r}: cannot read the limit file {path}: {exc}") from None
+        read += [line.strip() for line in text.split("\n") if line.strip()]
+    return read
 
 
 def _order_terms(terms: list[str]) -> list[str]:
@@ -148,15 +180,30 @@ def _order_terms(terms: list[str]) -> list[str]:
     return plain + [t for t in terms if t[0] == "&"] + [t for t in terms if t[0] == "!"]
 
 
-def _split_subscript(term: str) -> tuple[str, slice | None]:
-    match = _SUBSCRIPT.fullmatch(term)
+def _split_subscript(term: str) -> tuple[str, tuple[int, int | None] | None]:
+    """The expression and its subscript, ``(start, end)`` (inclusive; end None: one host)."""
+    match = None if term.startswith("~") else _SUBSCRIPT.fullmatch(term)
     if not match:
         return term, None
-    expr, index, start, end = match.groups()
+    expr, index, start, _, end = match.groups()
     if index is not None:
-        position = int(index)
-        return expr, slice(position, position + 1 or None)  # [-1] must not become [-1:0]
-    return expr, slice(int(start), int(end) + 1 if end else None)
+        return expr, (int(index), None)
+    return expr, (int(start), int(end) if end else -1)
+
+
+def _apply_subscript(hosts: list[str], subscript: tuple[int, int | None] | None) -> list[str]:
+    """Ansible's ``_apply_subscript``, its quirks included (``[2:0]`` is ``[2]``).
+
+    Raises:
+        IndexError: a single index out of range.
+    """
+    if not hosts or subscript is None:
+        return hosts
+    start, end = subscript
+    if end:
+        end = len(hosts) - 1 if end == -1 else end
+        return hosts[start : end + 1]
+    return [hosts[start]]
 
 
 def _is_wildcard(expr: str) -> bool:

@@ -17,7 +17,10 @@ def _read(path: Path) -> str:
     try:
         info = path.stat()
         if stat.S_ISDIR(info.st_mode):
-            raise NodeSourceError(f"inventory {path} is a directory; give an inventory file")
+            raise NodeSourceError(
+                f"inventory {path} is a directory, which only Ansible reads: install ansible-core "
+                "(pip install ansible-core), or give one inventory file"
+            )
         if not stat.S_ISREG(info.st_mode):
             raise NodeSourceError(f"inventory {path} is not a regular file")
         if info.st_size > MAX_INVENTORY_BYTES:

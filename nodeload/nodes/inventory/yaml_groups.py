@@ -24,8 +24,8 @@ def _from_yaml(document: object, source: Path) -> _Builder:
     plugin = document.get("plugin")
     if isinstance(plugin, str):
         raise NodeSourceError(
-            f"{source} configures the inventory plugin {plugin!r}; export its hosts with"
-            " `ansible-inventory -i SOURCE --list --yaml` and give that file"
+            f"{source} configures the inventory plugin {plugin!r}, which only Ansible can run: install "
+            "ansible-core (pip install ansible-core) and nodeload reads it through ansible-inventory"
         )
     walker = _YamlWalker(builder)
     for key, body in document.items():
@@ -95,10 +95,8 @@ class _YamlWalker:
             except _BadPattern as exc:
                 raise self.error(where, str(exc)) from None
             variables = self._variables(value, where)
-            if port is not None:
-                variables = {"ansible_port": port, **variables}
             for name in names:
-                self._builder.add_host(name, group, variables)
+                self._builder.add_host(name, group, variables, port)
 
     def _variables(self, value: object, path: str) -> Vars:
         if value is None:
