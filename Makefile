@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration e2e e2e-kind bench protos host clean
+.PHONY: demo test lint unit integration e2e e2e-kind cluster bench protos host clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ e2e: host $(STAMP)
 # imagePullPolicy: Never, deletes the cluster. Skipped, with the reason, where kind is missing.
 e2e-kind: host $(STAMP)
 	$(BIN)/pytest -q -ra tests/kind
+
+# A real Kubernetes (nodeload.sandbox.k8s): built once from Debian's source package (10-15 minutes,
+# cached in ~/.cache/nodeload/k8s), a 2-node cluster for the session. In `make test` it runs last,
+# the build running in the background while the other suites do.
+cluster: host $(STAMP)
+	$(BIN)/pytest -q -ra tests/cluster
 
 test: host $(STAMP) lint
 	$(BIN)/pytest -q -ra tests

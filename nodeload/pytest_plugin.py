@@ -21,6 +21,12 @@ Fixtures:
   per-node results with the nodes' own counters before and after, to assert on.
 - ``nodeload_compose``: the nodes of ``nodeload sandbox compose``'s compose file, brought up by
   pytest-docker's ``docker_services`` (see :mod:`nodeload.sandbox.compose`).
+- ``nodeload_cluster``: a real Kubernetes (:class:`~nodeload.sandbox.k8s.Cluster`) of
+  ``nodeload_cluster_nodes`` kubelet nodes (default 2), one per session. Its binaries are built
+  once from Debian's source package (10-15 minutes the first time, then cached): when a
+  collected test uses the fixture and they are not built yet, the build starts in the background
+  as soon as collection ends, and the first test that needs the cluster waits for it (its
+  pytest-timeout is raised to :data:`BUILD_TIMEOUT_S`).
 
 Sandbox containers carry their session's label and the owning process; they are removed when
 the fixture ends, and those of a session that crashed are swept when the next one starts
@@ -30,8 +36,12 @@ the fixture ends, and those of a session that crashed are swept when the next on
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -41,11 +51,15 @@ if TYPE_CHECKING:
     from nodeload.sandbox import Sandbox
     from nodeload.sandbox.assertions import NodeState
     from nodeload.sandbox.compose import ComposeNodes
+    from nodeload.sandbox.k8s import Binaries, Cluster
 
 # testcontainers reads this when first imported: no Ryuk helper (it is pulled from a registry).
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 _SCOPES = ("session", "package", "module", "class", "function")
+# How long the first test using nodeload_cluster may wait for a cold build of Kubernetes.
+BUILD_TIMEOUT_S = 2700
+_BUILD = pytest.StashKey["subprocess.Popen[bytes] | None"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,6 +69,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "scope of nodeload_sandbox: session (default) ... function",
         default="session",
     )
+    parser.addini("nodeload_cluster_nodes", "kubelet nodes in nodeload_cluster (default 2)", default="2")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -92,6 +107,114 @@ def nodeload_sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
     sweep_leftovers()  # containers of sessions that crashed
     with Sandbox(nodes) as sandbox:
         yield sandbox
+
+
+def _uses_cluster(item: pytest.Item) -> bool:
+    return "nodeload_cluster" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give the first test that needs a cluster the time a cold build of Kubernetes takes."""
+    first = next((item for item in items if _uses_cluster(item)), None)
+    if first is None or not _binaries_missing():
+        return
+    marker = first.get_closest_marker("timeout")
+    if marker is None or (marker.args and float(marker.args[0]) < BUILD_TIMEOUT_S):
+        first.add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start building Kubernetes in the background when a collected test will need a cluster."""
+    config = session.config
+    if config.stash.get(_BUILD, None) is not None or not any(_uses_cluster(i) for i in session.items):
+        return
+    if not _binaries_missing() or _is_xdist_worker(config):
+        return
+    log_path = _build_log()
+    if log_path is None:
+        return
+    with open(log_path, "ab") as log:
+        # Its own session: stopped as a group (go and its compilers) if the run ends first.
+        config.stash[_BUILD] = subprocess.Popen(
+            [sys.executable, "-m", "nodeload.sandbox.k8s.build", "--nice", "10"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop a background build the run did not wait for (no test needed it in the end)."""
+    build = config.stash.get(_BUILD, None)
+    if build is not None and build.poll() is None:
+        os.killpg(build.pid, signal.SIGTERM)
+        try:
+            build.wait(60)  # it removes its build tree on the way out
+        except subprocess.TimeoutExpired:
+            os.killpg(build.pid, signal.SIGKILL)
+            build.wait()
+
+
+def _binaries_missing() -> bool:
+    try:
+        from nodeload.sandbox.k8s import cached_binaries
+    except ImportError:  # no sandbox extra: the fixture says so when used
+        return False
+    try:
+        return cached_binaries() is None
+    except Exception:  # no usable cache directory: the fixture reports it
+        return False
+
+
+def _build_log() -> str | None:
+    try:
+        from nodeload.sandbox.k8s.build import build_log_path
+
+        path = build_log_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path.with_name(path.name + ".background"))
+    except Exception:
+        return None
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _wait_for_binaries(config: pytest.Config) -> Binaries:
+    from nodeload.sandbox import SandboxError
+    from nodeload.sandbox.k8s import cached_binaries, ensure_binaries
+
+    build = config.stash.get(_BUILD, None)
+    if build is not None:
+        build.wait()
+        found = cached_binaries()
+        if found is None:
+            log = _build_log() or ""
+            tail = Path(log).read_text(errors="replace")[-3000:] if log and os.path.exists(log) else ""
+            raise SandboxError(f"the background build of Kubernetes failed ({build.returncode}):\n{tail}")
+        return found
+    return ensure_binaries()
+
+
+@pytest.fixture(scope="session")
+def nodeload_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A real Kubernetes: the control plane on this machine, kubelet in sandbox node containers
+    (``cluster.kubeconfig``, ``cluster.ssh_config_path``, ``cluster.node_names``)."""
+    try:
+        from nodeload.sandbox import sweep_leftovers
+        from nodeload.sandbox.k8s import Cluster, sweep_clusters
+    except ImportError as err:
+        raise pytest.UsageError(f"nodeload_cluster needs pip install 'nodeload[sandbox]' ({err})") from err
+
+    binaries = _wait_for_binaries(request.config)
+    sweep_clusters()  # clusters of sessions that crashed
+    sweep_leftovers()
+    nodes = int(request.config.getini("nodeload_cluster_nodes"))
+    with Cluster(nodes, binaries=binaries) as cluster:
+        yield cluster
 
 
 @dataclass

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install and start what nodeload's tests and demo need on a Debian/Ubuntu host:
 # containerd + OpenSSH + a registry (distribution; integration tests run them as plain
-# processes, with htpasswd from apache2-utils for its logins), skopeo, and a running
-# Docker engine (scripts/ensure-docker.sh). Idempotent; needs root.
+# processes, with htpasswd from apache2-utils for its logins), skopeo, what the sandbox cluster
+# builds and runs Kubernetes with (scripts/ensure-kubernetes.sh), and a running Docker engine
+# (scripts/ensure-docker.sh). Idempotent; needs root.
 set -euo pipefail
 
 need=()
@@ -25,4 +26,6 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# The sandbox cluster's build tools, etcd and CNI plugins, and deb-src entries for its source.
+"$(dirname "$0")/ensure-kubernetes.sh"
 exec "$(dirname "$0")/ensure-docker.sh"

@@ -26,6 +26,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ci_may_skip: a skip of this test is allowed under CI=true")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests on a real cluster (tests/cluster) run last: on a fresh machine, Kubernetes is
+    built in the background meanwhile (see nodeload.pytest_plugin)."""
+    items.sort(key=lambda item: "nodeload_cluster" in getattr(item, "fixturenames", ()))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield

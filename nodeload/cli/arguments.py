@@ -220,6 +220,28 @@ def _sandbox_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
     compose.add_argument("directory", type=Path, metavar="DIR")
     compose.add_argument("--nodes", type=int, default=2, metavar="N", help="plain nodes (default 2)")
     _output_arguments(compose)
+    cluster = actions.add_parser(
+        "cluster",
+        help="a real Kubernetes of test nodes",
+        description="up: build kube-apiserver, kubelet, kube-controller-manager and kube-scheduler from\n"
+        "Debian's kubernetes source package once (~/.cache/nodeload/k8s; 10-15 minutes the first\n"
+        "time), run the control plane on this machine on a private Docker network and kubelet in\n"
+        "N node containers, and print the admin kubeconfig; it runs until down.\n"
+        "build: only build (or find) the binaries. down: stop and remove everything of cluster NAME.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cluster.add_argument("cluster_action", choices=("up", "down", "build"), metavar="up|down|build")
+    cluster.add_argument("--name", default="nodeload", help="the cluster's name (default nodeload)")
+    cluster.add_argument("--nodes", type=int, default=2, metavar="N", help="kubelet nodes (default 2)")
+    cluster.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="USER",
+        dest="users",
+        help="repeatable: a token user with a kubeconfig and no rights (default developer)",
+    )
+    _output_arguments(cluster)
 
 
 def duration(text: str) -> timedelta:

@@ -193,6 +193,9 @@ class NodeContainer(DockerContainer):
         # The engine may be older than the SDK's default API version.
         super().__init__(image, docker_client_kw={"version": "auto"})
         self.session = session or new_session_id()
+        # Whose end makes this container a leftover for sweep_leftovers (a cluster left running
+        # by a command line names its etcd).
+        self.owner_pid = os.getpid()
         self._privileged: bool | None = None
         self._volume: str | None = None
         self._port: int | None = None
@@ -277,7 +280,7 @@ class NodeContainer(DockerContainer):
         return {
             **self.variant.labels,
             SANDBOX_LABEL: self.session,
-            OWNER_PID_LABEL: str(os.getpid()),
+            OWNER_PID_LABEL: str(self.owner_pid),
             OWNER_HOST_LABEL: socket.gethostname(),
         }
 
