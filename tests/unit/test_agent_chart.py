@@ -67,7 +67,8 @@ def test_the_pods_carry_the_label_the_transport_selects_by() -> None:
 def test_the_namespace_and_container_are_the_transport_defaults() -> None:
     assert _values()["namespace"] == DEFAULT_AGENT_NAMESPACE
     objects = manifests(CHART, {"pushers": [{"kind": "Group", "name": "deployers"}]})
-    namespaced = [o for o in objects if o["kind"] != "Namespace"]
+    cluster_wide = ("Namespace", "ClusterRole", "ClusterRoleBinding")
+    namespaced = [o for o in objects if o["kind"] not in cluster_wide]
     assert {o["metadata"]["namespace"] for o in namespaced} == {DEFAULT_AGENT_NAMESPACE}
     assert [c["name"] for c in _pod()["containers"]] == [AGENT_CONTAINER]
 
@@ -84,15 +85,21 @@ def test_every_socket_nodeload_tries_is_mounted_read_only_at_its_own_path() -> N
     assert all(m.get("readOnly") is True for m in container["volumeMounts"])
 
 
-def test_the_agent_has_no_api_permissions() -> None:
+def test_the_agent_has_no_api_permissions_and_pushers_only_what_a_push_needs() -> None:
     objects = manifests(CHART, {"pushers": [{"kind": "User", "name": "alice"}]})
-    kinds = {o["kind"] for o in objects}
-    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
     (account,) = [o for o in objects if o["kind"] == "ServiceAccount"]
     assert account["automountServiceAccountToken"] is False
     assert _pod()["automountServiceAccountToken"] is False
-    (role,) = [o for o in objects if o["kind"] == "Role"]
+    bound = [o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert all(s["kind"] == "User" and s["name"] == "alice" for b in bound for s in b["subjects"])
+    (role,) = [o for o in objects if o["kind"] == "Role"]  # in the agent namespace
     assert {r for rule in role["rules"] for r in rule["resources"]} == {"pods", "pods/exec"}
+    (cluster_role,) = [o for o in objects if o["kind"] == "ClusterRole"]  # nodes are cluster-scoped
+    assert [(rule["resources"], rule["verbs"]) for rule in cluster_role["rules"]] == [
+        (["nodes"], ["get", "list"])
+    ]
+    without = {o["kind"] for o in manifests(CHART, {})}
+    assert not without & {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
 
 
 # -- the pods' hardening ----------------------------------------------------------------------
