@@ -7,7 +7,7 @@ delete files of their choosing. So a directory is used only if every directory o
 it, and every link followed, belongs to this user or to root, and none is writable by others
 unless sticky (as ``/tmp``): OpenSSH's rule for the files it trusts.
 
-Standard library only: the persistent session's client (:mod:`nodeload.persist.client`) uses it.
+Standard library only: the persistent session's client (:mod:`nodeload.cli.handover`) uses it.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def _run(
 
 def _hand_over(argv: Sequence[str], persist: float, kubectl: bool) -> int | None:
     """The push's exit status from the persistent session; None (said why) to push here instead."""
-    from nodeload.persist.client import SessionError, hand_over
+    from nodeload.cli.handover import SessionError, hand_over
 
     try:
         return hand_over(argv, persist, kubectl=kubectl)
@@ -122,7 +122,7 @@ def _hand_over(argv: Sequence[str], persist: float, kubectl: bool) -> int | None
 
 
 def _persist(action: str, err: Console) -> int:
-    from nodeload.persist.client import running, socket_path, stop
+    from nodeload.cli.handover import running, socket_path, stop
 
     if action == "stop":
         err.print("nodeload: session stopped" if stop() else "nodeload: no session was running", markup=False)

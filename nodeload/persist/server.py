@@ -1,6 +1,6 @@
 """The persistent session: a background process that runs the pushes handed to it.
 
-``python -m nodeload.persist.server FD DIR NAME`` (started by :mod:`.client`, which hands it its
+``python -m nodeload.persist.server FD DIR NAME`` (started by :mod:`nodeload.cli.handover`, which hands it its
 session directory open as FD). One push at a time, each exactly as the command line would run
 it, in the caller's directory and environment and with its output sent back; between pushes the
 nodes' SSH connections stay open in a :class:`nodeload.session.Session`. It ends after the
@@ -9,7 +9,7 @@ closing every connection.
 
 Only its own user reaches it: the socket is 0600 in a 0700 directory, and each caller's
 credentials (SO_PEERCRED) are checked too. Its socket and lock are reached through the
-directory's descriptor (:class:`~nodeload.persist.client.SessionDir`), never by a path. A
+directory's descriptor (:class:`~nodeload.cli.handover.SessionDir`), never by a path. A
 caller that goes away mid-push (Ctrl-C) interrupts the push as Ctrl-C would.
 """
 
@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nodeload.persist.client import MAX_MESSAGE, SessionDir
+from nodeload.cli.handover import MAX_MESSAGE, SessionDir
 
 if TYPE_CHECKING:
     from nodeload.session import Session as LibrarySession

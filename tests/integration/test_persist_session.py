@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeload.persist import client
+from nodeload.cli import handover as client
 from tests.helpers.users import give_away, needs_root
 
 pytestmark = pytest.mark.integration

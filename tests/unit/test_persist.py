@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from nodeload.cli import handover as client
 from nodeload.cli.arguments import _duration
-from nodeload.persist import client
-from nodeload.persist.client import SessionDir, SessionError, session_dir, socket_path
+from nodeload.cli.handover import SessionDir, SessionError, session_dir, socket_path
 from tests.helpers.users import give_away, needs_root
 
 
@@ -51,7 +51,7 @@ def test_a_runtime_dir_others_can_change_is_passed_over(
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(theirs))
     monkeypatch.setattr(client, "USER_RUNTIME", str(tmp_path / "no-login-session"), raising=False)
     monkeypatch.setattr(tempfile, "tempdir", str(ours))
-    with caplog.at_level(logging.DEBUG, logger="nodeload.persist.client"):
+    with caplog.at_level(logging.DEBUG, logger="nodeload.cli.handover"):
         made = session_dir()
     assert made == ours / f"nodeload-{os.getuid()}" and list(theirs.iterdir()) == []
     assert f"not in {theirs} ($XDG_RUNTIME_DIR)" in caplog.text and why in caplog.text
