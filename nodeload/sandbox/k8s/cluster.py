@@ -202,7 +202,6 @@ class Cluster:
             starting = [pool.submit(self._start_node, image, name, public_key) for name in self.node_names]
             self._start_control_plane(binaries, gateway, etcd_url)
             self.nodes = [future.result() for future in starting]
-        self._wait(f"API server {self.server}", self._api_ready, self._control_plane_failure)
         self._write_ssh_files()
         with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
             for future in [pool.submit(self._start_kubelet, ca, i, n) for i, n in enumerate(self.nodes)]:
@@ -384,6 +383,9 @@ class Cluster:
                 "--allow-privileged=true", "--profiling=false", "--v=1",
             ],
         )  # fmt: skip
+        # The controllers give up (klog.Fatal) when the API server is not healthy within seconds
+        # of their start: on a loaded machine it may take longer to come up.
+        self._wait(f"API server {self.server}", self._api_ready, self._control_plane_failure)
         for component in ("kube-controller-manager", "kube-scheduler"):
             argv = [
                 str(binaries.path(component)),

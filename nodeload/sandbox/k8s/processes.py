@@ -33,11 +33,22 @@ class HostProcess:
         return _start_time(self.pid) == self.start_time
 
     def log_tail(self, chars: int = 2000) -> str:
-        """The end of the process's output."""
+        """The end of the process's output; when a Go program died with a stack dump (klog's
+        ``F`` lines, a panic), the line that says why comes first."""
         try:
-            return Path(self.log).read_text(errors="replace")[-chars:]
+            text = Path(self.log).read_text(errors="replace")
         except OSError:
             return ""
+        why = next(
+            (
+                line
+                for line in text.splitlines()
+                if line.startswith(("F", "panic:", "fatal error:")) and len(line) > 6
+            ),
+            None,
+        )
+        tail = text[-chars:]
+        return f"{why}\n...\n{tail}" if why and why not in tail else tail
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON values (for the cluster's state file)."""
