@@ -5,7 +5,7 @@ Docker Engine target, each against the pipeline users would otherwise use.
   (cold, then v2 warm), against ``docker save | ssh ctr import``; and, for the bound of every
   path that goes through the engine's push, ``docker push`` alone into a plain local registry
   (Debian's docker-registry on 127.0.0.1, no node, nothing of nodeload's);
-- Docker target: ``nodeload push --target docker`` into a node running its own dockerd, against
+- Docker target: ``nodeload push --store docker`` into a node running its own dockerd, against
   ``docker save | ssh node docker load`` into another.
 """
 
@@ -154,12 +154,12 @@ def _docker_target(client: Any, image: str, console: Console) -> list[SideRun]:
             seconds, wire = _measure(sandbox, "node-1", ["bash", "-o", "pipefail", "-c", pipe])
             runs.append(SideRun(scenario, baseline, seconds, wire, baseline))
             push = nodeload_argv(
-                "push", f"{image}:{tag}", "--target", "docker", "--node", "node-2", "-F", config
+                "push", f"{image}:{tag}", "--store", "docker", "--node", "node-2", "-F", config
             )
             seconds, wire = _measure(
                 sandbox, "node-2", push, bench_env(cache)
             )  # an empty layer cache at first
-            runs.append(SideRun(scenario, "nodeload --target docker", seconds, wire, baseline))
+            runs.append(SideRun(scenario, "nodeload --store docker", seconds, wire, baseline))
     return runs
 
 

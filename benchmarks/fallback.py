@@ -14,7 +14,7 @@ from benchmarks.common import bench_env, nodeload_argv, timed
 from nodeload.report import human_bytes
 from nodeload.sandbox import NodeVariant, Sandbox
 
-HEADERS = ("push", "tool", "time", "speed vs save|import", "bytes on the wire", "transport")
+HEADERS = ("push", "tool", "time", "speed vs save|import", "bytes on the wire", "reach")
 
 
 @dataclass
@@ -24,7 +24,7 @@ class FallbackRun:
     tool: str
     seconds: float
     wire_bytes: int
-    transport: str
+    reach: str
 
 
 def fallback(client: Any, image: str, console: Console) -> list[FallbackRun]:
@@ -55,7 +55,7 @@ def fallback(client: Any, image: str, console: Console) -> list[FallbackRun]:
             (result,) = json.loads(run.stdout)["nodes"]
         runs = [
             FallbackRun("save|import", base.seconds, base_wire, "ssh"),
-            FallbackRun("nodeload docker-daemon:", run.seconds, wire, str(result["transport"])),
+            FallbackRun("nodeload docker-daemon:", run.seconds, wire, str(result["reach"])),
         ]
     return runs
 
@@ -70,7 +70,7 @@ def fallback_rows(runs: list[FallbackRun]) -> list[tuple[str, ...]]:
             f"{r.seconds:.2f} s",
             f"{base / r.seconds:.1f}x",
             human_bytes(r.wire_bytes),
-            r.transport,
+            r.reach,
         )
         for r in runs
     ]

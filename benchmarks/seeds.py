@@ -77,7 +77,7 @@ def seeds(client: Any, layout: Path, tag: str, rate_mbit: float, console: Consol
             if not all(r["status"] == "ok" for r in results):
                 raise SystemExit(f"the {mode} push failed: {results}")
             uplink = sum(r["wire_bytes_sent"] or 0 for r in results)
-            peers = sum(1 for r in results if r["via"] == "peer-pull")
+            peers = sum(1 for r in results if r["delivered_by"] == "peer-pull")
             runs.append(SeedRun(mode, run.seconds, uplink, peers))
     return runs
 

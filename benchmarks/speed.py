@@ -83,7 +83,7 @@ def speed(layout: Path, tag: str, runs: int, console: Console, client: Any) -> S
 
 
 # What `nodeload push` imports before it can connect (the CLI, SSH, gRPC, the containerd target).
-_PUSH_IMPORTS = "import nodeload.cli.push, nodeload.api, nodeload.targets.containerd, nodeload.transports.ssh"
+_PUSH_IMPORTS = "import nodeload.cli.push, nodeload.api, nodeload.stores.containerd, nodeload.transports.ssh"
 
 
 def _ingest_floor(sandbox: Sandbox, blobs: list[Path]) -> float:

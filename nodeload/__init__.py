@@ -8,6 +8,9 @@ The library API (the CLI is a thin layer over it)::
     for r in results:
         print(r.node, r.status, r.bytes_sent)
 
+The README's "Library" section shows the rest: options by layer, choosing nodes as the
+CLI does, a session kept across pushes, ``serve`` and ``collect_garbage``.
+
 Names are imported on first use, so ``import nodeload`` (and ``nodeload --help``) stays cheap.
 """
 
@@ -18,37 +21,91 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "NodeResult",
-    "NodeSpec",
-    "NodeloadError",
-    "PushOptions",
-    "SSHOptions",
-    "UsageError",
-    "push",
-    "push_async",
-]
-
+# Public name -> the module that defines it.
 _WHERE = {
-    "NodeResult": "nodeload.report",
-    "NodeSpec": "nodeload.nodes.spec",
-    "NodeloadError": "nodeload.errors",
-    "PushOptions": "nodeload.api",
-    "SSHOptions": "nodeload.transports.ssh",
-    "UsageError": "nodeload.errors",
+    # pushing
     "push": "nodeload.api",
     "push_async": "nodeload.api",
+    "PushOptions": "nodeload.options",
+    "SourceOptions": "nodeload.sources.base",
+    "SSHOptions": "nodeload.transports.ssh_connect",
+    "StoreOptions": "nodeload.options",
+    "FanoutOptions": "nodeload.options",
+    "Session": "nodeload.session",
+    "NodeResult": "nodeload.report",
+    "Status": "nodeload.report",
+    "ProgressSink": "nodeload.progress",
+    # images
+    "ImageSource": "nodeload.image",
+    "open_source": "nodeload.sources",
+    "Platform": "nodeload.platforms",
+    # nodes
+    "NodeSpec": "nodeload.nodes.spec",
+    "NodeSelection": "nodeload.nodes.select",
+    "select_nodes": "nodeload.nodes.select",
+    # the other commands
+    "serve": "nodeload.api",
+    "ServeOptions": "nodeload.registry.server",
+    "ServeOutcome": "nodeload.registry.server",
+    "collect_garbage": "nodeload.api",
+    "GcOptions": "nodeload.gc",
+    "GcResult": "nodeload.gc",
+    # errors
+    "NodeloadError": "nodeload.errors",
+    "UsageError": "nodeload.errors",
 }
 
+__all__ = [
+    "FanoutOptions",
+    "GcOptions",
+    "GcResult",
+    "ImageSource",
+    "NodeResult",
+    "NodeSelection",
+    "NodeSpec",
+    "NodeloadError",
+    "Platform",
+    "ProgressSink",
+    "PushOptions",
+    "SSHOptions",
+    "ServeOptions",
+    "ServeOutcome",
+    "Session",
+    "SourceOptions",
+    "Status",
+    "StoreOptions",
+    "UsageError",
+    "collect_garbage",
+    "open_source",
+    "push",
+    "push_async",
+    "select_nodes",
+    "serve",
+]
+
 if TYPE_CHECKING:
-    from nodeload.api import PushOptions, push, push_async
+    from nodeload.api import collect_garbage, push, push_async, serve
     from nodeload.errors import NodeloadError, UsageError
+    from nodeload.gc import GcOptions, GcResult
+    from nodeload.image import ImageSource
+    from nodeload.nodes.select import NodeSelection, select_nodes
     from nodeload.nodes.spec import NodeSpec
-    from nodeload.report import NodeResult
-    from nodeload.transports.ssh import SSHOptions
+    from nodeload.options import FanoutOptions, PushOptions, StoreOptions
+    from nodeload.platforms import Platform
+    from nodeload.progress import ProgressSink
+    from nodeload.registry.server import ServeOptions, ServeOutcome
+    from nodeload.report import NodeResult, Status
+    from nodeload.session import Session
+    from nodeload.sources import open_source
+    from nodeload.sources.base import SourceOptions
+    from nodeload.transports.ssh_connect import SSHOptions
 
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
         return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'nodeload' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})

@@ -11,127 +11,45 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nodeload.containerd.client import DEFAULT_TIMEOUT
 from nodeload.early import LayerListener
 from nodeload.errors import UsageError
-from nodeload.fanout import DEFAULT_PARALLEL, DEFAULT_RETRIES, ImageJob, NodeJob, RetryPolicy, push_all
+from nodeload.fanout import ImageJob, NodeJob, RetryPolicy, push_all
 from nodeload.holdings import NodesView
+from nodeload.image import ImageSource
 from nodeload.nodes.listed import parse_node
 from nodeload.nodes.spec import NodeSpec
-from nodeload.platforms import Platform
+from nodeload.options import PushOptions
 from nodeload.progress import NullProgress, ProgressSink
 from nodeload.reference import parse_reference
 from nodeload.report import NodeResult
 from nodeload.session import Session, run, transport_for
 from nodeload.sources import open_source, parse_source
-from nodeload.sources.base import SourceOptions
 from nodeload.sources.naming import name_on_nodes
-from nodeload.targets.base import CRI_NAMESPACE, PreparedImage, TargetOptions
-from nodeload.targets.containerd import open_containerd
+from nodeload.stores.base import PreparedImage, WriteOptions
+from nodeload.stores.containerd import open_containerd
 from nodeload.tasks import in_thread
 from nodeload.text import printable
-from nodeload.transports.ssh import SSHOptions
+from nodeload.wording import setting
+
+if TYPE_CHECKING:  # imported when called: push alone needs neither
+    from nodeload.gc import GcOptions, GcResult
+    from nodeload.registry.server import ServeOptions, ServeOutcome
 
 log = logging.getLogger("nodeload")
-
-# containerd's own rule for namespace names.
-_NAMESPACE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
 
 Notify = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class PushOptions:
-    """How to push: the same for every image and node of a run (a node may override the namespace).
-
-    Attributes:
-        namespace: containerd namespace: ``k8s.io`` (kubelet/CRI), ``default`` (nerdctl),
-            ``moby`` (Docker's containerd image store).
-        name: The image name to create on the nodes (one image only); default: the source's own.
-        platform: Pick this platform of a multi-platform image (default: each node's own).
-        containerd_socket: Use only this socket on every node (default: the node's hints, then
-            the usual places).
-        snapshotter: Unpack into this snapshotter (default: CRI's, else overlayfs).
-        unpack: Unpack layers (False: store the content only).
-        timeout: Seconds containerd may leave a call unanswered or an upload without progress.
-        parallel: Nodes worked on at once.
-        retries: Reconnections per node when its session is lost mid-push (the SSH connection
-            dropped, containerd restarted); each resumes where the last stopped.
-        seeds: Push to this many seed nodes (of the nodes with a registry mirror, those with
-            the least of the images to receive), and have every other node whose containerd
-            pulls through a mirror (Spegel, k3s's embedded registry) pull from its peers
-            instead; 0: push to every node. None: 1 seed when there are several nodes (nodes
-            without a mirror are pushed to at once, as without seeds). Given explicitly, a
-            Docker-engine image is exported with ``docker save`` (the engine's own push would
-            reach every node).
-        mirror_check: Read each node's mirror configuration before pulling (False: trust it).
-        ssh: How SSH nodes are reached.
-        source_tls_verify: Verify a ``docker://`` registry's certificate (skopeo's
-            ``--src-tls-verify``); False also allows plain HTTP.
-        source_socket: The socket of the local containerd ``containerd:`` images are read from
-            (default: ``$CONTAINERD_ADDRESS``, else ``/run/containerd/containerd.sock``).
-        source_namespace: Its namespace (default: ``$CONTAINERD_NAMESPACE``, else ``default``).
-        target: What is written on the nodes: ``containerd`` (kubelet's, nerdctl's...) or ``docker``
-            (a remote Docker Engine, through its socket; its containerd store through ``moby``).
-        export: How a Docker-engine image leaves the engine: ``save`` (``docker save``, nodeload
-            compresses and caches the layers), ``push`` (the engine's own ``docker push`` into an
-            endpoint over the nodes: only changed layers leave it), or ``auto`` (push, unless a node
-            holds some of the image's layers in a form push would send again, or the engine
-            cannot reach loopback).
-    """
-
-    namespace: str = CRI_NAMESPACE
-    name: str | None = None
-    platform: Platform | None = None
-    containerd_socket: str | None = None
-    snapshotter: str | None = None
-    unpack: bool = True
-    timeout: float = DEFAULT_TIMEOUT
-    parallel: int = DEFAULT_PARALLEL
-    retries: int = DEFAULT_RETRIES
-    seeds: int | None = None
-    mirror_check: bool = True
-    ssh: SSHOptions = field(default_factory=SSHOptions)
-    export: str = "auto"
-    target: str = "containerd"
-    source_tls_verify: bool = True
-    source_socket: str | None = None
-    source_namespace: str | None = None
-
-    def check(self, images: Sequence[str]) -> None:
-        """Raise UsageError for settings that cannot work."""
-        if not _NAMESPACE.fullmatch(self.namespace):
-            raise UsageError(
-                f"invalid namespace {self.namespace!r}: containerd namespaces are letters and digits "
-                "separated by . _ or - (k8s.io, default, moby)"
-            )
-        if self.name and len(images) > 1:
-            raise UsageError("--name names one image; it cannot be used when pushing several")
-        if self.parallel < 1:
-            raise UsageError(f"--parallel must be at least 1, not {self.parallel}")
-        if self.retries < 0:
-            raise UsageError(f"--retries must be 0 or more, not {self.retries}")
-        if self.seeds is not None and self.seeds < 0:
-            raise UsageError(f"--seeds must be 0 or more, not {self.seeds}")
-        if self.export not in ("auto", "save", "push"):
-            raise UsageError(f"--export must be auto, save or push, not {self.export!r}")
-        if self.target not in ("containerd", "docker"):
-            raise UsageError(f"--target must be containerd or docker, not {self.target!r}")
-        if self.target == "docker" and self.export == "push":
-            raise UsageError("--export push writes into containerd; with --target docker use save")
-        for hop in (self.ssh.jump or "").split(","):
-            if hop.strip():
-                parse_node(hop.strip().removeprefix("ssh://"))  # a UsageError names what is wrong
+# An IMAGE: text as the CLI takes it (``oci:DIR:TAG``...), or a source already open.
+Image = str | ImageSource
 
 
 def push(
-    images: str | Sequence[str],
+    images: Image | Sequence[Image],
     nodes: Sequence[NodeSpec | str],
     options: PushOptions | None = None,
     *,
@@ -142,8 +60,9 @@ def push(
     """Push each image to each node, sending only what a node lacks.
 
     Args:
-        images: Sources as the CLI takes them: ``myapp:dev``, ``oci:DIR:TAG``,
-            ``docker-archive:FILE``...
+        images: Sources as the CLI takes them (``myapp:dev``, ``oci:DIR:TAG``,
+            ``docker-archive:FILE``...), or sources already open (:func:`nodeload.open_source`,
+            or any :class:`~nodeload.image.ImageSource`; the caller closes them).
         nodes: Node descriptions, or ``[USER@]HOST[:PORT]`` strings as ``--node`` takes them.
         options: How to push (defaults: k8s.io, unpacked, verified host keys).
         progress: Receives transfer events (default: nothing shown).
@@ -162,7 +81,7 @@ def push(
 
 
 async def push_async(
-    images: str | Sequence[str],
+    images: Image | Sequence[Image],
     nodes: Sequence[NodeSpec | str],
     options: PushOptions | None = None,
     *,
@@ -171,44 +90,93 @@ async def push_async(
     session: Session | None = None,
 ) -> list[NodeResult]:
     """:func:`push`, for callers already inside an event loop (``session``'s, if given)."""
-    texts = [images] if isinstance(images, str) else list(images)
+    texts: list[Image] = (
+        list(images) if isinstance(images, Sequence) and not isinstance(images, str) else [images]
+    )
     options = options or PushOptions()
     say = notify or log.warning
     if not texts:
         raise UsageError("no image to push")
-    options.check(texts)
-    specs = [parse_node(n) if isinstance(n, str) else n for n in nodes]
-    if not specs:
-        raise UsageError("no target node")
+    options.check(len(texts))
+    specs = _specs(nodes)
     node_jobs = [NodeJob(spec, transport_for(spec, options.ssh, session)) for spec in specs]
     # Asked for seeds, the engine's docker push (which answers for every node at once) gives way.
-    seeding = options.export == "auto" and bool(options.seeds) and len(specs) > 1
+    seeding = options.source.export == "auto" and bool(options.fanout.seeds) and len(specs) > 1
     with contextlib.ExitStack() as stack, contextlib.ExitStack() as spools:
         known = session.engines_reaching_loopback if session is not None else set()
         image_jobs = [_image_job(text, options, stack, spools, say, seeding, known) for text in texts]
-        if options.target == "docker":
+        if options.store.kind == "docker":
             opener = partial(
-                _docker_engine_opener(), socket=options.containerd_socket, timeout=options.timeout
+                _docker_engine_opener(), socket=options.store.socket, timeout=options.store.timeout
             )
         else:
             held = session.leases if session is not None else set()
             opener = partial(
-                open_containerd, socket=options.containerd_socket, timeout=options.timeout, held=held
+                open_containerd, socket=options.store.socket, timeout=options.store.timeout, held=held
             )
         return await push_all(
             image_jobs,
             node_jobs,
             opener,
             progress or NullProgress(),
-            parallel=options.parallel,
-            retry=RetryPolicy(options.retries, notify=say),
-            seeds=(1 if len(node_jobs) > 1 else 0) if options.seeds is None else options.seeds,
-            mirror_check=options.mirror_check,
+            parallel=options.fanout.parallel,
+            retry=RetryPolicy(options.fanout.retries, notify=say),
+            seeds=(1 if len(node_jobs) > 1 else 0) if options.fanout.seeds is None else options.fanout.seeds,
+            mirror_check=options.fanout.mirror_check,
         )
 
 
+def serve(
+    nodes: Sequence[NodeSpec | str],
+    command: Sequence[str],
+    options: ServeOptions | None = None,
+    *,
+    progress: ProgressSink | None = None,
+    notify: Notify | None = None,
+    ready: Callable[[str, dict[str, str]], None] | None = None,
+) -> ServeOutcome:
+    """Serve the nodes as one registry on loopback while ``command`` runs (``docker push``,
+    ``skopeo copy``, ``crane``...: it finds the address and a login in its environment), then
+    stop; what every node took is in the outcome.
+
+    Raises:
+        UsageError: no node, no command, or a non-loopback listen address.
+        NodeloadError: no node could be reached.
+    """
+    from nodeload.registry.server import ServeOptions, serve_async
+
+    specs = _specs(nodes)
+    if not command:
+        raise UsageError("no command to serve the nodes to")
+    running = serve_async(
+        specs, options or ServeOptions(), command, progress=progress, notify=notify, ready=ready
+    )
+    return run(None, running)
+
+
+def collect_garbage(
+    nodes: Sequence[NodeSpec | str], options: GcOptions | None = None, *, session: Session | None = None
+) -> list[GcResult]:
+    """Reclaim what interrupted runs left on the nodes (``nodeload gc``): one result per node.
+
+    Raises:
+        UsageError: no node.
+    """
+    from nodeload.gc import GcOptions, collect
+
+    return run(session, collect(_specs(nodes), options or GcOptions(), session))
+
+
+def _specs(nodes: Sequence[NodeSpec | str]) -> list[NodeSpec]:
+    """Nodes given as specs or as ``--node`` text."""
+    specs = [parse_node(n) if isinstance(n, str) else n for n in nodes]
+    if not specs:
+        raise UsageError("no node given")
+    return specs
+
+
 def _image_job(
-    text: str,
+    text: Image,
     options: PushOptions,
     stack: contextlib.ExitStack,
     spools: contextlib.ExitStack,
@@ -218,21 +186,23 @@ def _image_job(
 ) -> ImageJob:
     """How one IMAGE is prepared: by the Docker engine's own push when it fits, else opened (and
     for an engine image, exported with ``docker save``) in a thread of its own."""
+    if not isinstance(text, str):
+        return _opened_job(text, options, say)
 
     async def opened(listener: LayerListener, nodes: NodesView) -> PreparedImage:
         return await in_thread(lambda: _prepare(text, options, stack, say, listener))
 
     engine = parse_source(text).scheme == "docker-daemon"
-    if options.export == "push" and not engine:
-        raise UsageError(f"--export push needs Docker-engine images; {text} is not one")
-    if not engine or options.export == "save" or options.target != "containerd" or seeding:
-        return ImageJob(text, opened, options.namespace)
+    if options.source.export == "push" and not engine:
+        raise UsageError(f"{setting('export', 'push')} needs Docker-engine images; {text} is not one")
+    if not engine or options.source.export == "save" or options.store.kind != "containerd" or seeding:
+        return ImageJob(text, opened, options.store.namespace)
 
     async def pushed(listener: LayerListener, nodes: NodesView) -> PreparedImage:
         image = await _prepare_by_engine(text, options, spools, say, listener, nodes, known)
         return image if image is not None else await opened(listener, nodes)
 
-    return ImageJob(text, pushed, options.namespace, asks_nodes=True)
+    return ImageJob(text, pushed, options.store.namespace, asks_nodes=True)
 
 
 async def _prepare_by_engine(
@@ -256,22 +226,25 @@ async def _prepare_by_engine(
     from nodeload.sources import engine_push
     from nodeload.sources.layer_cache import LayerCache
 
-    forced = options.export == "push"
+    forced = options.source.export == "push"
     ref = parse_source(text).ref
     assert ref is not None
     client = engine_client()
-    image = engine_push.inspect(client, text, ref, options.name)
+    image = engine_push.inspect(client, text, ref, options.store.name)
     if image is None:
         if forced:
-            raise UsageError(f"--export push: {text} is not an image of the Docker engine, pushable by tag")
+            raise UsageError(
+                f"{setting('export', 'push')}: {text} is not an image of the Docker engine, pushable by tag"
+            )
         return None  # the save path says what is wrong with it
     unreachable = engine_push.unreachable_loopback(client, known)
     if unreachable:
         if forced:
-            raise UsageError(f"--export push is not possible: {unreachable}")
+            raise UsageError(f"{setting('export', 'push')} is not possible: {unreachable}")
         return None
     cache = LayerCache()
-    query = engine_push.query_for(image, cache, unpacked=options.unpack, snapshotter=options.snapshotter)
+    store = options.store
+    query = engine_push.query_for(image, cache, unpacked=store.unpack, snapshotter=store.snapshotter)
     answers = await nodes.ask(query)
     pushed = engine_push.held_everywhere(image, answers)
     if pushed is None:
@@ -292,8 +265,26 @@ async def _prepare_by_engine(
     return PreparedImage(pushed.source, target, export=pushed.export)
 
 
+def _opened_job(source: ImageSource, options: PushOptions, say: Notify) -> ImageJob:
+    """An IMAGE the caller opened: named by ``options.store.name``, else by its own reference
+    (as a name found inside a source: it never repoints another image)."""
+    if options.store.name:
+        name, from_source = parse_reference(options.store.name).normalized(), False
+    elif source.reference:
+        name, from_source = parse_reference(source.reference).normalized(), True
+    else:
+        raise UsageError("the image source names no image: give the name to create (StoreOptions.name)")
+    label = source.reference or type(source).__name__
+    prepared = PreparedImage(source, _target_options(options, label, name, from_source, say))
+
+    async def opened(listener: LayerListener, nodes: NodesView) -> PreparedImage:
+        return prepared
+
+    return ImageJob(label, opened, options.store.namespace)
+
+
 def _docker_engine_opener() -> Callable[..., Any]:
-    from nodeload.targets.docker_engine import open_docker_engine  # the docker SDK: only when used
+    from nodeload.stores.docker_engine import open_docker_engine  # the docker SDK: only when used
 
     return open_docker_engine
 
@@ -306,14 +297,10 @@ def _prepare(
         open_source(
             text,
             listener=listener,
-            options=SourceOptions(
-                tls_verify=options.source_tls_verify,
-                containerd_address=options.source_socket,
-                containerd_namespace=options.source_namespace,
-            ),
+            options=options.source,
         )
     )
-    name, from_source = name_on_nodes(options.name, text, source.reference)
+    name, from_source = name_on_nodes(options.store.name, text, source.reference)
     target = _target_options(options, text, name, from_source, say)
     return PreparedImage(
         source, target, export="docker-save" if parse_source(text).scheme == "docker-daemon" else None
@@ -322,22 +309,22 @@ def _prepare(
 
 def _target_options(
     options: PushOptions, text: str, name: str, from_source: bool, say: Notify
-) -> TargetOptions:
+) -> WriteOptions:
     """What is written for IMAGE ``text`` under ``name``; says where a name not given came from,
     and warns of ``:latest``."""
     if from_source:
-        say(f"using the name {printable(name)} found inside {text} (--name sets another)")
+        say(f"using the name {printable(name)} found inside {text} ({setting('name')} sets another)")
     if parse_reference(name).floats:
         say(
             f"warning: {name} uses the :latest tag, so kubelet defaults to imagePullPolicy: Always "
             "and will try to pull it from a registry; push a specific tag, or set imagePullPolicy: "
             "IfNotPresent"
         )
-    return TargetOptions(
-        namespace=options.namespace,
+    return WriteOptions(
+        namespace=options.store.namespace,
         name=name,
-        platform=options.platform,
-        snapshotter=options.snapshotter,
-        unpack=options.unpack,
+        platform=options.store.platform,
+        snapshotter=options.store.snapshotter,
+        unpack=options.store.unpack,
         name_from_source=from_source,
     )

@@ -8,7 +8,7 @@ class NodeloadError(Exception):
 
 
 class InternalError(NodeloadError):
-    """Something nodeload did not foresee (a bug): reported as such, with --debug for details."""
+    """Something nodeload did not foresee (a bug): reported as such, with DEBUG logging for details."""
 
 
 class UsageError(NodeloadError):

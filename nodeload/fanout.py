@@ -1,7 +1,7 @@
 """Fan-out: push images to many nodes, one session per node, every image through it.
 
 Orchestration only. How a node is reached is its transport's business, what is
-written is its target's; both turn their own errors into :class:`NodeError`s.
+written is its store's; both turn their own errors into :class:`NodeError`s.
 Images are prepared (opened, exported, compressed) once each, one after another,
 while the nodes are being connected to; the layers a source finishes first go to
 the nodes that can take them early (see :mod:`nodeload.early`). A source may ask
@@ -37,20 +37,21 @@ from nodeload.holdings import Holding, HoldingQuery, NodesView
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import ProgressSink
 from nodeload.report import NodeResult, Status
-from nodeload.targets.base import (
+from nodeload.stores.base import (
     CRI_NAMESPACE,
     Delivery,
+    ImageStore,
     PeerPull,
     PreparedImage,
     SeedCandidate,
     Seeded,
-    Target,
-    TargetOpener,
-    TargetOptions,
+    StoreOpener,
+    WriteOptions,
     Written,
 )
 from nodeload.tasks import first_error
 from nodeload.transports.base import Traffic, Transport
+from nodeload.wording import setting
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class ImageJob:
 
 @runtime_checkable
 class HoldingAnswerer(Protocol):
-    """A target that can say what its node holds (see :mod:`nodeload.holdings`)."""
+    """A store that can say what its node holds (see :mod:`nodeload.holdings`)."""
 
     async def holding(self, query: HoldingQuery, namespace: str) -> Holding:
         """The node's answer to ``query``, for images of ``namespace``."""
@@ -92,7 +93,7 @@ class HoldingAnswerer(Protocol):
 
 @runtime_checkable
 class EarlyReceiver(Protocol):
-    """A target that can take layers of an image still being prepared."""
+    """A store that can take layers of an image still being prepared."""
 
     def receiving(
         self, early: EarlyLayers, namespace: str, written: Written
@@ -128,7 +129,7 @@ class RetryPolicy:
 async def push_all(
     images: Sequence[ImageJob],
     nodes: Sequence[NodeJob],
-    open_target: TargetOpener,
+    open_store: StoreOpener,
     progress: ProgressSink,
     *,
     parallel: int = DEFAULT_PARALLEL,
@@ -158,7 +159,7 @@ async def push_all(
     choice = _SeedChoice(seeds, reachable, len(images)) if seeds and len(reachable) > seeds else None
     parts = [_Seeding(choice, n, mirror_check) if choice else None for n in range(len(nodes))]
     runs = [
-        _NodeRun(job, n, images, ready, early, surveys, open_target, progress, part)
+        _NodeRun(job, n, images, ready, early, surveys, open_store, progress, part)
         for n, (job, part) in enumerate(zip(nodes, parts, strict=True))
     ]
     try:
@@ -302,7 +303,7 @@ class _NodeRun:
     ready: Sequence[asyncio.Future[PreparedImage]]
     early: Sequence[EarlyLayers]
     surveys: Sequence[_Survey]
-    open_target: TargetOpener
+    open_store: StoreOpener
     progress: ProgressSink
     seeding: _Seeding | None = None  # a run with seeds: the node takes part in choosing them
 
@@ -357,13 +358,13 @@ class _NodeRun:
             before = transport.traffic()
             async with (
                 transport,
-                self.open_target(transport, self.job.node, self.progress) as target,
-                self._answering(target),
+                self.open_store(transport, self.job.node, self.progress) as store,
+                self._answering(store),
             ):
                 connect = self.outcomes[pending[0]].result.timings
                 connect["connect"] = round(connect.get("connect", 0.0) + loop.time() - connecting, 4)
                 if self.seeding is not None and not self.seeding.choice.reported(self.seeding.node):
-                    await self._take_part(self.seeding, transport, target)
+                    await self._take_part(self.seeding, transport, store)
                 for i in pending:
                     image, outcome = self.images[i], self.outcomes[i]
                     if outcome.started is None:  # the first image's time and traffic include connecting
@@ -376,7 +377,7 @@ class _NodeRun:
                         executor, mirror = transport.executor(), self.job.node.mirror
                         peer = PeerPull(seeded, executor, check, mirror, self._idle)
                     pushing = _Pushing(
-                        target, transport, self.job.node, namespace, self.ready[i], self.early[i], peer,
+                        store, transport, self.job.node, namespace, self.ready[i], self.early[i], peer,
                         waiting=self._idle if image.asks_nodes else None,
                     )  # fmt: skip
                     await pushing.run(outcome)
@@ -400,10 +401,10 @@ class _NodeRun:
         return None
 
     @contextlib.asynccontextmanager
-    async def _answering(self, target: Target) -> AsyncIterator[None]:
+    async def _answering(self, store: ImageStore) -> AsyncIterator[None]:
         """While the session is open, answer what the images' sources ask of this node."""
         tasks = [
-            asyncio.create_task(survey.answer(self.index, partial(self._holding, target, image)))
+            asyncio.create_task(survey.answer(self.index, partial(self._holding, store, image)))
             for survey, image in zip(self.surveys, self.images, strict=True)
         ]
         try:
@@ -414,15 +415,15 @@ class _NodeRun:
             for survey in self.surveys:  # a session that ended before the question came
                 survey.gone(self.index)
 
-    async def _holding(self, target: Target, image: ImageJob, query: HoldingQuery) -> Holding | None:
-        if not isinstance(target, HoldingAnswerer):
+    async def _holding(self, store: ImageStore, image: ImageJob, query: HoldingQuery) -> Holding | None:
+        if not isinstance(store, HoldingAnswerer):
             return None  # written some way that cannot say: it is sent everything it is missing
-        return await target.holding(query, self.job.node.namespace or image.namespace)
+        return await store.holding(query, self.job.node.namespace or image.namespace)
 
-    async def _take_part(self, seeding: _Seeding, transport: Transport, target: Target) -> None:
+    async def _take_part(self, seeding: _Seeding, transport: Transport, store: ImageStore) -> None:
         """Say how much of the images this node lacks (nothing when it pulls through no mirror: then
         it is pushed to at once), and, given a mirror, wait for the choice: a seed, or a peer."""
-        missing = await self._missing(seeding, transport, target)
+        missing = await self._missing(seeding, transport, store)
         seeding.choice.report(seeding.node, missing)
         if missing is None:
             return
@@ -431,7 +432,7 @@ class _NodeRun:
         if self._role == "seed":
             self.progress.message(self.job.node.name, "seed: pushing for its peers")
 
-    async def _missing(self, seeding: _Seeding, transport: Transport, target: Target) -> float | None:
+    async def _missing(self, seeding: _Seeding, transport: Transport, store: ImageStore) -> float | None:
         """Bytes of the images the node lacks; None when it pulls through no mirror (not waiting
         for the images then, so that a push to a cluster without one starts as early as ever);
         infinite when it cannot say (its push will say why)."""
@@ -440,13 +441,13 @@ class _NodeRun:
         if seeding.check and not await mirrored(transport.executor(), self.job.node.mirror):
             return None
         self.progress.message(self.job.node.name, "comparing what the nodes hold, to choose the seeds")
-        if not isinstance(target, SeedCandidate):
+        if not isinstance(store, SeedCandidate):
             return float("inf")
         try:
             total = 0
             for image, future in zip(self.images, self.ready, strict=True):
                 prepared = await asyncio.shield(future)
-                total += await target.missing_bytes(prepared, self.job.node.namespace or image.namespace)
+                total += await store.missing_bytes(prepared, self.job.node.namespace or image.namespace)
             return total
         except Exception:  # the push itself will say what is wrong with this node
             return float("inf")
@@ -477,9 +478,9 @@ class _NodeRun:
 
 @dataclass
 class _Pushing:
-    """One image to one node, through an open target."""
+    """One image to one node, through an open store."""
 
-    target: Target
+    store: ImageStore
     transport: Transport
     node: NodeSpec
     namespace: str
@@ -494,10 +495,10 @@ class _Pushing:
         """Push; a failure lands in ``outcome``. Time and traffic count from when its push began."""
         loop = asyncio.get_running_loop()
         result, written = outcome.result, outcome.written
-        result.store(self.target.about)
+        result.store(self.store.about)
         try:
-            if self.peer is None and isinstance(self.target, EarlyReceiver) and not self.prepared.done():
-                async with self.target.receiving(self.early, self.namespace, written):
+            if self.peer is None and isinstance(self.store, EarlyReceiver) and not self.prepared.done():
+                async with self.store.receiving(self.early, self.namespace, written):
                     done = await self._push(result, written)
             else:
                 done = await self._push(result, written)
@@ -516,22 +517,22 @@ class _Pushing:
         image = await asyncio.shield(self.prepared)
         options = dataclasses.replace(image.options, namespace=self.namespace)
         result.namespace, result.name, result.export = options.namespace, options.name, image.export
-        peer, target = self.peer, self.target
-        if peer is not None and isinstance(target, PeerPuller):
-            pulled = await target.pull_from_mirror(image, options, peer)
+        peer, store = self.peer, self.store
+        if peer is not None and isinstance(store, PeerPuller):
+            pulled = await store.pull_from_mirror(image, options, peer)
             if isinstance(pulled, Delivery):
                 return pulled
             if pulled:
                 result.warnings.append(pulled)  # why the node did not pull: it is pushed to
-        return await target.push(image, options, written)
+        return await store.push(image, options, written)
 
 
 @runtime_checkable
 class PeerPuller(Protocol):
-    """A target whose node can pull an image from seed nodes through the cluster's mirror."""
+    """A store whose node can pull an image from seed nodes through the cluster's mirror."""
 
     async def pull_from_mirror(
-        self, image: PreparedImage, options: TargetOptions, peers: PeerPull
+        self, image: PreparedImage, options: WriteOptions, peers: PeerPull
     ) -> Delivery | str:
         """Pull instead of receiving a push: what was done; or why the node cannot (the caller
         pushes; an empty reason is nothing worth telling)."""
@@ -554,7 +555,7 @@ def _as_node_error(node: NodeSpec, err: BaseException) -> NodeloadError:
     log.debug("%s failed", node.name, exc_info=err)
     if isinstance(err, OSError):  # the OS refused something here, not on the node
         return LocalError(f"local error: {err}")
-    return InternalError(f"internal error: {type(err).__name__}: {err} (--debug shows where)")
+    return InternalError(f"internal error: {type(err).__name__}: {err} ({setting('debug')} shows where)")
 
 
 def _prepare_in_turn(

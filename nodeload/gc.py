@@ -10,6 +10,7 @@ and uploads are younger than ``older_than``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,13 +18,13 @@ from typing import Any
 import grpc
 
 from nodeload.containerd.client import DEFAULT_TIMEOUT, ContainerdClient, rpc_error
-from nodeload.containerd.connect import containerd_session
+from nodeload.containerd.connect import connect_containerd
 from nodeload.errors import NodeError, NodeloadError
 from nodeload.fanout import DEFAULT_PARALLEL
 from nodeload.leftovers import DEFAULT_OLDER_THAN, abandoned, stale
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import NullProgress
-from nodeload.session import transport_for
+from nodeload.session import Session, transport_for
 from nodeload.transports.bridge import NoRelay
 from nodeload.transports.ssh_connect import SSHOptions
 
@@ -42,7 +43,7 @@ class GcOptions:
     namespaces: tuple[str, ...] = ()
     older_than: timedelta = DEFAULT_OLDER_THAN
     dry_run: bool = False
-    containerd_socket: str | None = None
+    socket: str | None = None  # use only this containerd socket on every node
     timeout: float = DEFAULT_TIMEOUT
     parallel: int = DEFAULT_PARALLEL
     ssh: SSHOptions = field(default_factory=SSHOptions)
@@ -82,29 +83,32 @@ class GcResult:
         }
 
 
-async def collect(nodes: list[NodeSpec], options: GcOptions) -> list[GcResult]:
-    """Reclaim abandoned leases and uploads on every node; one result per node, in order."""
+async def collect(
+    nodes: Sequence[NodeSpec], options: GcOptions, session: Session | None = None
+) -> list[GcResult]:
+    """Reclaim abandoned leases and uploads on every node; one result per node, in order.
+    ``session``: its kept connections are used (default: each node is connected afresh)."""
     gate = asyncio.Semaphore(max(1, options.parallel))
 
     async def one(node: NodeSpec) -> GcResult:
         async with gate:
-            return await _collect_node(node, options)
+            return await _collect_node(node, options, session)
 
     return list(await asyncio.gather(*(one(node) for node in nodes)))
 
 
-async def _collect_node(node: NodeSpec, options: GcOptions) -> GcResult:
+async def _collect_node(node: NodeSpec, options: GcOptions, session: Session | None) -> GcResult:
     result = GcResult(node.name)
     try:
-        transport = transport_for(node, options.ssh)
+        transport = transport_for(node, options.ssh, session)
         if transport is None:
             raise NodeError(node.problem or "nodeload cannot reach this node")
-        opened = containerd_session(
-            transport, node, NullProgress(), socket=options.containerd_socket, timeout=options.timeout
+        opened = connect_containerd(
+            transport, node, NullProgress(), socket=options.socket, timeout=options.timeout
         )
         try:
-            async with transport, opened as session:
-                await _collect_client(session.client, node, options, result)
+            async with transport, opened as connection:
+                await _collect_client(connection.client, node, options, result)
         except NoRelay as err:
             raise NodeError(
                 f"{err}: ctr import is the only way to write this node, and ctr manages its own leases "

@@ -1,4 +1,4 @@
-"""The image model every source produces and every target consumes.
+"""The image model every source produces and every store consumes.
 
 A source hands out an :class:`ImageSource`: a root descriptor (an index or a
 manifest) plus a way to read any blob of that image as a stream. Small JSON

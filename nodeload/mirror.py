@@ -24,12 +24,12 @@ import yaml
 from nodeload.errors import NodeError
 from nodeload.nodes.spec import ClusterMirror
 from nodeload.transports.execs import Executor, run_text
+from nodeload.wording import setting
 
 CERTS_DIR = "/etc/containerd/certs.d"
 K3S_REGISTRIES = "/etc/rancher/k3s/registries.yaml"
 _SEPARATOR = "----nodeload-mirror-file----"
 # What to do about an image under a registry the mirror does not serve.
-_RENAME = "name the image under one of those with --name for the nodes to pull it from their peers"
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,14 @@ async def mirror_for(executor: Executor | None, cluster: ClusterMirror | None, h
         return f"no registry mirror for {host} on this node (read: {files})"
     return (
         f"no registry mirror for {host} on this node (read: {files}); it mirrors {', '.join(others)}: "
-        + _RENAME
+        + _rename()
+    )
+
+
+def _rename() -> str:
+    """What to do about an image under a registry the mirror does not serve."""
+    return (
+        f"name the image under one of those with {setting('name')} for the nodes to pull it from their peers"
     )
 
 
@@ -101,7 +108,7 @@ def cluster_mirror(cluster: ClusterMirror, host: str) -> Mirror | str:
         return f"Spegel's pod on this node ({cluster.pod}) is not ready"
     if not cluster.serves(host):
         served = ", ".join(sorted(cluster.registries or ()))
-        return f"Spegel ({cluster.pod}) mirrors {served}, not {host}; " + _RENAME
+        return f"Spegel ({cluster.pod}) mirrors {served}, not {host}; " + _rename()
     return Mirror(host, f"Spegel ({cluster.pod})", "the Kubernetes API")
 
 

@@ -8,7 +8,7 @@ fsync) on the node, so pinning one manifest that already refers to the image's b
 one where pinning every blob and snapshot costs a dozen, on every push.
 
 Blobs the push writes need no pin: containerd leases what it commits (and a blob that turns
-out to exist already) under the writer's lease. Pure: the target looks, pins, then looks
+out to exist already) under the writer's lease. Pure: the store looks, pins, then looks
 again to be sure nothing went away in between.
 """
 

@@ -63,11 +63,11 @@ class UnpackStep:
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything the target does for one node, in order."""
+    """Everything a store does for one node, in order."""
 
     blobs: tuple[BlobStep, ...]
     unpack: tuple[UnpackStep, ...]
-    target: Descriptor
+    root: Descriptor
     config_digest: str
     snapshot_label: tuple[str, str]  # label key/value for the config once unpacked
 
@@ -112,11 +112,11 @@ def make_plan(graph: ImageGraph, state: NodeState, snapshotter: str, rewritable:
     for index, chosen in reversed(indexes):
         steps.append(_step(index.desc, state, {f"{LABEL_GC_CONTENT}.m.{chosen}": child.digest}, index.data))
         child = index.desc
-    target = indexes[0][0].desc if indexes else manifest.desc
+    root = indexes[0][0].desc if indexes else manifest.desc
     return Plan(
         blobs=_dedupe(steps),
         unpack=tuple(_unpack_steps(layers, graph.diff_ids, chains, state.snapshots)),
-        target=target,
+        root=root,
         config_digest=graph.config.desc.digest,
         snapshot_label=_snapshot_label(graph.config.desc.digest, snapshotter, chains, state),
     )

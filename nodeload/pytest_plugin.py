@@ -53,9 +53,6 @@ if TYPE_CHECKING:
     from nodeload.sandbox.compose import ComposeNodes
     from nodeload.sandbox.k8s import Binaries, Cluster
 
-# testcontainers reads this when first imported: no Ryuk helper (it is pulled from a registry).
-os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
-
 _SCOPES = ("session", "package", "module", "class", "function")
 # How long the first test using nodeload_cluster may wait for a cold build of Kubernetes.
 BUILD_TIMEOUT_S = 2700
@@ -256,8 +253,9 @@ class Pusher:
         self.sandbox = sandbox
 
     def __call__(self, image: str, *aliases: str, **options: Any) -> Pushed:
-        """Push ``image`` to ``aliases`` (default: every node), with ``PushOptions(**options)``."""
-        from nodeload.api import PushOptions, push
+        """Push ``image`` to ``aliases`` (default: every node), with ``PushOptions.of(**options)``."""
+        from nodeload.api import push
+        from nodeload.options import PushOptions
         from nodeload.sandbox.assertions import node_state
         from nodeload.transports.ssh_connect import SSHOptions
 
@@ -267,7 +265,7 @@ class Pusher:
         )
         before = {alias: node_state(self.sandbox.node(alias)) for alias in targets}
         ssh = SSHOptions(ssh_config=self.sandbox.ssh_config_path)
-        results = push(image, targets, PushOptions(ssh=ssh, **options))
+        results = push(image, targets, PushOptions.of(ssh=ssh, **options))
         after = {alias: node_state(self.sandbox.node(alias)) for alias in targets}
         return Pushed(results, before, after)
 

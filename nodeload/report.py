@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nodeload.targets.base import Delivery, StoreInfo, Written
+    from nodeload.stores.base import Delivery, StoreInfo, Written
 
 
 class Status(StrEnum):
@@ -44,9 +44,9 @@ class NodeResult:
     # included; TCP/IP headers not): what a network counter sees, within a few percent.
     wire_bytes_sent: int | None = None
     wire_bytes_received: int | None = None
-    transport: str = ""  # how the node was reached: ssh-forward, ssh-exec:sudo:socat, ctr-import...
+    reach: str = ""  # how the node was reached: ssh-forward, ssh-exec:sudo:socat, ctr-import...
     export: str | None = None  # how a Docker-engine image left the engine: docker-save, docker-push, none
-    via: str = "push"  # "push", or "peer-pull": pulled from a seed node through the cluster's mirror
+    delivered_by: str = "push"  # "push", or "peer-pull": pulled from a seed node through the cluster's mirror
     socket: str = ""
     containerd_version: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -59,19 +59,24 @@ class NodeResult:
         return self.status == Status.OK
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object for ``--json``."""
+        """The JSON object for ``--json``.
+
+        ``transport`` and ``via`` are the keys ``reach`` and ``delivered_by`` had before 0.2:
+        kept, with the same values, for one release (see the README's "JSON report").
+        """
         data = asdict(self)
         data["status"] = str(self.status)
+        data["transport"], data["via"] = self.reach, self.delivered_by  # deprecated names
         return data
 
     def store(self, about: StoreInfo) -> None:
         """Say which store the image went to."""
-        self.socket, self.containerd_version, self.transport = about.socket, about.version, about.reach
+        self.socket, self.containerd_version, self.reach = about.socket, about.version, about.reach
 
     def delivered(self, done: Delivery) -> None:
         """The push succeeded, doing ``done``."""
         self.status = Status.OK
-        self.digest, self.platform, self.via = done.digest, done.platform, done.delivered_by
+        self.digest, self.platform, self.delivered_by = done.digest, done.platform, done.delivered_by
         self.blobs_total, self.blobs_skipped = done.blobs_total, done.blobs_skipped
         self.bytes_skipped, self.layers_unpacked = done.bytes_skipped, done.layers_unpacked
         self.cri_indexed = done.cri_indexed

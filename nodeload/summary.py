@@ -26,7 +26,7 @@ def print_summary(console: Console, results: Sequence[NodeResult]) -> None:
     for column in ("node", *(("image",) if several_images else ()), "status", "sent", "skipped", "time"):
         table.add_column(column, justify="right" if column in ("sent", "skipped", "time") else "left")
     for result in results:
-        status = _status(result) + (" (from peers)" if result.via == "peer-pull" else "")
+        status = _status(result) + (" (from peers)" if result.delivered_by == "peer-pull" else "")
         row = [printable(result.node), *((printable(result.image),) if several_images else ()), status]
         row += [human_bytes(result.bytes_sent), human_bytes(result.bytes_skipped), f"{result.seconds:.1f}s"]
         table.add_row(*row)
@@ -43,13 +43,13 @@ def print_summary(console: Console, results: Sequence[NodeResult]) -> None:
 
 def uplink_line(results: Sequence[NodeResult]) -> str | None:
     """With seed nodes: what left this machine, and what pushing every node would have sent."""
-    pulled = [r for r in results if r.via == "peer-pull"]
+    pulled = [r for r in results if r.delivered_by == "peer-pull"]
     if not pulled:
         return None
     sent = sum(r.wire_bytes_sent or 0 for r in results)
     # A peer would have needed up to what a seed holds of the image (sent or already there).
-    whole = {r.image: r.bytes_sent + r.bytes_skipped for r in results if r.via == "push" and r.ok}
-    direct = sum(r.wire_bytes_sent or 0 for r in results if r.via == "push") + sum(
+    whole = {r.image: r.bytes_sent + r.bytes_skipped for r in results if r.delivered_by == "push" and r.ok}
+    direct = sum(r.wire_bytes_sent or 0 for r in results if r.delivered_by == "push") + sum(
         whole.get(r.image, 0) for r in pulled
     )
     return (

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from nodeload.cli.arguments import build_parser
+from nodeload.wording import for_the_command_line
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -50,6 +51,13 @@ def run_in_session(argv: Sequence[str], kubectl: bool, session: Session) -> int:
 
 def _run(
     args: argparse.Namespace, argv: Sequence[str], *, kubectl: bool = False, session: Session | None = None
+) -> int:
+    with for_the_command_line():  # messages name settings by their flags
+        return _run_command(args, argv, kubectl=kubectl, session=session)
+
+
+def _run_command(
+    args: argparse.Namespace, argv: Sequence[str], *, kubectl: bool, session: Session | None
 ) -> int:
     in_session = session is not None
     if args.debug:  # before the hand-over: why a session is where it is (or is not) shows too

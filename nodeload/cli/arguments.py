@@ -304,7 +304,9 @@ def _selection_arguments(push: argparse.ArgumentParser) -> None:
         "let ~/.ssh/config aliases do the rest)",
     )
     group.add_argument(
-        "--via",
+        "--reach",
+        "--via",  # its name before 0.2
+        dest="reach",
         choices=("auto", "ssh", "agent"),
         default="auto",
         help="how Kubernetes nodes are reached: ssh, agent (each node's nodeload-agent pod, through "
@@ -373,7 +375,9 @@ def _push_arguments(push: argparse.ArgumentParser) -> None:
         "$CONTAINERD_NAMESPACE, else default)",
     )
     group.add_argument(
-        "--target",
+        "--store",
+        "--target",  # its name before 0.2
+        dest="store",
         choices=("containerd", "docker"),
         default="containerd",
         help="what is written on the nodes: containerd (default) or a Docker Engine (its socket over SSH; "

@@ -33,7 +33,7 @@ def selected_nodes(args: argparse.Namespace, err: Console) -> list[NodeSpec]:
             kind_cluster=args.kind_cluster,
             k3d_cluster=args.k3d_cluster,
             kubernetes_by_default=getattr(args, "kubernetes_by_default", False),
-            via=args.via,
+            reach=args.reach,
             agent_namespace=args.agent_namespace,
             # Seeds pull through the cluster's mirror: worth looking for unless --seeds 0.
             find_mirrors=getattr(args, "seeds", 0) != 0,

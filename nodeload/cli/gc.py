@@ -28,7 +28,7 @@ def run_gc(args: argparse.Namespace, err: Console) -> int:
         namespaces=tuple(args.namespace),
         older_than=args.older_than or DEFAULT_OLDER_THAN,
         dry_run=args.dry_run,
-        containerd_socket=args.containerd_socket,
+        socket=args.containerd_socket,
         timeout=args.timeout,
         ssh=ssh_options(args, err),
     )

@@ -103,10 +103,7 @@ def _route(node: NodeSpec, ssh: SSHOptions, view: NodeView) -> dict[str, Any] | 
 
 
 def _socket_candidates(node: NodeSpec) -> list[str]:
-    try:
-        from nodeload.containerd.connect import DEFAULT_SOCKETS
-    except ImportError:  # where the containerd session still lives in targets/
-        from nodeload.targets.containerd import DEFAULT_SOCKETS  # type: ignore[attr-defined,no-redef]
+    from nodeload.containerd.connect import DEFAULT_SOCKETS
 
     return list(dict.fromkeys((*node.sockets, *DEFAULT_SOCKETS)))
 
@@ -153,7 +150,7 @@ async def reach(node: NodeSpec, ssh: SSHOptions, socket: str | None, timeout: fl
     strategy: a gRPC session, or ctr import), write nothing, and say what answered."""
     from nodeload.progress import NullProgress
     from nodeload.session import transport_for
-    from nodeload.targets.containerd import open_containerd
+    from nodeload.stores.containerd import open_containerd
 
     transport = transport_for(node, ssh)
     assert transport is not None  # nodes with a problem are not checked
@@ -162,7 +159,7 @@ async def reach(node: NodeSpec, ssh: SSHOptions, socket: str | None, timeout: fl
         open_containerd(transport, node, NullProgress(), socket=socket, timeout=timeout) as store,
     ):
         about = store.about
-        return {"transport": about.reach, "socket": about.socket, "containerd_version": about.version or None}
+        return {"reach": about.reach, "socket": about.socket, "containerd_version": about.version or None}
 
 
 # -- text ---------------------------------------------------------------------------------------
@@ -202,7 +199,7 @@ def _lines(view: NodeView) -> list[str]:
     check = fields.get("check")
     if check and check.get("reachable"):
         found = f"containerd {check['containerd_version']} at {check['socket']}"
-        lines.append(f"  reached      {check['transport']}: {found}")
+        lines.append(f"  reached      {check['reach']}: {found}")
     if view.error:
         lines.append(f"  error        {view.error}")
     return lines

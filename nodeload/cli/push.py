@@ -18,31 +18,36 @@ if TYPE_CHECKING:
 
 def run_push(args: argparse.Namespace, err: Console, session: Session | None = None) -> int:
     """Push each image to each selected node (in ``session``, a persistent one's); the exit status."""
-    from nodeload.api import PushOptions, push
+    from nodeload.api import push
+    from nodeload.options import FanoutOptions, PushOptions, StoreOptions
     from nodeload.platforms import Platform
     from nodeload.progress import NullProgress, ProgressSink
+    from nodeload.sources.base import SourceOptions
     from nodeload.summary import print_failures, print_summary
 
     ssh = ssh_options(args, err)
     nodes = selected_nodes(args, err)
     options = PushOptions(
-        namespace=args.namespace,
-        name=args.name,
-        platform=Platform.parse(args.platform) if args.platform else None,
-        containerd_socket=args.containerd_socket,
-        snapshotter=args.snapshotter,
-        unpack=not args.no_unpack,
-        timeout=args.timeout,
-        parallel=args.parallel,
-        retries=args.retries,
-        seeds=args.seeds,
-        mirror_check=args.mirror_check,
+        source=SourceOptions(
+            tls_verify=args.src_tls_verify,
+            containerd_address=args.source_socket,
+            containerd_namespace=args.source_namespace,
+            export=args.export,
+        ),
         ssh=ssh,
-        export=args.export,
-        target=args.target,
-        source_tls_verify=args.src_tls_verify,
-        source_socket=args.source_socket,
-        source_namespace=args.source_namespace,
+        store=StoreOptions(
+            kind=args.store,
+            namespace=args.namespace,
+            name=args.name,
+            platform=Platform.parse(args.platform) if args.platform else None,
+            socket=args.containerd_socket,
+            snapshotter=args.snapshotter,
+            unpack=not args.no_unpack,
+            timeout=args.timeout,
+        ),
+        fanout=FanoutOptions(
+            parallel=args.parallel, retries=args.retries, seeds=args.seeds, mirror_check=args.mirror_check
+        ),
     )
     bars = err.is_terminal and not args.json
     shown: AbstractContextManager[ProgressSink]

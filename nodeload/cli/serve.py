@@ -14,7 +14,7 @@ from nodeload.cli.common import notifier, selected_nodes, ssh_options
 def run_serve(args: argparse.Namespace, err: Console) -> int:
     """Serve the nodes as a registry while the command runs; the command's exit status (or 1)."""
     from nodeload.errors import UsageError
-    from nodeload.registry.server import ServeOptions, serve
+    from nodeload.registry.server import ServeOptions, serve_async
     from nodeload.summary import print_serve_summary
 
     command = list(args.command)
@@ -23,7 +23,7 @@ def run_serve(args: argparse.Namespace, err: Console) -> int:
     options = ServeOptions(
         namespace=args.namespace,
         listen=args.listen,
-        containerd_socket=args.containerd_socket,
+        socket=args.containerd_socket,
         timeout=args.timeout,
         ssh=ssh_options(args, err),
     )
@@ -40,7 +40,7 @@ def run_serve(args: argparse.Namespace, err: Console) -> int:
         print(f"export {exports}", flush=True)
 
     try:
-        running = serve(
+        running = serve_async(
             nodes, options, command or None, notify=notifier(err), ready=ready, stdout_to_stderr=args.json
         )
         outcome = asyncio.run(running)

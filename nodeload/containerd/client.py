@@ -59,6 +59,7 @@ from nodeload.image import Descriptor
 from nodeload.jsondoc import MAX_DOCUMENT_BYTES
 from nodeload.leftovers import INGEST_PREFIX, LEASE_PREFIX, Ingest, Lease, run_labels
 from nodeload.platforms import Platform
+from nodeload.wording import setting
 
 # Errors after which a push resumes (a retry, or the next run): its lease is kept for it.
 _INTERRUPTED = (
@@ -127,8 +128,8 @@ def rpc_error(what: str, err: grpc.aio.AioRpcError) -> NodeError:
         return PushFailed(f"containerd ended {what} without giving a reason (is the node's disk full?)")
     if _code(err) == grpc.StatusCode.DEADLINE_EXCEEDED:
         return ContainerdTimeout(
-            f"containerd did not answer in time while {what} (is it hung or overloaded? --timeout sets "
-            "how long to wait)"
+            f"containerd did not answer in time while {what} (is it hung or overloaded? {setting('timeout')} "
+            "sets how long to wait)"
         )
     if _code(err) == grpc.StatusCode.UNAVAILABLE:
         # The tunnel or containerd went away: not a refusal by containerd.
@@ -159,13 +160,13 @@ class ContainerdClient:
 
     def __init__(
         self,
-        target: str,
+        address: str,
         namespace: str = "k8s.io",
         *,
         timeout: float = DEFAULT_TIMEOUT,
         held: set[str] | None = None,
     ) -> None:
-        """Connect lazily to ``target`` (a gRPC target like ``unix:/path``).
+        """Connect lazily to ``address`` (a gRPC target like ``unix:/path``).
 
         ``timeout`` is the deadline of each call, and for a blob upload the longest
         time without progress, after which containerd is considered hung. ``held`` is where
@@ -176,7 +177,7 @@ class ContainerdClient:
         self.timeout = timeout
         self.held = held if held is not None else set()
         self._channel = grpc.aio.insecure_channel(
-            target,
+            address,
             options=[
                 ("grpc.default_authority", "localhost"),
                 ("grpc.max_receive_message_length", 32 << 20),
@@ -508,7 +509,7 @@ class ContainerdClient:
             except TimeoutError:
                 raise ContainerdTimeout(
                     f"containerd stopped taking data while writing {desc.digest} (no progress for "
-                    f"{self.timeout:.0f}s; is it hung? --timeout sets how long to wait)"
+                    f"{self.timeout:.0f}s; is it hung? {setting('timeout')} sets how long to wait)"
                 ) from None
             except grpc.aio.AioRpcError as err:
                 code, detail = _code(err), err.details() or ""

@@ -1,4 +1,4 @@
-"""A node's containerd, reached through a transport: the one place a session to it is opened.
+"""A node's containerd, reached through a transport: the one place a connection to it is opened.
 
 ``push`` (every strategy but ``ctr import``), ``nodeload serve``, ``nodeload gc`` and ``nodeload
 nodes --check`` open their sessions here: the first socket that answers as containerd, and what
@@ -20,6 +20,7 @@ from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import ProgressSink
 from nodeload.transports.base import Transport
 from nodeload.transports.bridge import NoRelay, SocketUnavailable
+from nodeload.wording import setting
 
 # Where containerd listens on common distributions, in the order they are tried.
 DEFAULT_SOCKETS = (
@@ -30,20 +31,20 @@ DEFAULT_SOCKETS = (
 
 
 @dataclass(frozen=True)
-class ContainerdSession:
-    """An open session to a node's containerd.
+class ContainerdConnection:
+    """An open connection to a node's containerd.
 
     Attributes:
         client: The gRPC client.
         info: What containerd says of itself (version, platform, snapshotters, CRI).
         socket: The socket that answered.
-        method: How it is reached (``ssh-forward``, ``ssh-exec:socat``...), for reports.
+        reach: How it is reached (``ssh-forward``, ``ssh-exec:socat``...), for reports.
     """
 
     client: ContainerdClient
     info: NodeInfo
     socket: str
-    method: str
+    reach: str
 
 
 def candidate_sockets(node: NodeSpec, socket: str | None) -> list[str]:
@@ -63,7 +64,7 @@ def candidate_sockets(node: NodeSpec, socket: str | None) -> list[str]:
 
 
 @asynccontextmanager
-async def containerd_session(
+async def connect_containerd(
     transport: Transport,
     node: NodeSpec,
     progress: ProgressSink,
@@ -71,7 +72,7 @@ async def containerd_session(
     socket: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     held: set[str] | None = None,
-) -> AsyncIterator[ContainerdSession]:
+) -> AsyncIterator[ContainerdConnection]:
     """The node's containerd: the first of :func:`candidate_sockets` that answers, over ``transport``
     (entered by the caller). The client is closed on leaving. ``held`` lists the leases the
     caller's pushes hold (see :class:`~nodeload.containerd.client.ContainerdClient`).
@@ -88,7 +89,7 @@ async def containerd_session(
             info = await client.node_info()
         except grpc.aio.AioRpcError as err:
             raise rpc_error("asking containerd about itself", err) from err
-        yield ContainerdSession(client, info, path, transport.method)
+        yield ContainerdConnection(client, info, path, transport.reach)
     finally:
         await client.close()
 
@@ -124,6 +125,6 @@ async def _connect(
             reasons.append(f"{path} does not answer as containerd ({why})")
             continue
         return client, path
-    hint = "" if hinted else "; name it with --containerd-socket"
+    hint = "" if hinted else f"; name it with {setting('socket')}"
     message = f"no usable containerd socket: {'; '.join(reasons)}{hint}"
     raise NoRelay(message) if no_relay is not None else ContainerdUnavailable(message)

@@ -45,6 +45,7 @@ from nodeload.nodes.kube_credentials import credentials, resolve_paths
 from nodeload.nodes.spec import DEFAULT_AGENT_NAMESPACE, ClusterMirror, KubeAccess, NodeSpec
 from nodeload.nodes.spegel import SPEGEL_SELECTOR, spegel_mirrors
 from nodeload.platforms import Platform
+from nodeload.wording import setting
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class KubeSelection:
         exclude_control_plane: Drop nodes labelled as control-plane (or legacy master) nodes.
         address_type: ``InternalIP``, ``ExternalIP``, ``Hostname``, or ``name`` for the node name.
         ssh_user: The SSH login for every node (None: the ssh config's).
-        via: ``ssh``; ``agent`` (through each node's nodeload-agent pod and the API server); or
+        reach: ``ssh``; ``agent`` (through each node's nodeload-agent pod and the API server); or
             ``auto``: SSH, and the agent for nodes that report no address of ``address_type``.
         agent_namespace: Where the nodeload-agent pods are.
         find_mirrors: Look for the cluster's peer-to-peer mirror (Spegel's pods) when several
@@ -91,12 +92,12 @@ class KubeSelection:
     exclude_control_plane: bool = False
     address_type: str = "InternalIP"
     ssh_user: str | None = None
-    via: str = "auto"
+    reach: str = "auto"
     agent_namespace: str = DEFAULT_AGENT_NAMESPACE
     find_mirrors: bool = False
 
 
-VIAS = ("auto", "ssh", "agent")
+REACHES = ("auto", "ssh", "agent")
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class _Kubeconfig:
 
 
 @dataclass(frozen=True)
-class _Target:
+class _InUse:
     """The context in use and what error messages say about it."""
 
     kubeconfig: _Kubeconfig
@@ -135,26 +136,26 @@ def kube_nodes(selection: KubeSelection, notify: Callable[[str], None] = log.war
         UsageError: ``selection.address_type`` is not one of :data:`ADDRESS_TYPES`.
     """
     _check_selection(selection)
-    target = _target(selection)
-    listed = _list_nodes(target, selection.selector)
+    in_use = _context_in_use(selection)
+    listed = _list_nodes(in_use, selection.selector)
     kept = [n for n in listed if not (selection.exclude_control_plane and _is_control_plane(n))]
-    chosen = _pick_by_name(kept, listed, selection, target) if selection.names else kept
+    chosen = _pick_by_name(kept, listed, selection, in_use) if selection.names else kept
     if not chosen:
-        raise NodeSourceError(_no_nodes_text(selection, target))
+        raise NodeSourceError(_no_nodes_text(selection, in_use))
     access = KubeAccess(
-        target.kubeconfig.files, target.context, target.user, target.server, selection.agent_namespace
+        in_use.kubeconfig.files, in_use.context, in_use.user, in_use.server, selection.agent_namespace
     )
     specs = [_reach(_node_spec(node, selection), selection, access) for node in chosen]
     if selection.find_mirrors and len(specs) > 1:
-        mirrors = _cluster_mirrors(target, notify)
+        mirrors = _cluster_mirrors(in_use, notify)
         specs = [dataclasses.replace(spec, mirror=mirrors.get(spec.name)) for spec in specs]
     return specs
 
 
-def _cluster_mirrors(target: _Target, notify: Callable[[str], None]) -> dict[str, ClusterMirror]:
+def _cluster_mirrors(in_use: _InUse, notify: Callable[[str], None]) -> dict[str, ClusterMirror]:
     """The Spegel pod on each node that runs one; none when the API will not say."""
     try:
-        return spegel_mirrors(_list_pods(target, SPEGEL_SELECTOR))
+        return spegel_mirrors(_list_pods(in_use, SPEGEL_SELECTOR))
     except NodeSourceError as e:
         notify(
             f"warning: cannot look for Spegel through the Kubernetes API: {e}; "
@@ -165,9 +166,9 @@ def _cluster_mirrors(target: _Target, notify: Callable[[str], None]) -> dict[str
 
 def _reach(spec: NodeSpec, selection: KubeSelection, access: KubeAccess) -> NodeSpec:
     """Through the node's agent pod when asked, or (``auto``) when it has no SSH address."""
-    if selection.via == "agent":
+    if selection.reach == "agent":
         return dataclasses.replace(spec, reach="agent", kube=access)
-    if selection.via == "auto" and spec.address is None:
+    if selection.reach == "auto" and spec.address is None:
         why = f"node {spec.name} reports no {selection.address_type} address (for SSH)"
         return dataclasses.replace(spec, reach="agent", kube=dataclasses.replace(access, instead_of_ssh=why))
     return spec
@@ -179,7 +180,7 @@ def configuration(access: KubeAccess) -> kube_client.Configuration:
     Raises:
         NodeSourceError: the kubeconfig cannot be loaded any more.
     """
-    return _configuration(_target_in(_read_kubeconfig(access.kubeconfig), access.context))
+    return _configuration(_in_use(_read_kubeconfig(access.kubeconfig), access.context))
 
 
 def context_name(selection: KubeSelection) -> str:
@@ -239,17 +240,21 @@ def node_problem(spec: NodeSpec, selection: KubeSelection) -> str | None:
 
 def _check_selection(selection: KubeSelection) -> None:
     """Reject a selection that cannot mean anything before touching files or the network."""
-    if selection.via not in VIAS:
-        raise UsageError(f"--via must be one of {', '.join(VIAS)}, not {selection.via!r}")
+    if selection.reach not in REACHES:
+        raise UsageError(f"reach must be one of {', '.join(REACHES)}, not {selection.reach!r}")
     if selection.address_type not in ADDRESS_TYPES:
         raise UsageError(
             f"unknown address type {selection.address_type!r}: use one of {', '.join(ADDRESS_TYPES)}"
         )
     if selection.all_nodes and selection.names:
-        raise NodeSourceError("choose nodes with either --all-nodes or --node NAME, not both")
+        raise NodeSourceError(
+            f"choose nodes with either {setting('all_nodes')} or {setting('node')}, not both"
+        )
     if not selection.all_nodes and not selection.names:
         # Pushing to every node of a cluster must be asked for, never a default.
-        raise NodeSourceError("say which Kubernetes nodes to push to: --all-nodes or --node NAME")
+        raise NodeSourceError(
+            f"say which Kubernetes nodes to push to: {setting('all_nodes')} or {setting('node')} (by name)"
+        )
 
 
 def _is_control_plane(node: Mapping[str, Any]) -> bool:
@@ -261,14 +266,14 @@ def _pick_by_name(
     kept: list[Mapping[str, Any]],
     listed: list[Mapping[str, Any]],
     selection: KubeSelection,
-    target: _Target,
+    in_use: _InUse,
 ) -> list[Mapping[str, Any]]:
     """The named nodes among ``kept``, in the order named; any missing one is an error."""
     by_name = {_name(n): n for n in kept}
     wanted = list(dict.fromkeys(selection.names))  # drop repeats, keep order
     missing = [name for name in wanted if name not in by_name]
     if missing:
-        raise NodeSourceError(_missing_names_text(missing, kept, listed, selection, target))
+        raise NodeSourceError(_missing_names_text(missing, kept, listed, selection, in_use))
     return [by_name[name] for name in wanted]
 
 
@@ -277,7 +282,7 @@ def _missing_names_text(
     kept: list[Mapping[str, Any]],
     listed: list[Mapping[str, Any]],
     selection: KubeSelection,
-    target: _Target,
+    in_use: _InUse,
 ) -> str:
     # A named control-plane node exists but was filtered out: saying "unknown" would mislead.
     control_plane = {_name(n) for n in listed} - {_name(n) for n in kept}
@@ -286,7 +291,7 @@ def _missing_names_text(
     parts = []
     if unknown:
         filters = _filters_text(selection, control_plane=False)
-        where = f"context {target.context!r}" + (f" matching {filters}" if filters else "")
+        where = f"context {in_use.context!r}" + (f" matching {filters}" if filters else "")
         parts.append(f"no node named {', '.join(unknown)} in {where} ({_names_text(kept)})")
     if dropped:
         parts.append(f"{', '.join(dropped)}: control-plane node(s), excluded as asked")
@@ -302,8 +307,8 @@ def _names_text(nodes: list[Mapping[str, Any]]) -> str:
     return f"nodes there: {shown}{more}"
 
 
-def _no_nodes_text(selection: KubeSelection, target: _Target) -> str:
-    where = f"context {target.context!r} (API server {target.server})"
+def _no_nodes_text(selection: KubeSelection, in_use: _InUse) -> str:
+    where = f"context {in_use.context!r} (API server {in_use.server})"
     filters = _filters_text(selection)
     return f"no nodes in {where} match {filters}" if filters else f"the cluster of {where} reports no nodes"
 
@@ -483,11 +488,11 @@ def _choose_context(kubeconfig: _Kubeconfig, wanted: str | None) -> str:
     return wanted
 
 
-def _target(selection: KubeSelection) -> _Target:
-    return _target_in(_load_kubeconfig(selection), selection.context)
+def _context_in_use(selection: KubeSelection) -> _InUse:
+    return _in_use(_load_kubeconfig(selection), selection.context)
 
 
-def _target_in(kubeconfig: _Kubeconfig, wanted: str | None) -> _Target:
+def _in_use(kubeconfig: _Kubeconfig, wanted: str | None) -> _InUse:
     context = _choose_context(kubeconfig, wanted)
     entry = kubeconfig.contexts[context]
     cluster = str(entry.get("cluster") or "")
@@ -499,7 +504,7 @@ def _target_in(kubeconfig: _Kubeconfig, wanted: str | None) -> _Target:
             "which is not defined or has no server"
         )
     _refuse_conflicts(kubeconfig, context, cluster, str(entry.get("user") or ""))
-    return _Target(kubeconfig, context, str(entry.get("user") or "(none)"), str(server))
+    return _InUse(kubeconfig, context, str(entry.get("user") or "(none)"), str(server))
 
 
 # A file and inline data for the same thing: kubectl refuses the context rather than pick one.
@@ -561,14 +566,14 @@ def _user_problem(user: Mapping[str, Any]) -> str | None:
 # -- the API -------------------------------------------------------------------------------
 
 
-def _configuration(target: _Target) -> kube_client.Configuration:
+def _configuration(in_use: _InUse) -> kube_client.Configuration:
     """A client configuration of its own: the library's global default stays untouched."""
     configuration = kube_client.Configuration()
-    config_dict = _client_kubeconfig(target)
+    config_dict = _client_kubeconfig(in_use)
     try:
         kube_config.load_kube_config_from_dict(  # type: ignore[no-untyped-call]
             config_dict,
-            context=target.context,
+            context=in_use.context,
             client_configuration=configuration,
             # Never rewrite the user's kubeconfig (the library would, after refreshing a token).
             persist_config=False,
@@ -576,14 +581,14 @@ def _configuration(target: _Target) -> kube_client.Configuration:
     except Exception as e:
         # The loader reports a bad entry with whatever its parsing trips over (ConfigException,
         # KeyError, TypeError, a missing certificate file...): all mean "fix the kubeconfig".
-        raise NodeSourceError(f"{target.kubeconfig}, context {target.context!r}: {e}") from e
+        raise NodeSourceError(f"{in_use.kubeconfig}, context {in_use.context!r}: {e}") from e
     # One attempt: a list is cheap to re-run, and retries multiply the timeout.
     configuration.retries = 0
     return configuration
 
 
-def _client_kubeconfig(target: _Target) -> dict[str, Any]:
-    """``target``'s context alone, for the client library, with the credentials kubectl would send.
+def _client_kubeconfig(in_use: _InUse) -> dict[str, Any]:
+    """``in_use``'s context alone, for the client library, with the credentials kubectl would send.
 
     Merged and resolved here, not by the library: it resolves a user's relative paths against
     the file of the context's cluster, and its credential handling differs from kubectl's
@@ -592,7 +597,7 @@ def _client_kubeconfig(target: _Target) -> dict[str, Any]:
     Raises:
         NodeSourceError: the user's credentials cannot be had (token file, exec plugin).
     """
-    kubeconfig, name = target.kubeconfig, target.context
+    kubeconfig, name = in_use.kubeconfig, in_use.context
     context = dict(kubeconfig.contexts[name])
     cluster_name = str(context.get("cluster"))
     cluster = kubeconfig.clusters[cluster_name]
@@ -610,25 +615,25 @@ def _client_kubeconfig(target: _Target) -> dict[str, Any]:
     }
 
 
-def _list_nodes(target: _Target, selector: str | None) -> list[Mapping[str, Any]]:
+def _list_nodes(in_use: _InUse, selector: str | None) -> list[Mapping[str, Any]]:
     """The Node objects the server lists for ``selector``, as plain JSON mappings."""
-    return _list(target, "nodes", lambda api, **kw: api.list_node(**kw), selector)
+    return _list(in_use, "nodes", lambda api, **kw: api.list_node(**kw), selector)
 
 
-def _list_pods(target: _Target, selector: str) -> list[Mapping[str, Any]]:
+def _list_pods(in_use: _InUse, selector: str) -> list[Mapping[str, Any]]:
     """The pods of every namespace that match ``selector``, as plain JSON mappings."""
-    return _list(target, "pods", lambda api, **kw: api.list_pod_for_all_namespaces(**kw), selector)
+    return _list(in_use, "pods", lambda api, **kw: api.list_pod_for_all_namespaces(**kw), selector)
 
 
 def _list(
-    target: _Target, resource: str, call: Callable[..., Any], selector: str | None
+    in_use: _InUse, resource: str, call: Callable[..., Any], selector: str | None
 ) -> list[Mapping[str, Any]]:
     """The objects of a cluster-scoped list ``call`` for ``selector``.
 
     The raw JSON, not the generated models: those insist on every field the schema marks
     required, so one object with a sparse status would fail the whole listing.
     """
-    configuration = _configuration(target)
+    configuration = _configuration(in_use)
     try:
         with kube_client.ApiClient(configuration) as api_client:
             # Typed as the list model, but without preloading it is urllib3's response.
@@ -640,41 +645,41 @@ def _list(
             )
             body = response.data
     except kube_client.ApiException as e:
-        raise _api_error(e, target, resource) from e
+        raise _api_error(e, in_use, resource) from e
     except urllib3.exceptions.HTTPError as e:
-        raise _unreachable(target, _network_problem(e)) from e
+        raise _unreachable(in_use, _network_problem(e)) from e
     try:
         items = json.loads(body).get("items")
     except (ValueError, AttributeError) as e:
-        raise NodeSourceError(f"the API server {target.server} sent a malformed {resource} list") from e
+        raise NodeSourceError(f"the API server {in_use.server} sent a malformed {resource} list") from e
     return [item for item in items or [] if isinstance(item, Mapping)]
 
 
-def _api_error(error: kube_client.ApiException, target: _Target, resource: str = "nodes") -> NodeSourceError:
+def _api_error(error: kube_client.ApiException, in_use: _InUse, resource: str = "nodes") -> NodeSourceError:
     """The user-facing message for an HTTP error status from the API server."""
     status, message = error.status, _status_message(error)
-    if status == 401 and not target.server.startswith("https://"):
+    if status == 401 and not in_use.server.startswith("https://"):
         return NodeSourceError(
-            f"the API server {target.server} answered 401 {message}: like kubectl, nodeload sends "
-            f"no credentials (those of user {target.user!r}, context {target.context!r}) to a server "
+            f"the API server {in_use.server} answered 401 {message}: like kubectl, nodeload sends "
+            f"no credentials (those of user {in_use.user!r}, context {in_use.context!r}) to a server "
             "that is not https://"
         )
     if status == 401:
         return NodeSourceError(
-            f"the API server {target.server} rejected the credentials of user {target.user!r} "
-            f"in {target.kubeconfig} (context {target.context!r}): {message}; "
+            f"the API server {in_use.server} rejected the credentials of user {in_use.user!r} "
+            f"in {in_use.kubeconfig} (context {in_use.context!r}): {message}; "
             "they may be wrong or expired"
         )
     if status == 403:
         return NodeSourceError(
-            f"user {target.user!r} (context {target.context!r}) may not list {resource}: "
+            f"user {in_use.user!r} (context {in_use.context!r}) may not list {resource}: "
             f"it needs the `list` verb on `{resource}` at cluster scope (a ClusterRole and binding); "
             f"the API server said: {message}"
         )
     if not status:
         # The REST layer reports TLS failures as an ApiException without a status.
-        return _unreachable(target, message)
-    return NodeSourceError(f"the API server {target.server} answered {status} {error.reason}: {message}")
+        return _unreachable(in_use, message)
+    return NodeSourceError(f"the API server {in_use.server} answered {status} {error.reason}: {message}")
 
 
 def _status_message(error: kube_client.ApiException) -> str:
@@ -688,9 +693,9 @@ def _status_message(error: kube_client.ApiException) -> str:
     return " ".join(text.split())  # one line: TLS reasons come with newlines
 
 
-def _unreachable(target: _Target, problem: str) -> NodeSourceError:
+def _unreachable(in_use: _InUse, problem: str) -> NodeSourceError:
     return NodeSourceError(
-        f"cannot reach the Kubernetes API server {target.server} (context {target.context!r}): {problem}"
+        f"cannot reach the Kubernetes API server {in_use.server} (context {in_use.context!r}): {problem}"
     )
 
 

@@ -21,6 +21,7 @@ from nodeload.addresses import refused, ssh_name_problem
 from nodeload.errors import UsageError
 from nodeload.nodes.listed import listed_nodes
 from nodeload.nodes.spec import DEFAULT_AGENT_NAMESPACE, NodeSpec
+from nodeload.wording import setting
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class NodeSelection:
     kind_cluster: str | None = None
     k3d_cluster: str | None = None
     kubernetes_by_default: bool = False  # ``kubectl nodeload``: --node names Kubernetes nodes
-    via: str = "auto"  # Kubernetes nodes: ssh, agent, or auto (the agent when a node has no SSH address)
+    reach: str = "auto"  # Kubernetes nodes: ssh, agent, or auto (the agent when a node has no SSH address)
     agent_namespace: str = DEFAULT_AGENT_NAMESPACE
     find_mirrors: bool = False  # Kubernetes nodes: look for the cluster's P2P mirror (for --seeds)
     use_ansible: bool = True  # read an inventory with ansible-inventory where ansible-core is installed
@@ -58,32 +59,35 @@ class NodeSelection:
             UsageError: for options of two sources at once, or options no source uses.
         """
         kube_options = [
-            flag
-            for flag, given in (
-                ("--kubeconfig", self.kubeconfig is not None),
-                ("--context", self.context is not None),
-                ("-l/--selector", self.selector is not None),
-                ("--exclude-control-plane", self.exclude_control_plane),
-                ("--address-type", self.address_type != "InternalIP"),
-                ("--via", self.via != "auto"),
-                ("--agent-namespace", self.agent_namespace != DEFAULT_AGENT_NAMESPACE),
+            setting(key)
+            for key, given in (
+                ("kubeconfig", self.kubeconfig is not None),
+                ("context", self.context is not None),
+                ("selector", self.selector is not None),
+                ("exclude_control_plane", self.exclude_control_plane),
+                ("address_type", self.address_type != "InternalIP"),
+                ("reach", self.reach != "auto"),
+                ("agent_namespace", self.agent_namespace != DEFAULT_AGENT_NAMESPACE),
             )
             if given
         ]
         clusters = [
-            f for f, v in (("--kind-cluster", self.kind_cluster), ("--k3d-cluster", self.k3d_cluster)) if v
+            setting(key)
+            for key, v in (("kind_cluster", self.kind_cluster), ("k3d_cluster", self.k3d_cluster))
+            if v
         ]
+        inventory = setting("inventory")
         if clusters:
-            others = [*clusters[1:], *kube_options, *(["--inventory"] if self.inventory else [])]
+            others = [*clusters[1:], *kube_options, *([inventory] if self.inventory else [])]
             if others:
                 raise UsageError(f"{clusters[0]} cannot be combined with {', '.join(others)}")
             return "containers"
         if self.inventory is not None:
             if kube_options:
-                raise UsageError(f"--inventory cannot be combined with {', '.join(kube_options)}")
+                raise UsageError(f"{inventory} cannot be combined with {', '.join(kube_options)}")
             return "inventory"
         if self.limit is not None:
-            raise UsageError("--limit selects inventory hosts: use it with --inventory FILE")
+            raise UsageError(f"{setting('limit')} selects inventory hosts: use it with {inventory}")
         if kube_options or self.all_nodes or self.kubernetes_by_default:
             return "kubernetes"
         return "listed"
@@ -103,7 +107,7 @@ def select_nodes(selection: NodeSelection, notify: Callable[[str], None] | None 
     """
     kind = selection.kind
     if selection.ssh_user and (why := ssh_name_problem(selection.ssh_user)):
-        raise UsageError(f"--ssh-user: {refused('user', selection.ssh_user, why)}")
+        raise UsageError(f"{setting('ssh_user')}: {refused('user', selection.ssh_user, why)}")
     if kind == "inventory":
         assert selection.inventory is not None
         nodes = inventory_nodes(selection)
@@ -113,11 +117,14 @@ def select_nodes(selection: NodeSelection, notify: Callable[[str], None] | None 
         nodes = _container_nodes(selection)
     else:
         if selection.all_nodes:
-            raise UsageError("--all-nodes needs a cluster: --kubeconfig/--context, or --inventory FILE")
+            raise UsageError(
+                f"{setting('all_nodes')} needs a cluster: {setting('kubeconfig')}/{setting('context')}, "
+                f"or {setting('inventory')}"
+            )
         if not selection.names:
             raise UsageError(
-                "no target node: pass --node [USER@]HOST[:PORT] (repeatable), --all-nodes with a "
-                "kubeconfig, or --inventory FILE"
+                f"no node given: {setting('node')} ([USER@]HOST[:PORT], repeatable), {setting('all_nodes')} "
+                f"with a kubeconfig, or {setting('inventory')}"
             )
         nodes = listed_nodes(selection.names)
     if selection.ssh_user:
@@ -167,7 +174,9 @@ def _container_nodes(selection: NodeSelection) -> list[NodeSpec]:
             raise UsageError(f"no node {', '.join(sorted(unknown))} in the cluster (it has {known})")
         nodes = [n for n in nodes if n.name in selection.names]
     elif not selection.all_nodes:
-        raise UsageError("choose the cluster's nodes: --all-nodes, or --node NAME (repeatable)")
+        raise UsageError(
+            f"choose the cluster's nodes: {setting('all_nodes')}, or {setting('node')} (by name)"
+        )
     return nodes
 
 
@@ -186,12 +195,14 @@ def _kubernetes_nodes(selection: NodeSelection, notify: Callable[[str], None]) -
         exclude_control_plane=selection.exclude_control_plane,
         address_type=selection.address_type,
         ssh_user=selection.ssh_user,
-        via=selection.via,
+        reach=selection.reach,
         agent_namespace=selection.agent_namespace,
         find_mirrors=selection.find_mirrors,
     )
     nodes = [dataclasses.replace(n, problem=node_problem(n, kube)) for n in kube_nodes(kube, notify)]
     context = context_name(kube)
-    if context.startswith(("kind-", "k3d-")) and selection.via != "agent":  # local containers: no SSH needed
+    if (
+        context.startswith(("kind-", "k3d-")) and selection.reach != "agent"
+    ):  # local containers: no SSH needed
         nodes = reach_by_docker(context, nodes)
     return nodes

@@ -29,6 +29,7 @@ from nodeload.image import sha256_digest
 from nodeload.jsondoc import MAX_DOCUMENT_BYTES
 from nodeload.registry.errors import RegistryError, invalid
 from nodeload.registry.limits import Limits
+from nodeload.wording import setting
 
 _NAME = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 # A registry host at the front (ghcr.io/me/app) is part of the repository path here.
@@ -432,9 +433,11 @@ def loopback(listen: str) -> tuple[str, int]:
         address = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
         number = int(port)
     except ValueError:
-        raise UsageError(f"--listen {listen!r}: expected 127.0.0.1:PORT") from None
+        raise UsageError(f"{setting('listen')} {listen!r}: expected 127.0.0.1:PORT") from None
     if not address.is_loopback or not 0 <= number < 65536:
-        raise UsageError(f"--listen {listen!r}: nodeload serve listens on loopback only (127.0.0.1:PORT)")
+        raise UsageError(
+            f"{setting('listen')} {listen!r}: nodeload serve listens on loopback only (127.0.0.1:PORT)"
+        )
     return str(address), number
 
 

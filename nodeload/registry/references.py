@@ -29,7 +29,7 @@ from nodeload.registry.errors import invalid
 from nodeload.registry.limits import Limits
 
 if TYPE_CHECKING:
-    from nodeload.registry.store import NodeSession
+    from nodeload.registry.store import ServedNode
 
 _PARALLEL = 16  # descriptors looked up at once (each: one call per node)
 # Layers a registry is not given (Windows base layers, pulled from their URLs by whoever runs them).
@@ -45,7 +45,7 @@ class Referenced:
 
 
 async def check_references(
-    sessions: Sequence[NodeSession], root: Descriptor, body: bytes, doc: Doc, limits: Limits
+    sessions: Sequence[ServedNode], root: Descriptor, body: bytes, doc: Doc, limits: Limits
 ) -> Referenced:
     """Check everything ``doc`` (the pushed manifest, ``body``) names, through nested indexes.
 
@@ -62,7 +62,7 @@ async def check_references(
 class _Walk:
     """One walk, level by level from the pushed manifest, each digest checked once."""
 
-    def __init__(self, sessions: Sequence[NodeSession], limits: Limits) -> None:
+    def __init__(self, sessions: Sequence[ServedNode], limits: Limits) -> None:
         self._sessions, self._limits = sessions, limits
         self.found = Referenced()
         self._seen: set[str] = set()
@@ -123,7 +123,7 @@ class _Walk:
         except SourceError as err:
             raise invalid("MANIFEST_INVALID", str(err)) from err
 
-    async def _holders(self, desc: Descriptor) -> list[NodeSession]:
+    async def _holders(self, desc: Descriptor) -> list[ServedNode]:
         """The nodes that hold ``desc`` (with the size the manifest says); the others fail."""
         live = [s for s in self._sessions if s.name not in self.found.failed]
         sizes = await asyncio.gather(*(self._size(s, desc.digest) for s in live))
@@ -148,7 +148,7 @@ class _Walk:
             )
         return [s for s, _ in holders]
 
-    async def _size(self, session: NodeSession, digest: str) -> int | None:
+    async def _size(self, session: ServedNode, digest: str) -> int | None:
         try:
             info = await session.client.content_info(digest)
         except grpc.aio.AioRpcError as err:
@@ -159,7 +159,7 @@ class _Walk:
             return None
         return None if info is None else int(info.size)
 
-    async def _read(self, desc: Descriptor, holders: Sequence[NodeSession]) -> bytes | None:
+    async def _read(self, desc: Descriptor, holders: Sequence[ServedNode]) -> bytes | None:
         """The document from the first node that can send it (None: none could)."""
         for session in holders:
             try:

@@ -22,17 +22,17 @@ from typing import Any
 
 from nodeload import scratch
 from nodeload.containerd.client import DEFAULT_TIMEOUT
-from nodeload.containerd.connect import containerd_session
+from nodeload.containerd.connect import connect_containerd
 from nodeload.dockerapi import docker_config_dir
 from nodeload.errors import NodeloadError, UsageError
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import NullProgress, ProgressSink
 from nodeload.registry.limits import Limits
 from nodeload.registry.protocol import Credentials, build_app, listen, loopback
-from nodeload.registry.store import NodeSession, NodesStore
+from nodeload.registry.store import NodesStore, ServedNode
 from nodeload.session import Session, transport_for
-from nodeload.targets.base import CRI_NAMESPACE
-from nodeload.targets.containerd import ContainerdTarget
+from nodeload.stores.base import CRI_NAMESPACE
+from nodeload.stores.containerd import ContainerdStore
 from nodeload.transports.bridge import NoRelay
 from nodeload.transports.ssh_connect import SSHOptions
 
@@ -46,7 +46,7 @@ class ServeOptions:
     namespace: str = CRI_NAMESPACE
     listen: str = "127.0.0.1:0"
     fallback_port: bool = False  # when the listen port is taken, use a free one instead of failing
-    containerd_socket: str | None = None
+    socket: str | None = None  # use only this containerd socket on every node
     timeout: float = DEFAULT_TIMEOUT
     ssh: SSHOptions = field(default_factory=SSHOptions)
     limits: Limits = field(default_factory=Limits)  # what clients may ask of the endpoint
@@ -58,7 +58,7 @@ class ServeOutcome:
 
     address: str
     command_status: int | None
-    sessions: list[NodeSession]
+    sessions: list[ServedNode]
     unreachable: dict[str, str]  # node -> why it could not be opened
 
     @property
@@ -93,7 +93,7 @@ class Endpoint:
     unreachable: dict[str, str]
 
     @property
-    def sessions(self) -> list[NodeSession]:
+    def sessions(self) -> list[ServedNode]:
         """The nodes being served."""
         return self.store.sessions
 
@@ -135,7 +135,7 @@ async def open_endpoint(
         yield Endpoint(address, credentials, store, unreachable)
 
 
-async def serve(
+async def serve_async(
     nodes: Sequence[NodeSpec],
     options: ServeOptions,
     command: Sequence[str] | None,
@@ -175,35 +175,35 @@ async def _open_sessions(
     options: ServeOptions,
     progress: ProgressSink,
     session: Session | None = None,
-) -> tuple[list[NodeSession], dict[str, str]]:
+) -> tuple[list[ServedNode], dict[str, str]]:
     """Connect to every node at once; those that fail are reported, the others served."""
 
     leases: set[str] = set()  # the run's own, without a session
 
-    async def open_one(spec: NodeSpec) -> NodeSession:
+    async def open_one(spec: NodeSpec) -> ServedNode:
         if spec.problem:
             raise NodeloadError(spec.problem)
         transport = transport_for(spec, options.ssh, session)
         assert transport is not None
         await stack.enter_async_context(transport)
         held = session.leases if session is not None else leases
-        opener = containerd_session(
-            transport, spec, progress, socket=options.containerd_socket, timeout=options.timeout, held=held
+        opener = connect_containerd(
+            transport, spec, progress, socket=options.socket, timeout=options.timeout, held=held
         )
         try:
             connected = await stack.enter_async_context(opener)
         except NoRelay as err:
             raise NodeloadError(f"nodeload serve needs a stream to containerd, and {err}") from err
-        target = ContainerdTarget(connected, spec.name, progress)
+        target = ContainerdStore(connected, spec.name, progress)
         writer = target.writer(spec.namespace or options.namespace)
         await stack.enter_async_context(writer.client.leased())  # keeps uploads until images name them
-        return NodeSession(spec.name, target, writer.client, transport)
+        return ServedNode(spec.name, target, writer.client, transport)
 
     outcomes = await asyncio.gather(*(open_one(spec) for spec in nodes), return_exceptions=True)
-    sessions: list[NodeSession] = []
+    sessions: list[ServedNode] = []
     unreachable: dict[str, str] = {}
     for spec, outcome in zip(nodes, outcomes, strict=True):
-        if isinstance(outcome, NodeSession):
+        if isinstance(outcome, ServedNode):
             sessions.append(outcome)
         elif isinstance(outcome, Exception):
             unreachable[spec.name] = str(outcome) if isinstance(outcome, NodeloadError) else repr(outcome)

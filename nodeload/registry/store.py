@@ -42,19 +42,19 @@ from nodeload.registry.errors import (
 from nodeload.registry.limits import Limits
 from nodeload.registry.references import check_references
 from nodeload.report import NodeResult
-from nodeload.targets.base import PreparedImage, TargetOptions, Written
-from nodeload.targets.containerd import ContainerdTarget
+from nodeload.stores.base import PreparedImage, WriteOptions, Written
+from nodeload.stores.containerd import ContainerdStore
 from nodeload.transports.base import Transport
 
 _QUEUE_DEPTH = 4  # chunks in flight per node: the slowest node paces the upload
 
 
 @dataclass
-class NodeSession:
+class ServedNode:
     """One node as the registry's storage: its containerd target, client and what it received."""
 
     name: str
-    target: ContainerdTarget
+    target: ContainerdStore
     client: ContainerdClient
     transport: Transport | None = None
     bytes_received: int = 0
@@ -68,7 +68,7 @@ class Upload:
     """A blob upload in progress (``/v2/NAME/blobs/uploads/UUID``)."""
 
     uuid: str
-    nodes: list[NodeSession]  # written as the bytes arrive (empty when spooled)
+    nodes: list[ServedNode]  # written as the bytes arrive (empty when spooled)
     spool: Path | None = None  # the local copy, when the nodes disagree about what they lack
     offset: int = 0
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
@@ -87,17 +87,17 @@ class NodesStore:
 
     def __init__(
         self,
-        sessions: Sequence[NodeSession],
+        sessions: Sequence[ServedNode],
         namespace: str,
         progress: ProgressSink,
         *,
         name_from_source: bool = False,
         limits: Limits | None = None,
     ) -> None:
-        """Serve ``sessions`` (open targets, each under a lease for the whole run).
+        """Serve ``sessions`` (open stores, each under a lease for the whole run).
 
         ``name_from_source``: the tags pushed are names found inside the pushed image, which
-        may not repoint an existing image (see TargetOptions). ``limits``: what clients may ask.
+        may not repoint an existing image (see WriteOptions). ``limits``: what clients may ask.
         """
         self.sessions = list(sessions)
         self.name_from_source = name_from_source
@@ -229,7 +229,7 @@ class NodesStore:
             upload.nodes = [s for s, ok in zip(upload.nodes, kept, strict=True) if ok]
 
     async def _feed_node(
-        self, session: NodeSession, upload: Upload, start: int, queue: asyncio.Queue[bytes | None]
+        self, session: ServedNode, upload: Upload, start: int, queue: asyncio.Queue[bytes | None]
     ) -> bool:
         """Write what arrives on ``queue`` into the node's ingest; False (recorded) if the node failed."""
 
@@ -251,7 +251,7 @@ class NodesStore:
         session.bytes_received += end - start
         return True
 
-    async def _stream(self, session: NodeSession, upload: Upload, at: int) -> IngestStream:
+    async def _stream(self, session: ServedNode, upload: Upload, at: int) -> IngestStream:
         """The node's Write stream for ``upload``, opened on first use and kept to the commit.
 
         Raises:
@@ -282,7 +282,7 @@ class NodesStore:
             await asyncio.gather(*(self._commit(s, upload, digest) for s in upload.nodes))
         self._lacking.pop(digest, None)
 
-    async def _commit(self, session: NodeSession, upload: Upload, digest: str) -> None:
+    async def _commit(self, session: ServedNode, upload: Upload, digest: str) -> None:
         try:
             stream = await self._stream(session, upload, upload.offset)
             del upload.streams[session.name]
@@ -303,7 +303,7 @@ class NodesStore:
             stream.seek(offset)
             return stream
 
-        async def send(session: NodeSession) -> None:
+        async def send(session: ServedNode) -> None:
             if await session.client.content_info(digest) is not None:
                 return  # this node had it: nothing crosses the wire
             try:
@@ -384,13 +384,13 @@ class NodesStore:
         _settle(name or digest, self.sessions, referenced.failed, by_node)
         return digest
 
-    async def _finish(self, session: NodeSession, image: _Image) -> NodeloadError | None:
+    async def _finish(self, session: ServedNode, image: _Image) -> NodeloadError | None:
         """Finish the image on one node with the push path's target (nothing but documents to send)."""
         root, name = image.root, image.name
         result = NodeResult(node=session.name, image=name or root.digest)
         try:
             source = _Documents(root, image.documents, name)
-            options = TargetOptions(
+            options = WriteOptions(
                 namespace=self._namespace,
                 name=name or "",
                 platform=image.platform,
@@ -481,7 +481,7 @@ async def _read_small(client: ContainerdClient, digest: str) -> bytes:
 
 def _settle(
     label: str,
-    sessions: Sequence[NodeSession],
+    sessions: Sequence[ServedNode],
     unfit: dict[str, str],
     outcomes: dict[str, NodeloadError | None],
 ) -> None:

@@ -141,11 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("image")
     args = parser.parse_args(argv)
 
-    from nodeload.api import PushOptions, push
+    from nodeload.api import push
+    from nodeload.options import PushOptions
     from nodeload.transports.ssh_connect import SSHOptions
 
     sink = FaultAt(args.kill_at, lambda: os.kill(os.getpid(), signal.SIGKILL))
-    options = PushOptions(name=args.name, export=args.export, ssh=SSHOptions(ssh_config=args.ssh_config))
+    options = PushOptions.of(name=args.name, export=args.export, ssh=SSHOptions(ssh_config=args.ssh_config))
     results = push(args.image, [args.node], options, progress=sink)
     print(f"not killed: the push ended ({results[0].status}) before {args.kill_at}", file=sys.stderr)
     return 3

@@ -8,17 +8,15 @@ import os
 import secrets
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
 
-# Ryuk, testcontainers' reaper, is pulled from a registry; we sweep leftovers by label instead.
-# This must happen before testcontainers reads its configuration at import.
-os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
-
 import docker.errors
+from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
 
@@ -274,7 +272,8 @@ class NodeContainer(DockerContainer):
         self.waiting_for(
             NodeReadyWaitStrategy().with_startup_timeout(int(self._startup_timeout)).with_poll_interval(0.2)
         )
-        super().start()
+        with _without_reaper():
+            super().start()
 
     def _labels(self) -> dict[str, str]:
         return {
@@ -430,3 +429,31 @@ def _tc(*args: str) -> None:
     proc = subprocess.run(["tc", "qdisc", *args], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SandboxError(f"tc qdisc {' '.join(args)}: {proc.stderr.strip()}")
+
+
+class _Reaper:
+    """Whether testcontainers starts Ryuk, its reaper, for a container. Ryuk is pulled from a
+    registry (which a sandbox may not reach), and sandbox nodes are swept by label instead: it
+    is off while a node starts, and back to the user's setting (``TESTCONTAINERS_RYUK_DISABLED``)
+    once no node is starting, so that a user's own testcontainers keep theirs."""
+
+    lock: ClassVar[threading.Lock] = threading.Lock()
+    starting: ClassVar[int] = 0
+    users_setting: ClassVar[bool] = False
+
+
+@contextlib.contextmanager
+def _without_reaper() -> Iterator[None]:
+    settings = testcontainers_config
+    with _Reaper.lock:
+        if _Reaper.starting == 0:
+            _Reaper.users_setting = settings.ryuk_disabled
+        _Reaper.starting += 1
+        settings.ryuk_disabled = True
+    try:
+        yield
+    finally:
+        with _Reaper.lock:
+            _Reaper.starting -= 1
+            if _Reaper.starting == 0:
+                settings.ryuk_disabled = _Reaper.users_setting

@@ -112,7 +112,7 @@ def ensure_node_image(client: docker.DockerClient | None = None, *, base: BaseSo
 DOCKERD_IMAGE_REPO = "nodeload-node-dockerd"
 _DOCKERD_DOCKERFILE = """ARG BASE
 FROM ${BASE}
-# A node that runs its own Docker Engine (the --target docker tests): Debian's docker.io.
+# A node that runs its own Docker Engine (the --store docker tests): Debian's docker.io.
 RUN apt-get update \\
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker.io \\
     && rm -rf /var/lib/apt/lists/*

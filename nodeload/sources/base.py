@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Literal, Protocol, Self
 
 from nodeload.errors import UsageError
 from nodeload.image import ImageSource
@@ -26,9 +26,15 @@ class Source(ImageSource, Protocol):
     ) -> None: ...
 
 
+# How a Docker-engine image leaves the engine: ``docker save``, the engine's own ``docker push``,
+# or whichever sends less.
+Export = Literal["auto", "save", "push"]
+
+
 @dataclass(frozen=True)
 class SourceOptions:
-    """How to open a source: a registry (``docker://``) or a local containerd (``containerd:``).
+    """How images are read: a registry (``docker://``), a local containerd (``containerd:``), the
+    Docker engine.
 
     Attributes:
         tls_verify: False accepts any certificate and plain HTTP from a registry, like
@@ -37,11 +43,17 @@ class SourceOptions:
         containerd_address: The socket of a ``containerd:`` source (default:
             ``$CONTAINERD_ADDRESS``, else ``/run/containerd/containerd.sock``).
         containerd_namespace: Its namespace (default: ``$CONTAINERD_NAMESPACE``, else ``default``).
+        export: How a Docker-engine image leaves the engine: ``save`` (``docker save``, nodeload
+            compresses and caches the layers), ``push`` (the engine's own ``docker push`` into an
+            endpoint on this machine: only layers some node lacks leave it), or ``auto`` (push,
+            unless a node holds some of the image's layers in a form push would send again, or
+            the engine cannot reach this machine's loopback).
     """
 
     tls_verify: bool = True
     containerd_address: str | None = None
     containerd_namespace: str | None = None
+    export: Export = "auto"
 
 
 class Closeable:

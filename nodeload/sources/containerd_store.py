@@ -26,6 +26,7 @@ from nodeload.image import Descriptor, check_digest
 from nodeload.reference import normalize, parse_reference
 from nodeload.sources.base import Closeable
 from nodeload.text import printable
+from nodeload.wording import setting
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -92,7 +93,8 @@ class ContainerdStoreSource(Closeable):
                     return image.name, _descriptor(image.target, f"image {image.name} in {self._where}")
         raise ImageNotFound(
             f"no image {ref!r} in {self._where} (list them with: ctr -a {self._address_of()} "
-            f"-n {self._metadata[0][1]} images ls; --source-namespace and --source-socket choose others)"
+            f"-n {self._metadata[0][1]} images ls; {setting('source_namespace')} and "
+            f"{setting('source_socket')} choose others)"
         )
 
     def _address_of(self) -> str:
@@ -124,8 +126,8 @@ class ContainerdStoreSource(Closeable):
         if code == grpc.StatusCode.UNAVAILABLE:
             return SourceError(
                 f"cannot reach the containerd at {self._address_of()} while {what}: {detail} (is it "
-                "running, and may this user open its socket? --source-socket or $CONTAINERD_ADDRESS "
-                "names another)"
+                f"running, and may this user open its socket? {setting('source_socket')} or "
+                "$CONTAINERD_ADDRESS names another)"
             )
         return SourceError(f"containerd refused {what} in {self._where}: {code.name}: {detail}")
 

@@ -65,12 +65,11 @@ from nodeload.sources.registry_auth import (
 )
 from nodeload.sources.streams import CHUNK, read_full
 from nodeload.text import printable
+from nodeload.wording import setting
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-# The command-line spelling of tls_verify=False, for messages.
-TLS_OPT_OUT = "--src-tls-verify=false"
 DOCKER_HUB_HOST = "registry-1.docker.io"
 CONNECT_TIMEOUT = 15.0
 # Between two bytes of an answer, not for the whole answer: big blobs take long.
@@ -252,7 +251,7 @@ class RegistryClient:
         if found and parts.scheme == "http" and self._verify and not is_loopback(parts.netloc):
             raise SourceError(
                 f"{self.endpoint.registry} asks for credentials to be sent to {realm} in clear text; "
-                f"nodeload refuses (use {TLS_OPT_OUT} to allow it)"
+                f"nodeload refuses (use {setting('no_tls_verify')} to allow it)"
             )
 
     def _read_token(self, response: requests.Response, realm: str) -> str:
@@ -464,7 +463,7 @@ def _network_error(exc: requests.RequestException, where: str) -> SourceError:
         return SourceError(
             f"TLS with {where} failed ({reason}). If the registry's certificate comes from a CA of "
             f"your own, add it to the system's trust store or point REQUESTS_CA_BUNDLE at it; "
-            f"{TLS_OPT_OUT} skips the check"
+            f"{setting('no_tls_verify')} skips the check"
         )
     if isinstance(exc, requests.exceptions.ReadTimeout):
         return SourceError(f"the registry at {where} stopped answering (nothing for {READ_TIMEOUT:.0f} s)")

@@ -1,4 +1,4 @@
-"""Nodes reached through their nodeload-agent pod and the Kubernetes API (``--via agent``).
+"""Nodes reached through their nodeload-agent pod and the Kubernetes API (``--reach agent``).
 
 For clusters nobody has SSH to (EKS, GKE, AKS, locked-down fleets): the chart
 ``charts/nodeload-agent`` runs one pod per node with the node's containerd socket directory
@@ -23,6 +23,7 @@ from nodeload.nodes.spec import NodeSpec
 from nodeload.transports.base import Traffic
 from nodeload.transports.bridge import RelaySockets
 from nodeload.transports.kube_exec import ApiEndpoint, Counters, KubeExecutor
+from nodeload.wording import setting
 
 # What charts/nodeload-agent puts on its pods, its container's name and its DaemonSet's (a unit
 # test checks them against the rendered chart).
@@ -45,7 +46,7 @@ class AgentTransport:
         self._executor: KubeExecutor | None = None
         self._sockets = RelaySockets()
         self._counters = Counters()
-        self.method = "agent-exec"
+        self.reach = "agent-exec"
 
     @property
     def node(self) -> str:
@@ -94,7 +95,7 @@ class AgentTransport:
             SocketUnavailable: the socket is missing (or not mounted into the agent), or NoRelay.
         """
         target, relay = await self._sockets.open(self.executor(), path)
-        self.method = f"agent-exec:{relay.label}"
+        self.reach = f"agent-exec:{relay.label}"
         return target
 
     # -- the agent pod ------------------------------------------------------------------------
@@ -155,7 +156,7 @@ class AgentTransport:
             f"{access.agent_namespace} ({state}); {hint}"
         )
         if access.instead_of_ssh:  # the agent was the fallback: say why SSH was not used
-            missing = f"{access.instead_of_ssh}, and {missing}, or choose another --address-type"
+            missing = f"{access.instead_of_ssh}, and {missing}, or choose another {setting('address_type')}"
         return missing
 
     def _lookup_refused(self, err: Any) -> str:
@@ -210,7 +211,7 @@ def _control_plane_hint(api: Any, node: str) -> str:
         return ""
     return (
         "it is a control-plane node, where the chart runs no agent unless installed with "
-        "--set controlPlane=true (or leave such nodes out with --exclude-control-plane)"
+        f"--set controlPlane=true (or leave such nodes out with {setting('exclude_control_plane')})"
     )
 
 

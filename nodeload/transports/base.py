@@ -60,7 +60,7 @@ class Transport(Protocol):
     ) -> None: ...
 
     @property
-    def method(self) -> str:
+    def reach(self) -> str:
         """How the last socket was reached, for reports: ``ssh-forward``, ``docker-exec:socat``..."""
         ...
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from nodeload import scratch
 from nodeload.errors import LocalError, NodeError
 from nodeload.transports.execs import ExecProcess, Executor, keyvalues, run_text
+from nodeload.wording import setting
 
 CHUNK = 256 * 1024
 
@@ -172,7 +173,7 @@ def choose_relay(found: Probe, path: str, *, may_sudo: bool) -> Relay:
             )
             raise SocketUnavailable(
                 f"{path} {where}: containerd's socket needs read and write access (log in as root, "
-                "give the user the socket's group, or allow passwordless sudo with --sudo or "
+                f"give the user the socket's group, or allow passwordless sudo with {setting('sudo')} or "
                 "ansible_become)"
             )
         if found.sudo == "password":

@@ -36,7 +36,7 @@ class DockerExecTransport:
         self._container = node.container or node.name
         self._client = client
         self._sockets = RelaySockets()
-        self.method = "docker-exec"
+        self.reach = "docker-exec"
 
     @property
     def node(self) -> str:
@@ -83,7 +83,7 @@ class DockerExecTransport:
             SocketUnavailable: missing socket, or NoRelay when the container has no relay program.
         """
         target, relay = await self._sockets.open(self.executor(), path)
-        self.method = f"docker-exec:{relay.label}"
+        self.reach = f"docker-exec:{relay.label}"
         return target
 
 

@@ -3,7 +3,7 @@
 SSH exec channels, ``docker exec`` (kind/k3d nodes) and the Kubernetes API's pod exec all
 give the same thing: a process on the node whose standard streams reach us. An
 :class:`Executor` starts one; the exec bridge (``bridge.py``) and the ``ctr import``
-fallback (``targets/ctr_import.py``) are built on it and know nothing of which kind it is.
+fallback (``stores/ctr_import.py``) are built on it and know nothing of which kind it is.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ class LocalTransport:
         return None
 
     @property
-    def method(self) -> str:
+    def reach(self) -> str:
         """``local``."""
         return "local"
 

@@ -7,8 +7,8 @@
 2. ``ssh-exec:RELAY``: when sshd refuses stream forwarding or the login may not open the
    socket, a relay program on the node (socat, nc -U, python3; under ``sudo -n`` when allowed)
    carries the stream over an exec channel (see ``bridge.py``).
-3. When the node has no relay at all, the containerd target falls back to ``ctr import``
-   over an exec channel (``targets/ctr_import.py``).
+3. When the node has no relay at all, the push falls back to ``ctr import``
+   over an exec channel (``stores/ctr_import.py``).
 
 Nothing is installed or left on the node and no port is opened there.
 """
@@ -72,7 +72,7 @@ class SSHTransport:
         self._connection: Connection | None = None
         self._tmpdir: str | None = None
         self._closers: list[Closer] = []
-        self.method = "ssh"
+        self.reach = "ssh"
         # A duplicate of the TCP socket's descriptor: its kernel counters stay readable after the
         # connection drops (asyncio closes its own descriptor then), for the traffic of a lost session.
         self._counter: socket.socket | None = None
@@ -82,7 +82,7 @@ class SSHTransport:
         self.keep_open = False
         self._closed: asyncio.Future[None] | None = None
         self._nodelay: asyncio.Future[None] | None = None
-        self._opened: dict[str, tuple[str, str]] = {}  # socket path -> (method, local target)
+        self._opened: dict[str, tuple[str, str]] = {}  # socket path -> (reach, local gRPC target)
         self._last_used = 0.0
 
     @property
@@ -182,25 +182,25 @@ class SSHTransport:
             SocketUnavailable: with the reason (``missing`` when the socket does not exist).
         """
         if path in self._opened:  # kept open from an earlier session of this connection
-            self.method, target = self._opened[path]
+            self.reach, target = self._opened[path]
             if self._tmpdir is not None:  # in use: other runs' sweeps take day-old directories
                 with contextlib.suppress(OSError):
                     os.utime(self._tmpdir)
             return target
         target = await self._open_socket(path)
         if self.keep_open:
-            self._opened[path] = (self.method, target)
+            self._opened[path] = (self.reach, target)
         return target
 
     async def _open_socket(self, path: str) -> str:
         if await self._forwards(path):
-            self.method = "ssh-forward"
+            self.reach = "ssh-forward"
             return await self._serve(lambda local: self._conn().forward_local_path(local, path))
         # sshd gives the same answer when it refuses stream forwarding and when the socket cannot be
         # opened: ask the node what the socket is, who we are there, and what could relay to it.
         found = await probe(self.executor(), path)
         relay = choose_relay(found, path, may_sudo=self._spec.become)
-        self.method = f"ssh-exec:{relay.label}"
+        self.reach = f"ssh-exec:{relay.label}"
         executor = self.executor()
         return await self._serve(lambda local: self._start_relay(RelayServer(executor, relay, path, local)))
 

@@ -24,6 +24,7 @@ from asyncssh.config import SSHClientConfig, SSHConfig
 
 from nodeload.errors import HostKeyRejected
 from nodeload.transports.ssh_resolve import Hop, home
+from nodeload.wording import setting
 
 # asyncssh's config reader (used where no ssh client is installed) ignores StrictHostKeyChecking (it
 # never prompts); teach it the option so that "accept-new" can be honored. If asyncssh's internals
@@ -152,7 +153,7 @@ class HostKeyCheck:
             f"host key of {shown} is not in known_hosts (searched: {searched}); it offered {fingerprint}. "
             "Nothing was sent. Check that fingerprint on the node (ssh-keygen -lf "
             "/etc/ssh/ssh_host_*.pub); if it matches, add this line to ~/.ssh/known_hosts (or a file "
-            f"given with --known-hosts):\n  {entry}{note}"
+            f"given with {setting('known_hosts')}):\n  {entry}{note}"
         )
 
 

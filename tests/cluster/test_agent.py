@@ -1,4 +1,4 @@
-"""``--via agent`` through a real API server's ``pods/exec`` into the agent DaemonSet.
+"""``--reach agent`` through a real API server's ``pods/exec`` into the agent DaemonSet.
 
 The DaemonSet, its namespace, ServiceAccount and the ``pushers`` Role are the chart's own
 manifests (``charts/nodeload-agent``, rendered without helm by tests/helpers/helm.py: the chart
@@ -121,7 +121,7 @@ def test_the_pushers_rbac_alone_finds_the_nodes_and_their_agents(
     """nodeload lists the cluster's nodes, then finds and execs into their agent pods: the
     chart's pushers value grants exactly that (Node get/list, pods and pods/exec in its namespace)."""
     kubeconfig = cluster.add_user("role-only")
-    results = push(cluster, tiny, "--all-nodes", "--via", "agent", kubeconfig=kubeconfig)
+    results = push(cluster, tiny, "--all-nodes", "--reach", "agent", kubeconfig=kubeconfig)
     assert results and all(r["status"] == "ok" for r in results.values()), results
 
 
@@ -135,10 +135,10 @@ def test_every_node_through_its_agent_then_kubelet_runs_the_image(
     nodes = {name: cluster.node(name) for name in cluster.node_names}
     before = {name: node.rx_bytes() for name, node in nodes.items()}
     exec_count = len(execs(cluster, "pusher"))
-    results = push(cluster, image, "--all-nodes", "--via", "agent", "--export", "save", kubeconfig=pusher)
+    results = push(cluster, image, "--all-nodes", "--reach", "agent", "--export", "save", kubeconfig=pusher)
     for name, result in results.items():
         assert result["status"] == "ok" and result["cri_indexed"], result
-        assert result["transport"] == "agent-exec:socat"
+        assert result["reach"] == "agent-exec:socat"
         received = nodes[name].rx_bytes() - before[name]  # apiserver -> kubelet, on the node's NIC
         assert result["bytes_sent"] <= received <= 1.1 * result["bytes_sent"] + WIRE_FIXED
     # The API server saw the pusher exec into the DaemonSet's pods, and only into them.
@@ -156,14 +156,14 @@ def test_rights_short_of_the_role_fail_each_node_with_what_is_missing(
     cluster.add_user("reader")
     grant(cluster, "nodeload-test-reader-nodes", "reader", READ_NODES)
     kubeconfig = cluster.directory / "users" / "reader.kubeconfig"
-    results = push(cluster, tiny, "--all-nodes", "--via", "agent", kubeconfig=kubeconfig, ok=False)
+    results = push(cluster, tiny, "--all-nodes", "--reach", "agent", kubeconfig=kubeconfig, ok=False)
     for name in cluster.node_names:
         assert results[name]["status"] == "failed"
         assert "cannot list pods in namespace nodeload" in results[name]["error"], results[name]
 
     pods_only = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
     grant(cluster, "nodeload-test-reader-pods", "reader", pods_only, namespace="nodeload")
-    results = push(cluster, tiny, "--all-nodes", "--via", "agent", kubeconfig=kubeconfig, ok=False)
+    results = push(cluster, tiny, "--all-nodes", "--reach", "agent", kubeconfig=kubeconfig, ok=False)
     for name in cluster.node_names:
         assert results[name]["status"] == "failed"
         assert "cannot create pods/exec in namespace nodeload" in results[name]["error"], results[name]
@@ -181,7 +181,7 @@ def test_a_pod_that_only_copies_the_agent_s_labels_is_never_exec_d_into(
     try:
         wait_running(api, "nodeload", [impostor])
         before = len(execs(cluster))
-        results = push(cluster, tiny, "--node", "node-1", "--via", "agent", kubeconfig=pusher)
+        results = push(cluster, tiny, "--node", "node-1", "--reach", "agent", kubeconfig=pusher)
         assert results["node-1"]["status"] == "ok", results
         exec_targets = execs(cluster)[before:]
         assert exec_targets and f"nodeload/{impostor}" not in exec_targets
@@ -211,7 +211,7 @@ def test_a_control_plane_node_without_an_agent_says_how_to_have_one(
     impostor there is named rather than used."""
     assert sorted(agent_pods(cluster, control_plane_agents)) == ["node-2"]
     kubeconfig = pusher
-    args = ("--all-nodes", "--via", "agent", "--agent-namespace", control_plane_agents)
+    args = ("--all-nodes", "--reach", "agent", "--agent-namespace", control_plane_agents)
     results = push(cluster, tiny, *args, kubeconfig=kubeconfig, ok=False)
     assert results["node-2"]["status"] == "ok"
     assert results["node-1"]["status"] == "failed"

@@ -43,7 +43,7 @@ def test_pods_start_from_the_pushed_image_and_from_the_moved_tag(
     assert sorted(cold) == cluster.node_names  # every node the API server lists
     for name, result in cold.items():
         assert result["status"] == "ok" and result["cri_indexed"], result
-        assert result["transport"].startswith("ssh"), result
+        assert result["reach"].startswith("ssh"), result
         received = nodes[name].rx_bytes() - before[name]
         assert result["bytes_sent"] > 14 * MiB
         assert result["bytes_sent"] <= received <= 1.05 * result["bytes_sent"] + WIRE_FIXED
@@ -98,11 +98,11 @@ def test_every_address_type_kubelet_reports_reaches_the_node(
     what kubelet registered, reached through the ssh_config's alias for them."""
     results = push(cluster, tiny, "--all-nodes", "--address-type", address_type)
     assert {n: r["status"] for n, r in results.items()} == dict.fromkeys(cluster.node_names, "ok")
-    assert all(r["transport"].startswith("ssh") for r in results.values())
+    assert all(r["reach"].startswith("ssh") for r in results.values())
 
 
 def test_a_missing_address_type_fails_each_node_alone(cluster: Cluster, tiny: str) -> None:
-    results = push(cluster, tiny, "--all-nodes", "--address-type", "ExternalIP", "--via", "ssh", ok=False)
+    results = push(cluster, tiny, "--all-nodes", "--address-type", "ExternalIP", "--reach", "ssh", ok=False)
     for name in cluster.node_names:
         assert results[name]["status"] == "failed"
         assert f"node {name} reports no ExternalIP address" in results[name]["error"]

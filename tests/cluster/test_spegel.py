@@ -67,7 +67,7 @@ def test_each_node_s_spegel_pod_decides_how_it_gets_the_image(
     # the only node with a mirror, is the seed.
     build_image(engine, "nodeload-cluster/seeded:1", "hello from a seed")
     results = push(cluster, "nodeload-cluster/seeded:1", "--all-nodes", "--seeds", "1", "--export", "save")
-    assert {n: (r["status"], r["via"]) for n, r in results.items()} == dict.fromkeys(
+    assert {n: (r["status"], r["delivered_by"]) for n, r in results.items()} == dict.fromkeys(
         cluster.node_names, ("ok", "push")
     )
     assert results["node-1"]["warnings"] == []
@@ -84,7 +84,7 @@ def test_each_node_s_spegel_pod_decides_how_it_gets_the_image(
     assert _ready(api, spegel) == {"node-1": True, "node-2": True}
     build_image(engine, "nodeload-cluster/seeded:2", "hello from another seed")
     results = push(cluster, "nodeload-cluster/seeded:2", "--all-nodes", "--seeds", "1", "--export", "save")
-    assert {n: (r["status"], r["via"]) for n, r in results.items()} == dict.fromkeys(
+    assert {n: (r["status"], r["delivered_by"]) for n, r in results.items()} == dict.fromkeys(
         cluster.node_names, ("ok", "push")
     )
     assert results["node-1"]["warnings"] == []

@@ -12,7 +12,7 @@ import pytest
 
 HAVE_SANDBOX_EXTRA = importlib.util.find_spec("testcontainers") is not None
 if HAVE_SANDBOX_EXTRA:
-    # Imported before any test module: this also turns off testcontainers' Ryuk.
+    # Sandbox nodes start without Ryuk, testcontainers' reaper, whatever the user's setting.
     from nodeload.sandbox import LayerSpec, Sandbox, build_image, ensure_node_image, sweep_leftovers
     from nodeload.sandbox import docker_client as make_docker_client
 

@@ -1,4 +1,4 @@
-"""``--via agent``: nodes nobody has SSH to, reached through their nodeload-agent pod and the
+"""``--reach agent``: nodes nobody has SSH to, reached through their nodeload-agent pod and the
 Kubernetes API server's pod exec.
 
 The API server is the stand-in of tests/fakes (real HTTPS, token auth, the exec websocket
@@ -68,14 +68,14 @@ def test_every_node_through_its_agent_with_dedup(cluster: Cluster, app_images: d
     cold = cluster.push(app_images["v1"], "--all-nodes", "--export", "save")["nodes"]
     assert [r["status"] for r in cold] == ["ok", "ok"], cold
     for result in cold:
-        assert result["transport"] == "agent-exec:socat"  # no address: the agent, automatically
+        assert result["reach"] == "agent-exec:socat"  # no address: the agent, automatically
         received = nodes[result["node"]].rx_bytes() - before[result["node"]]
         assert result["bytes_sent"] <= received <= 1.05 * result["bytes_sent"] + WIRE_FIXED
         assert run_image(nodes[result["node"]], result["name"], "t-agent") == "hello from v1"
     assert all(pod.execs for pod in cluster.agents.pods.values())  # really through the exec API
 
     before = {alias: n.rx_bytes() for alias, n in nodes.items()}
-    warm = cluster.push(app_images["v2"], "--all-nodes", "--via", "agent", "--export", "save")["nodes"]
+    warm = cluster.push(app_images["v2"], "--all-nodes", "--reach", "agent", "--export", "save")["nodes"]
     for result in warm:
         assert result["status"] == "ok" and result["blobs_skipped"] > 0
         assert result["bytes_sent"] < 4 * 1024 * 1024  # the changed 3 MiB layer, config, manifest
@@ -87,20 +87,20 @@ def test_every_node_through_its_agent_with_dedup(cluster: Cluster, app_images: d
 
 def test_rbac_and_missing_agents_are_clear_errors(cluster: Cluster, app_images: dict[str, str]) -> None:
     cluster.agents.exec_forbidden.add("alice")
-    denied = cluster.push(app_images["v1"], "--node", "node-1", "--via", "agent", ok=False)
+    denied = cluster.push(app_images["v1"], "--node", "node-1", "--reach", "agent", ok=False)
     (result,) = denied["nodes"]
     assert result["status"] == "failed"
     assert "cannot create pods/exec in namespace nodeload" in result["error"]
 
     cluster.agents.exec_forbidden.clear()
     cluster.agents.list_forbidden.add("alice")
-    (listing,) = cluster.push(app_images["v1"], "--node", "node-1", "--via", "agent", ok=False)["nodes"]
+    (listing,) = cluster.push(app_images["v1"], "--node", "node-1", "--reach", "agent", ok=False)["nodes"]
     assert "cannot list pods in namespace nodeload" in listing["error"]
 
     cluster.agents.list_forbidden.clear()
     del cluster.agents.pods["nodeload-agent-2x7k2"]
     cluster.agents.pods["nodeload-agent-1x7k2"].ready = False
-    report = cluster.push(app_images["v1"], "--all-nodes", "--via", "agent", ok=False)
+    report = cluster.push(app_images["v1"], "--all-nodes", "--reach", "agent", ok=False)
     errors = {r["node"]: r["error"] for r in report["nodes"]}
     assert "node-1 has no ready nodeload-agent pod" in errors["node-1"] and "none ready" in errors["node-1"]
     assert "node-2 has no ready nodeload-agent pod" in errors["node-2"]
@@ -118,9 +118,9 @@ def test_a_pod_that_only_copies_the_agent_s_labels_never_gets_the_image(
     to_node_2 = cluster.agents.pods.pop("nodeload-agent-2x7k2").relay  # node-2: no real agent
     before = cluster.agents.add(AgentPod("nodeload-agent-1aaaa", "node-1", to_node_1, owners=[]))
     alone = cluster.agents.add(AgentPod("nodeload-agent-2aaaa", "node-2", to_node_2, owners=[]))
-    report = cluster.push(app_images["v1"], "--all-nodes", "--via", "agent", ok=False)
+    report = cluster.push(app_images["v1"], "--all-nodes", "--reach", "agent", ok=False)
     results = {r["node"]: r for r in report["nodes"]}
-    assert results["node-1"]["status"] == "ok" and results["node-1"]["transport"] == "agent-exec:socat"
+    assert results["node-1"]["status"] == "ok" and results["node-1"]["reach"] == "agent-exec:socat"
     assert results["node-2"]["status"] == "failed"
     assert (
         "pod nodeload-agent-2aaaa has the agent's labels but is not owned by the nodeload-agent DaemonSet"
@@ -188,7 +188,7 @@ def test_the_chart_s_locked_down_container_still_relays_to_a_root_socket(
 async def _echo_through_relay(container: str) -> bytes:
     async with DockerExecTransport(NodeSpec(container, reach="docker", container=container)) as transport:
         target = await transport.open_socket("/run/containerd/containerd.sock")
-        assert transport.method == "docker-exec:socat"
+        assert transport.reach == "docker-exec:socat"
         reader, writer = await asyncio.open_unix_connection(target.removeprefix("unix:"))
         writer.write(b"hello through the relay")
         writer.write_eof()

@@ -1,4 +1,4 @@
-"""``--target docker``: a remote Docker Engine (a sandbox node running dockerd) gets only the layers
+"""``--store docker``: a remote Docker Engine (a sandbox node running dockerd) gets only the layers
 it lacks, through its own API over the SSH tunnel, and runs the image."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def docker_host(docker_client: docker.DockerClient, node_image: str) -> Iterator
 
 def _push(sandbox: Sandbox, image: str, *args: str) -> dict[str, Any]:
     config = str(sandbox.ssh_config_path)
-    proc = nodeload("push", image, "--target", "docker", "--node", "node-1", "-F", config, "--json", *args)
+    proc = nodeload("push", image, "--store", "docker", "--node", "node-1", "-F", config, "--json", *args)
     (result,) = json.loads(proc.stdout)["nodes"]
     return dict(result)
 

@@ -34,7 +34,7 @@ def test_docker_push_path_sends_only_the_changed_layer(
 ) -> None:
     node = node_sandbox.node("node-1")
     cold, _ = _push(node_sandbox, app_images["v1"], tmp_path, "--export", "push")
-    assert (cold["status"], cold["export"], cold["transport"]) == ("ok", "docker-push", "ssh-forward"), cold
+    assert (cold["status"], cold["export"], cold["reach"]) == ("ok", "docker-push", "ssh-forward"), cold
     assert cold["bytes_sent"] == sum(content_sizes(node).values())
 
     before, rx = content_sizes(node), node.rx_bytes()

@@ -86,7 +86,7 @@ def test_a_fault_loses_nothing(
     config = sandbox.ssh_config_path
     rx = node.rx_bytes()
     disk_before = _free_bytes(node) if fault == "disk-full" else 0
-    options = PushOptions(name=NAME, export=export, ssh=SSHOptions(ssh_config=config))
+    options = PushOptions.of(name=NAME, export=export, ssh=SSHOptions(ssh_config=config))
 
     if fault == "nodeload-killed":
         killed = subprocess.run(

@@ -108,7 +108,7 @@ def test_check_reaches_every_kind_of_node(fleet: Sandbox, tmp_path: Path, empty_
         entry = found[kind]
         assert entry["ok"], entry
         check = entry["check"]
-        assert check["reachable"] and check["transport"] == transport, (kind, check)
+        assert check["reachable"] and check["reach"] == transport, (kind, check)
         assert re.match(r"v?\d+\.\d+", check["containerd_version"]), check
         hinted = K3S_CONTAINERD_SOCKET if kind == "k3d-like" else "/run/containerd/containerd.sock"
         assert check["socket"] == hinted, check
@@ -137,7 +137,7 @@ def test_push_through_the_inventory_proxyjump(
         "-F", str(empty_ssh_config), "--known-hosts", str(fleet.known_hosts_path), "--json",
     )  # fmt: skip
     (result,) = json.loads(proc.stdout)["nodes"]
-    assert (result["status"], result["transport"]) == ("ok", "ssh-forward"), result
+    assert (result["status"], result["reach"]) == ("ok", "ssh-forward"), result
     assert bastion.rx_bytes() - before >= result["bytes_sent"] > 0  # the bytes came through the bastion
     logins = re.findall(r"Accepted publickey for root from (\S+)", _logs(internal))
     assert logins and set(logins) == {bastion.address(fleet.network)}, logins
@@ -175,7 +175,7 @@ def test_check_reaches_a_node_through_its_agent(
     assert (
         entry["kubernetes"]["context"] == "prod" and "no InternalIP" in entry["kubernetes"]["instead_of_ssh"]
     )
-    assert entry["check"]["transport"] == "agent-exec:socat", entry
+    assert entry["check"]["reach"] == "agent-exec:socat", entry
 
 
 def test_an_unresolvable_node_fails_the_command(tmp_path: Path) -> None:

@@ -100,7 +100,8 @@ def test_the_compose_topology_comes_up_through_pytest_docker(
 
         def test_push_to_every_kind_of_compose_node(nodeload_compose):
             assert nodeload_compose.aliases == ("node-1", "node-k3s", "node-internal")
-            options = PushOptions(ssh=SSHOptions(ssh_config=nodeload_compose.ssh_config_path), export="save")
+            ssh = SSHOptions(ssh_config=nodeload_compose.ssh_config_path)
+            options = PushOptions.of(ssh=ssh, export="save")
             results = push("{app_images["v1"]}", list(nodeload_compose.aliases), options)
             assert [r.status for r in results] == ["ok"] * 3, [r.error for r in results]
             sockets = {{r.socket for r in results}}

@@ -62,7 +62,7 @@ def test_each_situation_gets_the_image_with_dedup(
 ) -> None:
     node = fleet.node(alias)
     cold = _push(fleet, app_images["v1"], alias)
-    assert (cold["status"], cold["transport"]) == ("ok", SITUATIONS[alias][1]), cold
+    assert (cold["status"], cold["reach"]) == ("ok", SITUATIONS[alias][1]), cold
     assert cold["cri_indexed"] is True
     assert run_image(node, "docker.io/nodeload-e2e/app:v1", f"t-{secrets.token_hex(4)}") == "hello from v1"
 
@@ -116,7 +116,7 @@ def test_jump_host_from_the_command_line(fleet: Sandbox, app_images: dict[str, s
     before = fleet.bastion.rx_bytes()
     result = _push(fleet, app_images["v1"], "node-4", "-J", "bastion", "--name", "example.com/j:v1",
                    config=str(config))  # fmt: skip
-    assert (result["status"], result["transport"]) == ("ok", "ssh-forward"), result
+    assert (result["status"], result["reach"]) == ("ok", "ssh-forward"), result
     assert fleet.bastion.rx_bytes() - before >= result["wire_bytes_sent"]  # it went through the bastion
 
 
@@ -172,7 +172,7 @@ def test_kind_and_k3d_nodes_through_docker_exec(
 
     cold = push(app_images["v1"])
     assert [r["node"] for r in cold] == expected  # the load balancer is not a node
-    assert all(r["status"] == "ok" and r["transport"] == transport and r["cri_indexed"] for r in cold), cold
+    assert all(r["status"] == "ok" and r["reach"] == transport and r["cri_indexed"] for r in cold), cold
     before = {m: content_sizes(nodes[m]) for m in expected}
     warm = push(app_images["v2"])
     for result in warm:

@@ -70,7 +70,7 @@ def test_one_upload_and_the_peers_pull_from_the_mirror(
         args += ["--node", alias]
     results = {r["node"]: r for r in json.loads(nodeload(*args).stdout)["nodes"]}
 
-    assert [results[n]["via"] for n in NODES] == ["push", "peer-pull", "peer-pull", "peer-pull"]
+    assert [results[n]["delivered_by"] for n in NODES] == ["push", "peer-pull", "peer-pull", "peer-pull"]
     assert all(r["status"] == "ok" and r["cri_indexed"] for r in results.values()), results
     digests = {r["digest"] for r in results.values()}
     assert len(digests) == 1  # the same image everywhere, by digest
@@ -96,8 +96,8 @@ def test_the_seed_is_the_node_that_already_holds_the_image(
         args += ["--node", alias]
     results = {r["node"]: r for r in json.loads(nodeload(*args).stdout)["nodes"]}
 
-    assert results["node-3"]["via"] == "push" and results["node-3"]["bytes_sent"] == 0
-    assert [results[n]["via"] for n in ("node-1", "node-2", "node-4")] == ["peer-pull"] * 3
+    assert results["node-3"]["delivered_by"] == "push" and results["node-3"]["bytes_sent"] == 0
+    assert [results[n]["delivered_by"] for n in ("node-1", "node-2", "node-4")] == ["peer-pull"] * 3
     assert all(r["status"] == "ok" and r["cri_indexed"] for r in results.values()), results
     uplink = sum(r["wire_bytes_sent"] for r in results.values())
     assert uplink < image_bytes / 4  # nothing of the image crossed the uplink this time
@@ -113,7 +113,7 @@ def test_a_registry_the_nodes_do_not_mirror_is_pushed_directly_and_said_so(
         args += ["--node", alias]
     results = {r["node"]: r for r in json.loads(nodeload(*args).stdout)["nodes"]}
 
-    assert all(r["status"] == "ok" and r["via"] == "push" for r in results.values()), results
+    assert all(r["status"] == "ok" and r["delivered_by"] == "push" for r in results.values()), results
     assert [results[n]["bytes_sent"] for n in NODES] == [image_bytes] * 4
     for alias in NODES[1:]:
         (warning,) = results[alias]["warnings"]
@@ -133,10 +133,12 @@ def test_asked_for_seeds_a_docker_engine_image_is_saved_and_seeded(
 
     assert {r["export"] for r in results.values()} == {"docker-save"}, results
     assert all(r["status"] == "ok" for r in results.values()), results
-    assert results["node-1"]["via"] == "push"
+    assert results["node-1"]["delivered_by"] == "push"
     for alias in NODES[1:]:  # the stand-in mirror holds another build of the app: peers fall back
         peer = results[alias]
-        assert peer["via"] == "peer-pull" or any("pushed directly" in w for w in peer["warnings"]), peer
+        assert peer["delivered_by"] == "peer-pull" or any("pushed directly" in w for w in peer["warnings"]), (
+            peer
+        )
 
 
 def test_a_mirror_down_mid_run_falls_back_to_direct_pushes(
@@ -146,7 +148,7 @@ def test_a_mirror_down_mid_run_falls_back_to_direct_pushes(
     # The mirror dies once the seed has the image, before any peer pulls.
     shown = _Shown()
     sink = FaultAt("record", cluster.mirror.stop, inner=shown)
-    options = PushOptions(name=NAME, ssh=SSHOptions(ssh_config=cluster.sandbox.ssh_config_path))
+    options = PushOptions.of(name=NAME, ssh=SSHOptions(ssh_config=cluster.sandbox.ssh_config_path))
     results = {r.node: r for r in push(f"oci:{layout}:v1", list(NODES), options, progress=sink)}
 
     assert sink.fired
@@ -157,7 +159,7 @@ def test_a_mirror_down_mid_run_falls_back_to_direct_pushes(
         assert any(line.startswith("peer: pulling through") for line in shown.lines[alias])
         assert not any(line.startswith("seed:") for line in shown.lines[alias])
     assert all(r.ok for r in results.values()), {n: r.error for n, r in results.items()}
-    assert {r.via for r in results.values()} == {"push"}
+    assert {r.delivered_by for r in results.values()} == {"push"}
     for alias in NODES[1:]:
         assert any("pulling through" in w and "pushed directly" in w for w in results[alias].warnings)
         assert run_image(cluster.sandbox.node(alias), NAME, "t-fallback") == "hello from v1"
@@ -197,9 +199,9 @@ def test_spegel_found_through_the_api_lets_agent_nodes_pull_from_their_peers(
     kube_cluster.spegel.pods["spegel-node-4"].ready = False  # its node cannot pull from peers now
     results = kube_cluster.push(f"oci:{layout}:v1", "--name", NAME)
 
-    assert [results[n]["via"] for n in NODES] == ["push", "peer-pull", "peer-pull", "push"]
+    assert [results[n]["delivered_by"] for n in NODES] == ["push", "peer-pull", "peer-pull", "push"]
     assert all(r["status"] == "ok" and r["cri_indexed"] for r in results.values()), results
-    assert {r["transport"] for r in results.values()} == {"agent-exec:socat"}
+    assert {r["reach"] for r in results.values()} == {"agent-exec:socat"}
     assert results["node-4"]["warnings"] == [
         "Spegel's pod on this node (spegel/spegel-node-4) is not ready: pushed directly"
     ]
@@ -222,7 +224,7 @@ def test_a_registry_spegel_does_not_mirror_is_pushed_directly_and_said_so(
         pod.registries = ("https://ghcr.io", "https://quay.io")
     results = kube_cluster.push(f"oci:{layout}:v1", "--name", NAME)
 
-    assert all(r["status"] == "ok" and r["via"] == "push" for r in results.values()), results
+    assert all(r["status"] == "ok" and r["delivered_by"] == "push" for r in results.values()), results
     for alias in NODES[1:]:
         (warning,) = results[alias]["warnings"]
         assert (

@@ -1,4 +1,4 @@
-"""Which pod ``--via agent`` execs into: only one the chart's DaemonSet made, on the node.
+"""Which pod ``--reach agent`` execs into: only one the chart's DaemonSet made, on the node.
 
 Against the stand-in API server (tests/fakes): its agent pods run what is exec'd in them on this
 machine (``sh -c``), and record it, so a test sees which pod received the command.

@@ -292,13 +292,13 @@ def _nodeload(case: KubeCase, paths: list[Path], monkeypatch: pytest.MonkeyPatch
         monkeypatch.setenv("KUBECONFIG", ":".join(str(p) for p in paths))
         selection = KubeSelection(context=case.context, all_nodes=True)
     try:
-        target = kube._target(selection)
-        kube._configuration(target)  # what the client library is given: the credentials kubectl sends
+        in_use = kube._context_in_use(selection)
+        kube._configuration(in_use)  # what the client library is given: the credentials kubectl sends
     except NodeSourceError as exc:
         return Answer(refused=str(exc))
-    host = re.sub(r"^\w+://", "", target.server)
-    user = target.user if target.user != "(none)" else None
-    return Answer(context=target.context, server=host, user=user)
+    host = re.sub(r"^\w+://", "", in_use.server)
+    user = in_use.user if in_use.user != "(none)" else None
+    return Answer(context=in_use.context, server=host, user=user)
 
 
 def test_the_corpus_is_large_enough() -> None:

@@ -54,7 +54,7 @@ def _ingests(node: Containerd) -> dict[str, int]:
 
 def _options(sshd: Sshd, node: Containerd, **kw: object) -> PushOptions:
     ssh = SSHOptions(identity=sshd.client_key, known_hosts=sshd.known_hosts)
-    return PushOptions(containerd_socket=str(node.socket), ssh=ssh, **kw)  # type: ignore[arg-type]
+    return PushOptions.of(socket=str(node.socket), ssh=ssh, **kw)
 
 
 def _push_cli(cli: Cli, source: str, node: Containerd, *args: str) -> subprocess.Popen[str]:

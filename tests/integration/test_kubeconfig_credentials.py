@@ -172,7 +172,7 @@ def test_the_agent_path_sends_no_credentials_to_a_plain_http_server(tmp_path: Pa
     AgentPods(server).add(AgentPod("nodeload-agent-x7k2", "worker-1", ["sh", "-c"]))
     with server:
         config = one_context(tmp_path / "config", server, {"token": server.add_token("alice")})
-        [spec] = kube_nodes(KubeSelection(kubeconfig=config, all_nodes=True, via="agent"))
+        [spec] = kube_nodes(KubeSelection(kubeconfig=config, all_nodes=True, reach="agent"))
 
         async def run() -> tuple[bytes, int]:
             async with AgentTransport(spec) as transport:
@@ -331,7 +331,7 @@ def test_a_token_file_ending_with_a_newline_works_from_the_cli(api: FakeKubeApi,
     (tmp_path / "token").write_text(api.add_token("alice") + "\n")  # as `echo $TOKEN > token` writes it
     config = one_context(tmp_path / "config", api, {"tokenFile": "token"})
     source = write_layout(tmp_path / "layout", ref="v1", name="example.com/creds:v1")
-    args = ["push", f"oci:{source.path}:v1", "--all-nodes", "--kubeconfig", str(config), "--via", "agent"]
+    args = ["push", f"oci:{source.path}:v1", "--all-nodes", "--kubeconfig", str(config), "--reach", "agent"]
     done = subprocess.run(
         [sys.executable, "-m", "nodeload", *args, "--json"],
         cwd=REPO,

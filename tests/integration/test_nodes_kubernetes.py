@@ -138,7 +138,7 @@ def test_unknown_names_echo_the_selector(kubeconfig: Path) -> None:
 
 
 def test_nodes_must_be_asked_for(api: FakeKubeApi, kubeconfig: Path) -> None:
-    with pytest.raises(NodeSourceError, match=r"--all-nodes or --node NAME"):
+    with pytest.raises(NodeSourceError, match=r"NodeSelection.all_nodes or NodeSelection.names"):
         kube_nodes(KubeSelection(kubeconfig=kubeconfig))
     with pytest.raises(NodeSourceError, match=r"not both"):
         kube_nodes(KubeSelection(kubeconfig=kubeconfig, all_nodes=True, names=("gpu-1",)))
@@ -234,7 +234,7 @@ def test_address_types(kubeconfig: Path, address_type: str, address: str) -> Non
 
 
 def test_missing_address_type_leaves_the_node_to_fail_alone(kubeconfig: Path) -> None:
-    selection = KubeSelection(kubeconfig=kubeconfig, all_nodes=True, address_type="ExternalIP", via="ssh")
+    selection = KubeSelection(kubeconfig=kubeconfig, all_nodes=True, address_type="ExternalIP", reach="ssh")
     specs = by_name(kube_nodes(selection))
     assert specs["worker-1"].address == "203.0.113.1"
     assert missing_address(specs["worker-1"], selection) is None
@@ -252,7 +252,7 @@ def test_a_node_without_an_address_is_reached_through_its_agent_by_default(kubec
     assert access is not None and access.agent_namespace == "nodeload"
     assert access.instead_of_ssh == "node worker-2 reports no ExternalIP address (for SSH)"
     assert node_problem(specs["worker-2"], selection) is None
-    forced = by_name(kube_nodes(KubeSelection(kubeconfig=kubeconfig, all_nodes=True, via="agent")))
+    forced = by_name(kube_nodes(KubeSelection(kubeconfig=kubeconfig, all_nodes=True, reach="agent")))
     assert {spec.reach for spec in forced.values()} == {"agent"}
 
 

@@ -61,9 +61,7 @@ def image() -> Iterator[str]:
 
 def _options(sshd: Sshd, node: Containerd) -> PushOptions:
     ssh = SSHOptions(identity=sshd.client_key, known_hosts=sshd.known_hosts)
-    return PushOptions(
-        export="save", containerd_socket=str(node.socket), ssh=ssh, name="example.com/piped:v1"
-    )
+    return PushOptions.of(export="save", socket=str(node.socket), ssh=ssh, name="example.com/piped:v1")
 
 
 def test_layers_reach_the_node_before_the_export_ends(

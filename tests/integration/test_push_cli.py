@@ -289,8 +289,10 @@ def test_unreadable_source_names_the_path(
         pytest.param(
             ("--node", "root@127.0.0.1", "--platform", "linux"), "invalid platform 'linux'", id="platform"
         ),
-        pytest.param((), "no target node", id="no-node"),
-        pytest.param(("--node", "root@127.0.0.1", "--namespace", "bad ns"), "invalid namespace", id="ns"),
+        pytest.param((), "no node given", id="no-node"),
+        pytest.param(
+            ("--node", "root@127.0.0.1", "--namespace", "bad ns"), "invalid --namespace 'bad ns'", id="ns"
+        ),
     ],
 )
 def test_usage_errors_exit_2(cli: Cli, tmp_path: Path, args: tuple[str, ...], says: str) -> None:

@@ -29,7 +29,7 @@ import nodeload
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import NullProgress
 from nodeload.registry.limits import Limits
-from nodeload.registry.server import Endpoint, ServeOptions, open_endpoint, serve
+from nodeload.registry.server import Endpoint, ServeOptions, open_endpoint, serve_async
 from tests.helpers.oci import LayoutInfo, write_layout
 from tests.integration.cli import Cli, images
 from tests.integration.conftest import _running_containerd
@@ -261,7 +261,7 @@ def test_serve_reports_its_nodes_ok_after_a_bad_manifest(
     (tmp_path / "manifest.json").write_bytes(document)
     (tmp_path / "client.py").write_text(_BAD_MANIFEST_CLIENT)
     command = [sys.executable, str(tmp_path / "client.py"), str(tmp_path / "manifest.json")]
-    outcome = asyncio.run(serve(_specs(two_nodes), ServeOptions(), command))
+    outcome = asyncio.run(serve_async(_specs(two_nodes), ServeOptions(), command))
     assert outcome.command_status == 0
     assert outcome.nodes_ok, [s.errors for s in outcome.sessions]
 
@@ -410,7 +410,7 @@ def test_head_answers_are_bounded_forgetting_the_oldest(tmp_path: Path) -> None:
     layer = info.images[0].layers[0]
     data = info.blobs[layer.digest]
     with _running_containerd() as a, _running_containerd() as b:
-        options = nodeload.PushOptions(name="example.com/seed:v1", containerd_socket=str(a.socket))
+        options = nodeload.PushOptions.of(name="example.com/seed:v1", socket=str(a.socket))
         [seeded] = nodeload.push(f"oci:{info.path}", [NodeSpec("a", reach="local")], options)
         assert seeded.ok  # a holds the layer, b does not
 
@@ -447,7 +447,7 @@ def test_serve_sweeps_the_login_directory_a_killed_run_left(
     (stale / "docker").mkdir(parents=True)
     (stale / "auth.json").write_text("{}")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    outcome = asyncio.run(serve(_specs((containerd,)), ServeOptions(), ["true"]))
+    outcome = asyncio.run(serve_async(_specs((containerd,)), ServeOptions(), ["true"]))
     assert outcome.command_status == 0
     assert not stale.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("nodeload-serve-auth-")] == []

@@ -26,7 +26,7 @@ import requests
 import nodeload
 from nodeload.errors import UsageError
 from nodeload.nodes.spec import NodeSpec
-from nodeload.registry.server import ServeOptions, loopback, serve
+from nodeload.registry.server import ServeOptions, loopback, serve_async
 from tests.helpers.oci import ImageSpec, LayoutInfo, write_layout
 from tests.integration.cli import content, images
 from tests.integration.conftest import _running_containerd
@@ -56,7 +56,7 @@ class Registry:
             self._ready.set()
 
         options = ServeOptions(namespace=self.namespace)
-        self._task = self.loop.create_task(serve(nodes, options, None, ready=ready))
+        self._task = self.loop.create_task(serve_async(nodes, options, None, ready=ready))
         with contextlib.suppress(asyncio.CancelledError, Exception):
             self.loop.run_until_complete(self._task)
 
@@ -343,12 +343,12 @@ def test_nodes_that_disagree_get_only_what_each_lacks(tmp_path: Path) -> None:
     (tmp_path / "blob").write_bytes(info.blobs[layer.digest])
     (tmp_path / "client.py").write_text(_CLIENT)
     with _running_containerd() as a, _running_containerd() as b:
-        options = nodeload.PushOptions(name="example.com/seed:v1", containerd_socket=str(a.socket))
+        options = nodeload.PushOptions.of(name="example.com/seed:v1", socket=str(a.socket))
         [seeded] = nodeload.push(f"oci:{info.path}", [NodeSpec("a", reach="local")], options)
         assert seeded.ok  # a holds the layer (referenced by an image), b does not
         nodes = [local_node("a", a), local_node("b", b)]
         command = [sys.executable, str(tmp_path / "client.py"), str(tmp_path / "blob"), layer.digest]
-        outcome = asyncio.run(serve(nodes, ServeOptions(), command))
+        outcome = asyncio.run(serve_async(nodes, ServeOptions(), command))
     assert outcome.command_status == 0 and outcome.nodes_ok
     received = {s.name: s.bytes_received for s in outcome.sessions}
     assert received == {"a": 0, "b": layer.size}  # a had it: not one byte went to it

@@ -35,7 +35,7 @@ def test_python3_relay_carries_the_push(
     login = ("-i", str(hardened_sshd.client_key), "--known-hosts", str(hardened_sshd.known_hosts))
     result = cli.push_ok(info, fresh_containerd, "--name", "example.com/relay:v1", *login,
                          nodes=[hardened_sshd.node], login=False)  # fmt: skip
-    assert result["transport"] == "ssh-exec:python3"
+    assert result["reach"] == "ssh-exec:python3"
     assert content(fresh_containerd) == set(info.blobs)
     assert result["bytes_sent"] == sum(len(b) for b in info.blobs.values())
     assert "example.com/relay:v1" in images(fresh_containerd)

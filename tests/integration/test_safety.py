@@ -22,7 +22,7 @@ from nodeload import PushOptions, push
 from nodeload.containerd.client import ContainerdClient
 from nodeload.image import MEDIA_OCI_CONFIG, MEDIA_OCI_MANIFEST, canonical_json, descriptor_for
 from nodeload.sandbox.faults import FaultAt
-from nodeload.targets.containerd import _Writer as Writer  # what asks the node, for a fault between
+from nodeload.stores.containerd import _Writer as Writer  # what asks the node, for a fault between
 from nodeload.transports.ssh_connect import SSHOptions
 from tests.helpers.oci import ImageSpec, LayoutInfo, write_layout
 from tests.integration.cli import Cli, chain_ids, content, images, snapshots
@@ -36,7 +36,7 @@ pytestmark = [
 
 def _options(sshd: Sshd, node: Containerd, **kw: object) -> PushOptions:
     ssh = SSHOptions(identity=sshd.client_key, known_hosts=sshd.known_hosts)
-    return PushOptions(containerd_socket=str(node.socket), ssh=ssh, **kw)  # type: ignore[arg-type]
+    return PushOptions.of(socket=str(node.socket), ssh=ssh, **kw)
 
 
 @pytest.mark.parametrize("phase", ["write", "unpack"])
@@ -202,4 +202,4 @@ def _with_wrong_diff_id(info: LayoutInfo) -> Path:
 
 
 def _replace(options: PushOptions, name: str) -> PushOptions:
-    return dataclasses.replace(options, name=name)
+    return dataclasses.replace(options, store=dataclasses.replace(options.store, name=name))

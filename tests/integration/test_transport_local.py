@@ -18,9 +18,8 @@ pytestmark = pytest.mark.integration
 
 def test_push_through_the_local_transport(fresh_containerd: Containerd, tmp_path: Path) -> None:
     info = write_layout(tmp_path / "img", ref="v1", seed=31)
-    options = nodeload.PushOptions(
-        name="example.com/local:v1", containerd_socket=str(fresh_containerd.socket)
-    )
+    store = nodeload.StoreOptions(name="example.com/local:v1", socket=str(fresh_containerd.socket))
+    options = nodeload.PushOptions(store=store)
     [result] = nodeload.push(f"oci:{info.path}:v1", [nodeload.NodeSpec("this-host", reach="local")], options)
     assert (result.status, result.error) == ("ok", None)
     assert result.node == "this-host" and result.wire_bytes_sent is None  # nothing crossed a network

@@ -41,7 +41,7 @@ def test_push_all_nodes_then_kubelet_runs_it_everywhere(kind_cluster: Path) -> N
 
 
 def test_the_agent_chart_carries_a_push_without_ssh_or_docker_exec(kind_cluster: Path) -> None:
-    """charts/nodeload-agent installed with helm, then --via agent: the API server is the only door."""
+    """charts/nodeload-agent installed with helm, then --reach agent: the API server is the only door."""
     if shutil.which("helm") is None:
         unavailable("helm is not installed (https://helm.sh/docs/intro/install/)")
     chart = Path(__file__).resolve().parents[2] / "charts" / "nodeload-agent"
@@ -51,8 +51,8 @@ def test_the_agent_chart_carries_a_push_without_ssh_or_docker_exec(kind_cluster:
     subprocess.run([*install, "--wait", "--timeout", "180s"], check=True)
     try:
         build_image(docker_client(), AGENT_IMAGE, "hello through the agent")
-        results = _push(kind_cluster, AGENT_IMAGE, "--via", "agent")
-        assert {r["transport"] for r in results} == {"agent-exec:socat"}
+        results = _push(kind_cluster, AGENT_IMAGE, "--reach", "agent")
+        assert {r["reach"] for r in results} == {"agent-exec:socat"}
         _run_everywhere(
             kind_cluster, [str(r["node"]) for r in results], AGENT_IMAGE, "hello through the agent"
         )
@@ -72,7 +72,7 @@ def test_seeds_and_real_spegel_cost_one_upload(kind_cluster: Path) -> None:
     try:
         build_image(docker_client(), SEEDED_IMAGE, "hello from a peer")
         results = _push(kind_cluster, SEEDED_IMAGE, "--seeds", "1")
-        vias = sorted(str(r["via"]) for r in results)
+        vias = sorted(str(r["delivered_by"]) for r in results)
         assert vias == ["peer-pull", "peer-pull", "push"], results
         assert not any(r["warnings"] for r in results), results  # Spegel's pods, read through the API
         _run_everywhere(kind_cluster, [str(r["node"]) for r in results], SEEDED_IMAGE, "hello from a peer")

@@ -37,7 +37,7 @@ def test_the_relay_chosen(found: Probe, may_sudo: bool, relay: Relay) -> None:
     [
         (probe(access="missing"), True, SocketUnavailable, "does not exist"),
         (probe(connect="refused"), True, SocketUnavailable, "is containerd running"),
-        (probe(access="denied"), False, SocketUnavailable, "--sudo"),
+        (probe(access="denied"), False, SocketUnavailable, "NodeSpec.sudo"),
         (probe(access="hidden"), False, SocketUnavailable, "may not enter /run/containerd"),
         (
             probe(access="denied", sudo="password"),

@@ -19,10 +19,10 @@ from nodeload.holdings import Holding, HoldingQuery, NodesView
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import NullProgress, ProgressSink
 from nodeload.report import NodeResult
-from nodeload.targets.base import Delivery, PreparedImage, StoreInfo, TargetOptions, Written
+from nodeload.stores.base import Delivery, PreparedImage, StoreInfo, WriteOptions, Written
 from nodeload.transports.base import Traffic
 
-OPTIONS = TargetOptions(name="docker.io/library/app:1")
+OPTIONS = WriteOptions(name="docker.io/library/app:1")
 
 
 class Transport:
@@ -54,7 +54,7 @@ class Target:
 
     about = StoreInfo("/run/containerd/containerd.sock", "1.7.13", "stand-in")
 
-    async def push(self, image: PreparedImage, options: TargetOptions, written: Written) -> Delivery:
+    async def push(self, image: PreparedImage, options: WriteOptions, written: Written) -> Delivery:
         self.busy.append(self.name)
         assert len(self.busy) <= self.limit  # never more nodes pushed to at once than --parallel
         await asyncio.sleep(0.01)
@@ -74,12 +74,12 @@ def run(
         return PreparedImage(Any, OPTIONS)  # type: ignore[arg-type]  # never read
 
     @contextlib.asynccontextmanager
-    async def open_target(transport: Any, node: NodeSpec, progress: ProgressSink) -> AsyncIterator[Target]:
+    async def open_store(transport: Any, node: NodeSpec, progress: ProgressSink) -> AsyncIterator[Target]:
         yield Target(transport.name, transport.name not in silent, busy, parallel)
 
     image = ImageJob("app", prepare, asks_nodes=True)  # type: ignore[arg-type]
     jobs = [NodeJob(NodeSpec(n), Transport(n, n not in unreachable)) for n in names]  # type: ignore[arg-type]
-    pushing = push_all([image], jobs, open_target, NullProgress(), parallel=parallel)
+    pushing = push_all([image], jobs, open_store, NullProgress(), parallel=parallel)
     results = asyncio.run(asyncio.wait_for(pushing, timeout=10))
     return answers, results
 

@@ -53,7 +53,7 @@ def test_cold_plan_sends_everything_children_first() -> None:
     assert order == [*(x.digest for x in graph.layers), graph.config.desc.digest, graph.manifest.desc.digest]
     assert plan.bytes_to_send == graph.total_size
     assert plan.bytes_skipped == 0
-    assert plan.target == graph.manifest.desc
+    assert plan.root == graph.manifest.desc
     assert [u.chain_id for u in plan.unpack] == chain_ids(graph.diff_ids)
     assert plan.unpack[0].parent == ""
     assert plan.snapshot_label == ("containerd.io/gc.ref.snapshot.overlayfs", chain_ids(graph.diff_ids)[-1])
@@ -112,7 +112,7 @@ def test_equivalent_layer_is_swapped_in_when_the_manifest_is_ours() -> None:
     assert manifest_step.data is not None
     layers = json.loads(manifest_step.data)["layers"]
     assert layers[1]["digest"] == twin.digest
-    assert plan.target.digest == manifest_step.desc.digest != graph.manifest.desc.digest
+    assert plan.root.digest == manifest_step.desc.digest != graph.manifest.desc.digest
     assert manifest_step.labels["containerd.io/gc.ref.content.l.1"] == twin.digest
 
 
@@ -122,7 +122,7 @@ def test_equivalents_are_ignored_for_fixed_manifests() -> None:
     state = NodeState(frozenset({twin.digest}), equivalents={graph.diff_ids[1]: twin})
     plan = make_plan(graph, state, "overlayfs", rewritable=False)
     assert graph.layers[1].digest in {b.desc.digest for b in plan.to_send}
-    assert plan.target == graph.manifest.desc
+    assert plan.root == graph.manifest.desc
 
 
 def test_index_is_written_last_and_references_the_chosen_manifest() -> None:
@@ -131,7 +131,7 @@ def test_index_is_written_last_and_references_the_chosen_manifest() -> None:
     index_doc = graph.indexes[0][0]
     assert plan.blobs[-1].desc == index_doc.desc
     assert plan.blobs[-1].labels == {"containerd.io/gc.ref.content.m.1": graph.manifest.desc.digest}
-    assert plan.target == index_doc.desc
+    assert plan.root == index_doc.desc
 
 
 def test_a_layer_used_twice_is_sent_once() -> None:

@@ -23,7 +23,7 @@ from nodeload.fanout import ImageJob, NodeJob, push_all
 from nodeload.nodes.spec import NodeSpec
 from nodeload.progress import NullProgress, ProgressSink
 from nodeload.report import NodeResult
-from nodeload.targets.base import Delivery, PeerPull, PreparedImage, StoreInfo, TargetOptions, Written
+from nodeload.stores.base import Delivery, PeerPull, PreparedImage, StoreInfo, WriteOptions, Written
 from nodeload.transports.base import Traffic
 
 
@@ -71,7 +71,7 @@ class Target:
 
     about = StoreInfo("/run/containerd/containerd.sock", "1.7.13", "stand-in")
 
-    async def push(self, image: PreparedImage, options: TargetOptions, written: Written) -> Delivery:
+    async def push(self, image: PreparedImage, options: WriteOptions, written: Written) -> Delivery:
         self.busy.append(1)
         assert len(self.busy) <= self.limit  # never more nodes pushed to at once than --parallel
         await asyncio.sleep(0.01)
@@ -80,7 +80,7 @@ class Target:
         return Delivery()
 
     async def pull_from_mirror(
-        self, image: PreparedImage, options: TargetOptions, peers: PeerPull
+        self, image: PreparedImage, options: WriteOptions, peers: PeerPull
     ) -> Delivery | str:
         self.node.events.append("waiting")
         if not await peers.wait_for_seeds():
@@ -94,17 +94,17 @@ def run(nodes: list[Node], *, parallel: int = 8, seeds: int = 1) -> list[NodeRes
     busy: list[int] = []
 
     @contextlib.asynccontextmanager
-    async def open_target(transport: Any, node: NodeSpec, progress: ProgressSink) -> AsyncIterator[Target]:
+    async def open_store(transport: Any, node: NodeSpec, progress: ProgressSink) -> AsyncIterator[Target]:
         yield Target(transport.node, busy, parallel)
 
-    options = TargetOptions(name="docker.io/library/app:1")
+    options = WriteOptions(name="docker.io/library/app:1")
 
     async def prepare(listener: object, nodes: object) -> PreparedImage:
         return PreparedImage(Any, options)  # type: ignore[arg-type]  # never read
 
     image = ImageJob("app", prepare)  # type: ignore[arg-type]
     jobs = [NodeJob(NodeSpec(f"node-{i}"), Transport(n)) for i, n in enumerate(nodes)]  # type: ignore[arg-type]
-    pushing = push_all([image], jobs, open_target, NullProgress(), parallel=parallel, seeds=seeds)
+    pushing = push_all([image], jobs, open_store, NullProgress(), parallel=parallel, seeds=seeds)
     return asyncio.run(asyncio.wait_for(pushing, timeout=10))
 
 
@@ -116,7 +116,7 @@ def _mirrors_of_the_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_node_with_the_least_to_receive_is_the_seed_and_the_rest_pull() -> None:
     nodes = [Node(100), Node(5), Node(50), Node(7)]
     results = run(nodes)
-    assert [r.via for r in results] == ["peer-pull", "push", "peer-pull", "peer-pull"]
+    assert [r.delivered_by for r in results] == ["peer-pull", "push", "peer-pull", "peer-pull"]
     assert all(r.ok for r in results)
     assert all(n.sessions == 1 for n in nodes)  # the choice was made inside each node's one session
     assert nodes[0].events == ["waiting", "pull"]
@@ -125,23 +125,23 @@ def test_the_node_with_the_least_to_receive_is_the_seed_and_the_rest_pull() -> N
 def test_fewer_places_than_mirror_nodes_cannot_deadlock() -> None:
     nodes = [Node(100 - i) for i in range(6)]
     results = run(nodes, parallel=1, seeds=2)
-    assert sorted(r.via or "" for r in results) == ["peer-pull"] * 4 + ["push"] * 2
+    assert sorted(r.delivered_by or "" for r in results) == ["peer-pull"] * 4 + ["push"] * 2
     assert all(r.ok for r in results)
 
 
 def test_nodes_without_a_mirror_do_not_wait_and_are_no_seeds() -> None:
     nodes = [Node(0, mirror=False), Node(100), Node(200), Node(0, mirror=False)]
     results = run(nodes)
-    assert [r.via for r in results] == ["push", "push", "peer-pull", "push"]
+    assert [r.delivered_by for r in results] == ["push", "push", "peer-pull", "push"]
 
 
 def test_a_node_that_cannot_be_reached_is_not_waited_for() -> None:
     nodes = [Node(0, unreachable=True), Node(100), Node(200)]
     results = run(nodes)
     assert not results[0].ok and "no route to host" in (results[0].error or "")
-    assert [r.via for r in results[1:]] == ["push", "peer-pull"]
+    assert [r.delivered_by for r in results[1:]] == ["push", "peer-pull"]
 
 
 def test_without_any_mirror_every_node_is_pushed_to() -> None:
     nodes = [Node(0, mirror=False) for _ in range(3)]
-    assert [r.via for r in run(nodes)] == ["push"] * 3
+    assert [r.delivered_by for r in run(nodes)] == ["push"] * 3

@@ -8,6 +8,7 @@ import pytest
 
 from nodeload.errors import UsageError
 from nodeload.nodes.select import NodeSelection, select_nodes
+from nodeload.wording import for_the_command_line
 
 
 @pytest.mark.parametrize(
@@ -29,18 +30,29 @@ def test_source_kind(selection: NodeSelection, kind: str) -> None:
 @pytest.mark.parametrize(
     ("selection", "says"),
     [
-        (NodeSelection(inventory=Path("h"), context="prod"), "--inventory cannot be combined with --context"),
-        (NodeSelection(limit="web", names=("a",)), "--limit selects inventory hosts"),
+        (
+            NodeSelection(inventory=Path("h"), context="prod"),
+            "NodeSelection.inventory cannot be combined with NodeSelection.context",
+        ),
+        (NodeSelection(limit="web", names=("a",)), "NodeSelection.limit selects inventory hosts"),
         (
             NodeSelection(kind_cluster="a", k3d_cluster="b"),
-            "--kind-cluster cannot be combined with --k3d-cluster",
+            "NodeSelection.kind_cluster cannot be combined with NodeSelection.k3d_cluster",
         ),
-        (NodeSelection(), "no target node"),
+        (NodeSelection(), "no node given"),
     ],
 )
 def test_contradictions_are_usage_errors(selection: NodeSelection, says: str) -> None:
     with pytest.raises(UsageError, match=says):
         select_nodes(selection)
+
+
+def test_the_command_line_reads_its_own_flags() -> None:
+    with (
+        for_the_command_line(),
+        pytest.raises(UsageError, match="--inventory cannot be combined with --context"),
+    ):
+        select_nodes(NodeSelection(inventory=Path("h"), context="prod"))
 
 
 def test_ssh_user_and_sudo_apply_to_listed_nodes() -> None:

@@ -15,7 +15,7 @@ from nodeload.graph import resolve
 from nodeload.image import Descriptor, read_document
 from nodeload.platforms import Platform
 from nodeload.sources import SourceOptions, open_source
-from nodeload.sources.registry import TLS_OPT_OUT, Endpoint, is_loopback, open_registry
+from nodeload.sources.registry import Endpoint, is_loopback, open_registry
 from tests.fakes.registry import FakeRegistry
 from tests.helpers.oci import ImageSpec, LayoutInfo, write_layout
 from tests.helpers.registry import auth_entry, isolate_auth, write_auth_file
@@ -186,7 +186,8 @@ def test_tls_verified_by_default(layout: LayoutInfo, tmp_path: Path, monkeypatch
         text = f"docker://{registry.host}/team/app:v1"
         with pytest.raises(
             SourceError,
-            match=rf"TLS with https://{registry.host} failed.*CERTIFICATE_VERIFY_FAILED.*{TLS_OPT_OUT}",
+            match=rf"TLS with https://{registry.host} failed.*CERTIFICATE_VERIFY_FAILED.*"
+            r"SourceOptions\(tls_verify=False\)",
         ):
             open_source(text)
         with open_source(text, options=SourceOptions(tls_verify=False)) as source:

@@ -67,7 +67,7 @@ def test_what_a_peer_pulls_through() -> None:
     other = cluster_mirror(mirror, "registry.example:5000")
     assert other == (
         "Spegel (spegel/a) mirrors docker.io, not registry.example:5000; "
-        "name the image under one of those with --name for the nodes to pull it from their peers"
+        "name the image under one of those with StoreOptions.name for the nodes to pull it from their peers"
     )
     unready = cluster_mirror(ClusterMirror("spegel/b", False), "docker.io")
     assert unready == "Spegel's pod on this node (spegel/b) is not ready"

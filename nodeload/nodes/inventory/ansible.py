@@ -28,6 +28,7 @@ from nodeload.errors import NodeSourceError
 from nodeload.nodes.inventory.hostvars import _HostVars, _node_spec, _pick_used
 from nodeload.nodes.inventory.patterns import _did_you_mean, _sample
 from nodeload.nodes.spec import NodeSpec
+from nodeload.wording import setting
 
 _SECONDS = 120.0
 _ENV = {
@@ -70,7 +71,9 @@ def select_with_ansible(
         raise NodeSourceError(f"inventory {path} does not exist")
     named = list(dict.fromkeys([names] if isinstance(names, str) else names))
     if not (all_nodes or named or limit is not None):
-        raise NodeSourceError(f"no host selected from {path}: select all, name hosts or give --limit")
+        raise NodeSourceError(
+            f"no host selected from {path}: select all, name hosts or give {setting('limit')}"
+        )
     inventory_tool, ansible = tools
     limited = ["--limit", limit] if limit is not None else []
     listing = [inventory_tool, "-i", str(path), "--list", *([] if named else limited)]
@@ -93,7 +96,7 @@ def select_with_ansible(
     if not chosen:
         if limit is not None:
             among = " among the named hosts" if named and not all_nodes else ""
-            raise NodeSourceError(f"--limit {limit!r} matches no host{among} in {path}")
+            raise NodeSourceError(f"{setting('limit')} {limit!r} matches no host{among} in {path}")
         raise NodeSourceError(f"inventory {path} has no hosts")
     variables = {host: _pick_used([dict(_mapping(hostvars.get(host)))]) for host in chosen}
     return [_node_spec(_HostVars(path, host, variables[host]), Path.cwd()) for host in chosen]
@@ -115,7 +118,7 @@ def _run(argv: list[str], path: Path, limit: str | None) -> str:
         raise NodeSourceError(f"cannot run {argv[0]}: {err.strerror or err}") from err
     if done.returncode != 0:
         said = _errors(done.stderr) or f"exit status {done.returncode}"
-        where = f"--limit {limit!r}: " if "pattern" in said and limit is not None else ""
+        where = f"{setting('limit')} {limit!r}: " if "pattern" in said and limit is not None else ""
         raise NodeSourceError(f"{where}{Path(argv[0]).name} -i {path}: {said}")
     return done.stdout
 

@@ -20,6 +20,7 @@ from nodeload.nodes.inventory.patterns import (
     _term_regex,
 )
 from nodeload.nodes.spec import NodeSpec
+from nodeload.wording import setting
 
 if TYPE_CHECKING:  # building imports Inventory at run time
     from nodeload.nodes.inventory.building import Vars, _Group
@@ -91,7 +92,7 @@ class Inventory:
         named = self._named(names)
         if not (all_nodes or named or limit is not None):
             raise NodeSourceError(
-                f"no host selected from {self._source}: select all, name hosts or give --limit"
+                f"no host selected from {self._source}: select all, name hosts or give {setting('limit')}"
             )
         chosen = self.hosts() if all_nodes or not named else named
         if limit is not None:
@@ -99,7 +100,9 @@ class Inventory:
             chosen = [host for host in chosen if host in matched]
             if not chosen:
                 among = " among the named hosts" if named and not all_nodes else ""
-                raise NodeSourceError(f"--limit {limit!r} matches no host{among} in {self._source}")
+                raise NodeSourceError(
+                    f"{setting('limit')} {limit!r} matches no host{among} in {self._source}"
+                )
         if not chosen:
             raise NodeSourceError(f"inventory {self._source} has no hosts")
         return [self.node_spec(host) for host in chosen]
@@ -192,7 +195,7 @@ class Inventory:
         ``&``, then ``!``; ``@FILE`` terms read from FILE."""
         terms = _read_limit_files(_split_limit(pattern), pattern)
         if not terms:
-            raise NodeSourceError(f"--limit {pattern!r} is an empty pattern")
+            raise NodeSourceError(f"{setting('limit')} {pattern!r} is an empty pattern")
         chosen: list[str] = []
         for term in _order_terms(terms):
             if term in self._hosts:  # as Ansible: a host's own name is never a pattern
@@ -212,7 +215,7 @@ class Inventory:
 
     def _match_term(self, term: str, pattern: str) -> list[str]:
         if not term:
-            raise NodeSourceError(f"--limit {pattern!r} has an empty term")
+            raise NodeSourceError(f"{setting('limit')} {pattern!r} has an empty term")
         expr, subscript = _split_subscript(term)
         regex = _term_regex(expr, pattern)
         groups = [name for name in self._groups if regex.match(name)]
@@ -222,14 +225,18 @@ class Inventory:
         if not hosts and not groups and expr != "all":
             # Ansible only warns; a mistyped name would silently push to fewer nodes.
             if _is_wildcard(expr):
-                message = f"--limit {pattern!r}: {expr!r} matches no host or group in {self._source}"
+                message = (
+                    f"{setting('limit')} {pattern!r}: {expr!r} matches no host or group in {self._source}"
+                )
                 raise NodeSourceError(message)
             hint = _did_you_mean(expr, [*self._groups, *self._hosts])
-            raise NodeSourceError(f"--limit {pattern!r}: no host or group {expr!r} in {self._source}{hint}")
+            raise NodeSourceError(
+                f"{setting('limit')} {pattern!r}: no host or group {expr!r} in {self._source}{hint}"
+            )
         try:
             return _apply_subscript(hosts, subscript)
         except IndexError:
-            message = f"--limit {pattern!r}: no hosts matched the subscripted pattern {term!r}"
+            message = f"{setting('limit')} {pattern!r}: no hosts matched the subscripted pattern {term!r}"
             raise NodeSourceError(message) from None
 
 

@@ -10,6 +10,7 @@ import re
 import string
 
 from nodeload.errors import NodeSourceError
+from nodeload.wording import setting
 
 # One host pattern such as web[0:99999999] would otherwise materialize millions of names.
 MAX_RANGE_HOSTS = 65_536
@@ -167,9 +168,13 @@ def _read_limit_files(terms: list[str], pattern: str) -> list[str]:
             with open(path, encoding="utf-8") as file:
                 text = file.read(1024 * 1024)
         except IsADirectoryError:
-            raise NodeSourceError(f"--limit {pattern!r}: {path} is a directory, not a file") from None
+            raise NodeSourceError(
+                f"{setting('limit')} {pattern!r}: {path} is a directory, not a file"
+            ) from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise NodeSourceError(f"--limit {pattern!r}: cannot read the limit file {path}: {exc}") from None
+            raise NodeSourceError(
+                f"{setting('limit')} {pattern!r}: cannot read the limit file {path}: {exc}"
+            ) from None
         read += [line.strip() for line in text.split("\n") if line.strip()]
     return read
 
@@ -215,7 +220,7 @@ def _term_regex(expr: str, pattern: str) -> re.Pattern[str]:
     try:
         return re.compile(expr[1:] if expr.startswith("~") else fnmatch.translate(expr))
     except (re.error, OverflowError, RecursionError) as exc:
-        raise NodeSourceError(f"--limit {pattern!r}: invalid term {expr!r} ({exc})") from None
+        raise NodeSourceError(f"{setting('limit')} {pattern!r}: invalid term {expr!r} ({exc})") from None
 
 
 def _did_you_mean(name: str, known: list[str]) -> str:

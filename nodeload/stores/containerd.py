@@ -27,7 +27,7 @@ from nodeload.containerd.client import (
     WriteResult,
     rpc_error,
 )
-from nodeload.containerd.connect import ContainerdSession, candidate_sockets, containerd_session
+from nodeload.containerd.connect import ContainerdConnection, candidate_sockets, connect_containerd
 from nodeload.early import EarlyLayers, ReadyLayer
 from nodeload.errors import BlobMismatch, ContainerdUnavailable, NodeError, NodeloadError, PlatformNotFound
 from nodeload.graph import ImageGraph
@@ -59,22 +59,23 @@ from nodeload.plan import (
 from nodeload.platforms import choose_platform
 from nodeload.progress import ProgressSink
 from nodeload.reference import parse_reference
-from nodeload.targets.base import (
+from nodeload.stores.base import (
     CRI_NAMESPACE,
     Delivery,
+    ImageStore,
     PeerPull,
     PreparedImage,
     StoreInfo,
-    Target,
-    TargetOptions,
+    WriteOptions,
     Written,
     check_name,
     same_image,
 )
-from nodeload.targets.ctr_import import open_ctr_import
+from nodeload.stores.ctr_import import open_ctr_import
 from nodeload.tasks import task_group, together
 from nodeload.transports.base import Transport
 from nodeload.transports.bridge import NoRelay
+from nodeload.wording import setting
 
 T = TypeVar("T")
 BlobOpener = Callable[[Descriptor, int], AbstractContextManager[IO[bytes]]]
@@ -95,9 +96,9 @@ async def open_containerd(
     socket: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     held: set[str] | None = None,
-) -> AsyncIterator[Target]:
-    """The node's containerd as a target: written over a gRPC session
-    (:func:`~nodeload.containerd.connect.containerd_session`), or, on a node that nothing can
+) -> AsyncIterator[ImageStore]:
+    """The node's containerd as an image store: written over a gRPC session
+    (:func:`~nodeload.containerd.connect.connect_containerd`), or, on a node that nothing can
     carry a stream to (no forwarding, no relay program), with ``ctr import`` when the transport
     can run commands there: a strategy of its own, with the same plan and naming rules.
 
@@ -107,7 +108,7 @@ async def open_containerd(
     async with contextlib.AsyncExitStack() as stack:
         try:
             session = await stack.enter_async_context(
-                containerd_session(transport, node, progress, socket=socket, timeout=timeout, held=held)
+                connect_containerd(transport, node, progress, socket=socket, timeout=timeout, held=held)
             )
         except NoRelay:
             executor = transport.executor()
@@ -118,7 +119,7 @@ async def open_containerd(
                 open_ctr_import(executor, node, progress, sockets, executor.label)
             )
             return
-        yield ContainerdTarget(session, node.name, progress)
+        yield ContainerdStore(session, node.name, progress)
 
 
 async def _translated(what: str, call: Awaitable[T]) -> T:
@@ -152,24 +153,24 @@ def _cannot_refresh(desc: Descriptor) -> bool:
     return False  # an early layer was compressed a moment ago; push's own write may refresh it
 
 
-def _check_platform(graph: ImageGraph, info: NodeInfo, options: TargetOptions) -> None:
+def _check_platform(graph: ImageGraph, info: NodeInfo, options: WriteOptions) -> None:
     """A single-platform image for another platform is almost surely a mistake: say so."""
     declared = graph.platform
     if options.platform is None and declared.os and choose_platform(info.platform, [declared]) is None:
         raise PlatformNotFound(
             f"the image is for {declared} but the node runs {info.platform}; "
-            f"pass --platform {declared} to push it anyway"
+            f"set {setting('platform', declared)} to push it anyway"
         )
 
 
-class ContainerdTarget:
+class ContainerdStore:
     """One node's containerd, as a destination for images (see :func:`open_containerd`).
 
     Each namespace is written by a :class:`_Writer` of its own, whose client is bound to that
     namespace: the early layers of an image and its push share it (and its lease).
     """
 
-    def __init__(self, session: ContainerdSession, node: str, progress: ProgressSink) -> None:
+    def __init__(self, session: ContainerdConnection, node: str, progress: ProgressSink) -> None:
         """Write through ``session``; ``node`` labels progress."""
         self._session, self._node, self._progress = session, node, progress
         self._writers: dict[str, _Writer] = {}
@@ -178,7 +179,7 @@ class ContainerdTarget:
     def about(self) -> StoreInfo:
         """What the node's containerd says of itself."""
         session = self._session
-        return StoreInfo(session.socket, session.info.version, session.method)
+        return StoreInfo(session.socket, session.info.version, session.reach)
 
     def writer(self, namespace: str) -> _Writer:
         """The writer of ``namespace`` on this node (``nodeload serve`` holds its lease for its
@@ -188,7 +189,7 @@ class ContainerdTarget:
             self._writers[namespace] = _Writer(client, self._session.info, self._node, self._progress)
         return self._writers[namespace]
 
-    async def push(self, image: PreparedImage, options: TargetOptions, written: Written) -> Delivery:
+    async def push(self, image: PreparedImage, options: WriteOptions, written: Written) -> Delivery:
         """Push ``image``; what was done (``written`` learns what went out).
 
         Raises:
@@ -218,7 +219,7 @@ class ContainerdTarget:
         return await self.writer(namespace).missing_bytes(image)
 
     async def pull_from_mirror(
-        self, image: PreparedImage, options: TargetOptions, peers: PeerPull
+        self, image: PreparedImage, options: WriteOptions, peers: PeerPull
     ) -> Delivery | str:
         """Have the node pull the image through its registry mirror (from a seed that holds it)
         instead of receiving it from here: what was done; or why it could not (the caller pushes
@@ -250,7 +251,7 @@ class _Writer:
 
     @asynccontextmanager
     async def receiving(self, early: EarlyLayers, written: Written) -> AsyncIterator[None]:
-        """See :meth:`ContainerdTarget.receiving`."""
+        """See :meth:`ContainerdStore.receiving`."""
         async with self.client.leased():
             self._early = asyncio.create_task(self._receive(early, written))
             try:
@@ -281,8 +282,8 @@ class _Writer:
             step = BlobStep(layer.desc, present=False, labels={})
             await self._put_blob(lambda desc, offset: layer.open(offset), _cannot_refresh, step, written)
 
-    async def push(self, image: PreparedImage, options: TargetOptions, written: Written) -> Delivery:
-        """See :meth:`ContainerdTarget.push`."""
+    async def push(self, image: PreparedImage, options: WriteOptions, written: Written) -> Delivery:
+        """See :meth:`ContainerdStore.push`."""
         done = Delivery()
         info, source = self._info, image.source
         graph = await asyncio.to_thread(image.graph, options.platform or info.platform)
@@ -296,13 +297,13 @@ class _Writer:
         async with self.client.leased(options.name):
             with done.timed("plan"):
                 plan, named, roots = await self._plan(graph, snapshotter, source.rewritable, options)
-                done.platform, done.digest = str(graph.platform), plan.target.digest
+                done.platform, done.digest = str(graph.platform), plan.root.digest
                 done.blobs_total = len(plan.blobs)
                 # Sent early, or by an earlier attempt of this run: sent, not found.
                 found = [b for b in plan.blobs if b.present and b.desc.digest not in written.blobs]
                 done.blobs_skipped = len(found)
                 done.bytes_skipped = sum(b.desc.size for b in found)
-                existing, pushed = named if options.name_from_source else None, plan.target.digest
+                existing, pushed = named if options.name_from_source else None, plan.root.digest
                 read = self.client.read_document
                 same = await same_image(read, existing, pushed, plan.config_digest, graph.platform)
                 check_name(options, pushed, existing, same_image=same)
@@ -315,7 +316,7 @@ class _Writer:
                     done.layers_unpacked = await self._unpack(plan, snapshotter)
             self._progress.message(self._node, "tagging")
             with done.timed("record"):
-                await self.client.put_image(options.name, plan.target)
+                await self.client.put_image(options.name, plan.root)
                 if roots and lease_outlives_push:  # the replaced image is free to go now
                     await self.client.unprotect(roots)
         # CRI only indexes images it could run: the node's own platform.
@@ -325,7 +326,7 @@ class _Writer:
         return done
 
     async def holding(self, query: HoldingQuery) -> Holding:
-        """See :meth:`ContainerdTarget.holding`."""
+        """See :meth:`ContainerdStore.holding`."""
         infos = await together(*(self.client.content_info(d) for d in query.blobs))
         blobs = {d: int(info.size) for d, info in zip(query.blobs, infos, strict=True) if info is not None}
         found = await together(*(self.equivalent_blob(d) for d in query.layers))
@@ -360,7 +361,7 @@ class _Writer:
             wanted = {record.target.digest: manifest_labels(blobs[0], layers)}
             if query.unpacked and query.layers:
                 top = chain_ids(query.layers)[-1]
-                wanted_in = TargetOptions(namespace=client.namespace, snapshotter=query.snapshotter)
+                wanted_in = WriteOptions(namespace=client.namespace, snapshotter=query.snapshotter)
                 snapshotter = _snapshotter(self._info, wanted_in)
                 if not await client.snapshot_exists(snapshotter, top):
                     return None
@@ -378,7 +379,7 @@ class _Writer:
         return root, documents
 
     async def missing_bytes(self, image: PreparedImage) -> int:
-        """See :meth:`ContainerdTarget.missing_bytes`."""
+        """See :meth:`ContainerdStore.missing_bytes`."""
         graph = await asyncio.to_thread(image.graph, image.options.platform or self._info.platform)
         digests = [blob.digest for blob in graph.blobs]
         infos = await together(*(self.client.content_info(d) for d in digests))
@@ -386,9 +387,9 @@ class _Writer:
         return sum(blob.size for blob in graph.blobs if blob.digest not in held)
 
     async def pull_from_mirror(
-        self, image: PreparedImage, options: TargetOptions, peers: PeerPull
+        self, image: PreparedImage, options: WriteOptions, peers: PeerPull
     ) -> Delivery | str:
-        """See :meth:`ContainerdTarget.pull_from_mirror`. The pull is CRI's own (kubelet's path), by
+        """See :meth:`ContainerdStore.pull_from_mirror`. The pull is CRI's own (kubelet's path), by
         digest, so the content is exactly the seed's; then the image record is named and CRI's
         view checked as after a push."""
         if options.namespace != CRI_NAMESPACE or not self._info.has_cri or not options.unpack:
@@ -403,26 +404,26 @@ class _Writer:
         done = Delivery(delivered_by="peer-pull")
         graph = await asyncio.to_thread(image.graph, options.platform or self._info.platform)
         _check_platform(graph, self._info, options)
-        target = graph.root
+        root = graph.root
         repository = options.name.rpartition("@")[0] or options.name.rsplit(":", 1)[0]
         self._progress.message(self._node, f"peer: pulling through {endpoint}")
         try:
             with done.timed("pull"):
                 await self.client.cri_pull(
-                    f"{repository}@{target.digest}", timeout=max(self.client.timeout, 600)
+                    f"{repository}@{root.digest}", timeout=max(self.client.timeout, 600)
                 )
         except grpc.aio.AioRpcError as err:
             return f"pulling through {endpoint} failed ({err.details() or err.code().name}): pushed directly"
         record = await self.client.get_image(options.name) if options.name_from_source else None
         existing = record.target.digest if record is not None else None
         same = await same_image(
-            self.client.read_document, existing, target.digest, graph.config.desc.digest, graph.platform
+            self.client.read_document, existing, root.digest, graph.config.desc.digest, graph.platform
         )
-        check_name(options, target.digest, existing, same_image=same)
+        check_name(options, root.digest, existing, same_image=same)
         with done.timed("record"):
-            await self.client.put_image(options.name, target)
+            await self.client.put_image(options.name, root)
             done.cri_indexed = await self._wait_for_cri(options.name, graph.config.desc.digest)
-        done.platform, done.digest = str(graph.platform), target.digest
+        done.platform, done.digest = str(graph.platform), root.digest
         done.blobs_total = 2 + len(graph.layers) + len(graph.indexes)
         return done
 
@@ -465,7 +466,7 @@ class _Writer:
             await self._put_blob(source.open_blob, source.refresh, step, written, done)
 
     async def _plan(
-        self, graph: ImageGraph, snapshotter: str, rewritable: bool, options: TargetOptions
+        self, graph: ImageGraph, snapshotter: str, rewritable: bool, options: WriteOptions
     ) -> tuple[Plan, str | None, list[str]]:
         """Plan against what the node holds, with all of that pinned by our lease; also the
         digest the image's name points at now (None: no such image) and the other images'
@@ -672,7 +673,7 @@ class _Writer:
             await asyncio.sleep(0.02)
 
 
-def _snapshotter(info: NodeInfo, options: TargetOptions) -> str:
+def _snapshotter(info: NodeInfo, options: WriteOptions) -> str:
     """The snapshotter to unpack into: the one asked for, else CRI's (in its namespace), else
     overlayfs.
 
@@ -689,6 +690,6 @@ def _snapshotter(info: NodeInfo, options: TargetOptions) -> str:
         available = ", ".join(info.snapshotters) or "none"
         raise ContainerdUnavailable(
             f"snapshotter {wanted!r} is not available on the node (available: {available}); "
-            "pick one with --snapshotter"
+            f"pick one with {setting('snapshotter')}"
         )
     return wanted

@@ -27,18 +27,19 @@ from nodeload.nodes.spec import NodeSpec
 from nodeload.plan import BlobStep, NodeState, make_plan
 from nodeload.platforms import Platform, choose_platform
 from nodeload.progress import ProgressSink
-from nodeload.targets.base import (
+from nodeload.stores.base import (
     CRI_NAMESPACE,
     Delivery,
     PreparedImage,
     StoreInfo,
-    TargetOptions,
+    WriteOptions,
     Written,
     check_name,
     same_image,
 )
 from nodeload.transports.bridge import SUDO_PROBE
 from nodeload.transports.execs import ExecProcess, ExecResult, Executor, keyvalues, run_text
+from nodeload.wording import setting
 
 METHOD = "ctr-import"
 NAME_ANNOTATION = "io.containerd.image.name"
@@ -73,7 +74,7 @@ _CTR = {"ctr": "ctr", "k3s": "k3s ctr"}
 @asynccontextmanager
 async def open_ctr_import(
     executor: Executor, node: NodeSpec, progress: ProgressSink, sockets: list[str], transport: str
-) -> AsyncIterator[CtrImportTarget]:
+) -> AsyncIterator[CtrImportStore]:
     """The node's containerd, reached by running ``ctr`` on it through ``executor``.
 
     ``transport`` names how commands reach the node (``ssh-exec``, ``docker-exec``) for reports.
@@ -100,7 +101,7 @@ async def open_ctr_import(
             why = (
                 "sudo wants a password"
                 if sudo == "password"
-                else "sudo is not allowed (--sudo, ansible_become)"
+                else f"sudo is not allowed ({setting('sudo')}, ansible_become)"
             )
             raise ContainerdUnavailable(
                 f"{socket}: user {found.get('user', ['?'])[0]!r} may not open it and {why}"
@@ -112,10 +113,10 @@ async def open_ctr_import(
     _, said, _ = await run_text(executor, f"{ctr} version")
     versions = re.findall(r"Version:\s*(\S+)", said)  # the client's, then the server's
     about = StoreInfo(socket, versions[-1] if versions else "", f"{transport}:{METHOD}")
-    yield CtrImportTarget(executor, node.name, progress, ctr, platform, about)
+    yield CtrImportStore(executor, node.name, progress, ctr, platform, about)
 
 
-class CtrImportTarget:
+class CtrImportStore:
     """One node's containerd, written through ``ctr import`` (see :func:`open_ctr_import`)."""
 
     def __init__(
@@ -136,7 +137,7 @@ class CtrImportTarget:
         """What the node's containerd is, as ctr tells."""
         return self._about
 
-    async def push(self, image: PreparedImage, options: TargetOptions, written: Written) -> Delivery:
+    async def push(self, image: PreparedImage, options: WriteOptions, written: Written) -> Delivery:
         """Plan against the node's content list, then import an archive of only the missing blobs."""
         done = Delivery(
             warnings=["ctr import: no mid-blob resume on this path (an interrupted blob is resent)"]
@@ -146,25 +147,25 @@ class CtrImportTarget:
         if options.platform is None and declared.os and choose_platform(self._platform, [declared]) is None:
             raise PlatformNotFound(
                 f"the image is for {declared} but the node runs {self._platform}; "
-                f"pass --platform {declared} to push it anyway"
+                f"set {setting('platform', declared)} to push it anyway"
             )
         # Twins of layers (same content under another digest) are not looked for on this path:
         # ctr reports sizes only rounded, and a rewritten manifest needs them exact.
         with done.timed("plan"):
             state = NodeState(frozenset(await self._content(options.namespace)))
             plan = make_plan(graph, state, "", image.source.rewritable)
-            done.platform, done.digest = str(graph.platform), plan.target.digest
+            done.platform, done.digest = str(graph.platform), plan.root.digest
             done.blobs_total = len(plan.blobs)
             found = [b for b in plan.blobs if b.present and b.desc.digest not in written.blobs]
             done.blobs_skipped = len(found)
             done.bytes_skipped = sum(b.desc.size for b in found)
             existing = await self._existing(options)
             read = functools.partial(self._read_document, options.namespace)
-            same = await same_image(read, existing, plan.target.digest, plan.config_digest, graph.platform)
-            check_name(options, plan.target.digest, existing, same_image=same)
+            same = await same_image(read, existing, plan.root.digest, plan.config_digest, graph.platform)
+            check_name(options, plan.root.digest, existing, same_image=same)
         self._progress.message(self._node, f"importing {len(plan.to_send)} of {len(plan.blobs)} blobs")
         with done.timed("write"):
-            await self._import(image.source, plan.to_send, plan.target, options, graph.platform, written)
+            await self._import(image.source, plan.to_send, plan.root, options, graph.platform, written)
         if options.unpack:
             done.layers_unpacked = len(
                 [b for b in plan.to_send if b.desc.media_type.endswith(("gzip", "zstd", "tar"))]
@@ -192,7 +193,7 @@ class CtrImportTarget:
             raise PushFailed(f"not a digest: {digest!r}")
         return (await self._run_ctr(namespace, f"content get {digest}")).encode()
 
-    async def _existing(self, options: TargetOptions) -> str | None:
+    async def _existing(self, options: WriteOptions) -> str | None:
         if not options.name_from_source:
             return None
         out = await self._run_ctr(options.namespace, f"images ls name=={shlex.quote(options.name)}")
@@ -206,8 +207,8 @@ class CtrImportTarget:
         self,
         source: ImageSource,
         blobs: tuple[BlobStep, ...],
-        target: Descriptor,
-        options: TargetOptions,
+        root: Descriptor,
+        options: WriteOptions,
         platform: Platform,
         written: Written,
     ) -> None:
@@ -220,7 +221,7 @@ class CtrImportTarget:
         try:
             try:
                 await _write_archive(
-                    process, source, blobs, target, options.name, self._progress, self._node, written
+                    process, source, blobs, root, options.name, self._progress, self._node, written
                 )
             except NodeError:  # ctr stopped reading: it failed (it says why), or the connection went
                 with contextlib.suppress(TimeoutError):
@@ -258,7 +259,7 @@ async def _write_archive(
     process: ExecProcess,
     source: ImageSource,
     blobs: tuple[BlobStep, ...],
-    target: Descriptor,
+    root: Descriptor,
     name: str,
     progress: ProgressSink,
     node: str,
@@ -266,7 +267,7 @@ async def _write_archive(
 ) -> None:
     """Stream an OCI archive into ``process``: layout files, then each missing blob (``written``
     counts what goes out; a blob is resent whole by a retry, there is no resuming inside it)."""
-    entry = target.to_json()
+    entry = root.to_json()
     entry["annotations"] = {NAME_ANNOTATION: name}
     index = json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode()
     for member, data in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index)):

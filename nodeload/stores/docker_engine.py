@@ -1,4 +1,4 @@
-"""A remote Docker Engine as the target (``--target docker``): its own API, through the node's transport.
+"""A node's Docker Engine as its image store (``--store docker``): its own API, through the node's transport.
 
 The remote daemon's socket is reached like containerd's (forwarded over SSH, or relayed), and
 nodeload speaks the Engine API through it. What the remote already holds is read from its
@@ -7,7 +7,7 @@ config and only the layers the remote lacks: ``docker load`` reads no layer whos
 already has. Layers go as the source stores them (gzip is fine for ``docker load``).
 
 A remote Docker that keeps its images in containerd (the containerd image store) is written
-through containerd's ``moby`` namespace instead, with the containerd target.
+through containerd's ``moby`` namespace instead, with the containerd store.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from nodeload.nodes.spec import NodeSpec
 from nodeload.plan import chain_ids
 from nodeload.platforms import Platform, choose_platform
 from nodeload.progress import ProgressSink
-from nodeload.targets.base import Delivery, PreparedImage, StoreInfo, Target, TargetOptions, Written
+from nodeload.stores.base import Delivery, ImageStore, PreparedImage, StoreInfo, WriteOptions, Written
 from nodeload.transports.base import Transport
 from nodeload.transports.bridge import SocketUnavailable
+from nodeload.wording import setting
 
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 CONTAINERD_STORE_NAMESPACE = "moby"
@@ -51,7 +52,7 @@ async def open_docker_engine(
     *,
     socket: str | None = None,
     timeout: float = 60.0,
-) -> AsyncIterator[Target]:
+) -> AsyncIterator[ImageStore]:
     """The node's Docker Engine, through its socket (or its containerd, for the containerd store).
 
     Raises:
@@ -75,16 +76,16 @@ async def open_docker_engine(
     except docker.errors.DockerException as err:
         raise ContainerdUnavailable(f"{path} does not answer as a Docker Engine: {err}") from err
     if _uses_containerd_store(info):
-        from nodeload.targets.containerd import open_containerd
+        from nodeload.stores.containerd import open_containerd
 
         node_for_moby = node if node.namespace else _with_namespace(node, CONTAINERD_STORE_NAMESPACE)
-        async with open_containerd(transport, node_for_moby, progress, timeout=timeout) as target:
-            yield target
+        async with open_containerd(transport, node_for_moby, progress, timeout=timeout) as store:
+            yield store
         return
     platform = Platform(str(info.get("OSType", "linux")), str(info.get("Architecture", ""))).normalized()
     try:
         version = str(info.get("ServerVersion", ""))
-        yield DockerEngineTarget(client, node.name, progress, platform, path, transport.method, version)
+        yield DockerEngineStore(client, node.name, progress, platform, path, transport.reach, version)
     finally:
         client.close()
 
@@ -98,7 +99,7 @@ def _with_namespace(node: NodeSpec, namespace: str) -> NodeSpec:
     return dataclasses.replace(node, namespace=namespace)
 
 
-class DockerEngineTarget:
+class DockerEngineStore:
     """One node's Docker Engine (classic image store), as a destination for images."""
 
     def __init__(
@@ -120,7 +121,7 @@ class DockerEngineTarget:
         """What the node's Docker Engine says of itself."""
         return StoreInfo(self._socket, f"docker {self._version}", self._method)
 
-    async def push(self, image: PreparedImage, options: TargetOptions, written: Written) -> Delivery:
+    async def push(self, image: PreparedImage, options: WriteOptions, written: Written) -> Delivery:
         """Load ``image`` with only the layers the remote lacks."""
         done = Delivery()
         graph = await asyncio.to_thread(image.graph, options.platform or self._platform)
@@ -128,7 +129,7 @@ class DockerEngineTarget:
         if options.platform is None and graph.platform.os and foreign:
             raise PlatformNotFound(
                 f"the image is for {graph.platform} but the node runs {self._platform}; "
-                f"pass --platform {graph.platform} to push it anyway"
+                f"set {setting('platform', graph.platform)} to push it anyway"
             )
         done.platform, done.digest = str(graph.platform), graph.config.desc.digest
         done.blobs_total = len(graph.layers) + 1

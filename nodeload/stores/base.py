@@ -1,6 +1,6 @@
-"""What every target (a node's containerd, a node's Docker engine) is given and promises.
+"""What every image store (a node's containerd, a node's Docker engine) is given and promises.
 
-A target is opened over a :class:`~nodeload.transports.base.Transport` (a byte stream to a
+A store is opened over a :class:`~nodeload.transports.base.Transport` (a byte stream to a
 socket on one node) and then takes one prepared image after another. It knows its store's
 protocol and nothing about SSH or about where nodes come from.
 """
@@ -24,6 +24,7 @@ from nodeload.progress import ProgressSink
 from nodeload.reference import parse_reference
 from nodeload.transports.base import Transport
 from nodeload.transports.execs import Executor
+from nodeload.wording import setting
 
 if TYPE_CHECKING:
     from nodeload.mirror import Mirror
@@ -32,7 +33,7 @@ CRI_NAMESPACE = "k8s.io"
 
 
 @dataclass(frozen=True)
-class TargetOptions:
+class WriteOptions:
     """What the user asked for, per image."""
 
     namespace: str = CRI_NAMESPACE
@@ -53,7 +54,7 @@ class PreparedImage:
     """
 
     source: ImageSource
-    options: TargetOptions
+    options: WriteOptions
     export: str | None = None  # how a Docker-engine image left the engine (for reports)
     _graphs: dict[Platform, ImageGraph] = field(default_factory=dict, compare=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
@@ -67,9 +68,7 @@ class PreparedImage:
             return self._graphs[key]
 
 
-def check_name(
-    options: TargetOptions, pushed: str, existing: str | None, *, same_image: bool = False
-) -> None:
+def check_name(options: WriteOptions, pushed: str, existing: str | None, *, same_image: bool = False) -> None:
     """Refuse names that would make the node lie about what an image is.
 
     Args:
@@ -94,7 +93,7 @@ def check_name(
         raise PushFailed(
             f"{options.name} already exists on the node as {existing}, and this name comes from inside "
             "the source, not from you: nodeload will not repoint it. To replace that image, name it "
-            f"yourself: --name {options.name}"
+            f"yourself: {setting('name', options.name)}"
         )
 
 
@@ -180,7 +179,7 @@ class PeerPull:
 
 @runtime_checkable
 class SeedCandidate(Protocol):
-    """A target that can tell how much of an image its node lacks (seed nodes are chosen by it)."""
+    """A store that can tell how much of an image its node lacks (seed nodes are chosen by it)."""
 
     async def missing_bytes(self, image: PreparedImage, namespace: str) -> int:
         """Bytes of ``image`` the node does not hold."""
@@ -261,7 +260,7 @@ class StoreInfo:
     reach: str
 
 
-class Target(Protocol):
+class ImageStore(Protocol):
     """One node's image store, connected and ready to take images."""
 
     @property
@@ -269,7 +268,7 @@ class Target(Protocol):
         """What the store says of itself."""
         ...
 
-    async def push(self, image: PreparedImage, options: TargetOptions, written: Written) -> Delivery:
+    async def push(self, image: PreparedImage, options: WriteOptions, written: Written) -> Delivery:
         """Write ``image`` with ``options`` (the image's, adjusted for this node), adding what
         goes out to ``written``; what was done.
 
@@ -279,11 +278,11 @@ class Target(Protocol):
         ...
 
 
-class TargetOpener(Protocol):
-    """Connects a target through a node's transport, for the duration of a ``with`` block."""
+class StoreOpener(Protocol):
+    """Connects a store through a node's transport, for the duration of a ``with`` block."""
 
     def __call__(
         self, transport: Transport, node: NodeSpec, progress: ProgressSink
-    ) -> AbstractAsyncContextManager[Target]:
+    ) -> AbstractAsyncContextManager[ImageStore]:
         """Open the node's store (raises NodeloadError subclasses the user can act on)."""
         ...
