@@ -15,12 +15,27 @@ then read back through :func:`nodeload.sources.open_source` as the user would na
   one (``MULTI_PLATFORM``); the Docker engine's classic store and ``docker save`` keep one
   platform per image, so that check has nothing to read there.
 
+Then each kind is pushed, as ``nodeload.push`` pushes it (through a real sshd into a real
+containerd), under the same three checks, whichever way its blobs leave it (the engine's kind
+twice: its own ``docker push`` into the endpoint, the default, and ``docker save``):
+
+* byte accounting: a push to an empty node reports as sent exactly the bytes of the blobs it
+  left in the node's content store (read on disk), and a rerun sends none;
+* the name check: a name read from inside the source (an archive's RepoTags, a layout's
+  annotation) never repoints an image of another content already on the node; a name the user
+  wrote does, and so does ``name=``;
+* twins: over layers the node holds uncompressed (what ``docker save | ctr import`` leaves),
+  a source whose manifest nodeload writes sends documents only; one whose manifest pins its
+  compressed layers sends them (its digest is the image's identity).
+
 Per-source tests keep what is particular to a source (selection inside an archive, the
 layer cache, authentication...).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import hashlib
 import os
 import platform
@@ -34,6 +49,7 @@ from pathlib import Path
 import docker
 import pytest
 
+import nodeload
 from nodeload.errors import ImageNotFound
 from nodeload.graph import ImageGraph, resolve
 from nodeload.image import Descriptor, ImageSource
@@ -42,7 +58,7 @@ from nodeload.sources import LayerCache, Source, SourceOptions, open_source
 from tests.helpers.docker_images import build_image, docker_client, remove_images
 from tests.helpers.oci import LayoutInfo, tar_directory, write_layout
 from tests.helpers.registry import Registry
-from tests.integration.nodes import Containerd
+from tests.integration.nodes import Containerd, Sshd
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +81,7 @@ class Case:
     reference: str  # the name the source should give the image
     missing: str  # the same source naming an image it does not hold
     open: Callable[[str], AbstractContextManager[Source]]
+    options: SourceOptions = dataclasses.field(default_factory=SourceOptions)  # how a push reads it
 
 
 # -- the images, one per kind ----------------------------------------------------------------
@@ -154,6 +171,7 @@ def _case(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Case:
             name,
             "containerd:example.com/conformance/absent:v1",
             lambda text: open_source(text, options=options),
+            options,
         )
     assert kind == "docker"
     registry: Registry = request.getfixturevalue("registry")
@@ -231,3 +249,126 @@ def test_another_platform_of_a_multi_platform_image(multi_platform_case: Case) -
         assert other.platform.matches(OTHER)
         assert other.manifest.desc.digest != host.manifest.desc.digest
         _check_blobs(source, other)
+
+
+# -- pushed ------------------------------------------------------------------------------------
+
+# The engine's image once more, leaving the engine by ``docker save`` instead of its own push.
+PUSHED = (*KINDS, "docker-daemon/save")
+# Kinds whose manifest nodeload writes (from the engine's or an archive's uncompressed layers):
+# a layer may be replaced by the node's own copy of the same content.
+REWRITTEN = ("docker-daemon", "docker-daemon/save", "docker-archive")
+# Kinds that take the name on the nodes from inside the source rather than from the user's words.
+NAMED_INSIDE = ("docker-archive", "oci", "oci-archive")
+CONTENT = Path("root") / "io.containerd.content.v1.content" / "blobs" / "sha256"
+
+
+@pytest.fixture(params=PUSHED)
+def pushed(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, Case]:
+    """(kind, case); the layer cache is the test's own, so that every push compresses afresh."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    kind = request.param
+    case = _case(kind.removesuffix("/save"), request, tmp_path)
+    if kind.endswith("/save"):
+        case = dataclasses.replace(case, options=dataclasses.replace(case.options, export="save"))
+    return kind, case
+
+
+def _push(case: Case, sshd: Sshd, node: Containerd, name: str | None = None) -> nodeload.NodeResult:
+    return _push_text(case.text, case.options, sshd, node, name)
+
+
+def _push_text(
+    text: str, source: SourceOptions, sshd: Sshd, node: Containerd, name: str | None = None
+) -> nodeload.NodeResult:
+    options = nodeload.PushOptions(
+        source=source,
+        ssh=nodeload.SSHOptions(identity=sshd.client_key, known_hosts=sshd.known_hosts),
+        store=nodeload.StoreOptions(socket=str(node.socket), name=name),
+    )
+    [result] = nodeload.push(text, [sshd.node], options)
+    return result
+
+
+def _stored(node: Containerd) -> dict[str, bytes]:
+    """The node's content store as it is on disk: digest -> blob."""
+    return {f"sha256:{p.name}": p.read_bytes() for p in (node.root / CONTENT).glob("*")}
+
+
+def _record(node: Containerd, name: str) -> str | None:
+    """The digest the image record ``name`` points at, read with ctr (None: no such record)."""
+    for line in node.ctr("images", "ls").splitlines()[1:]:
+        ref, _, digest, *_ = line.split()
+        if ref == name:
+            return digest
+    return None
+
+
+def test_a_push_reports_the_bytes_the_node_received(
+    pushed: tuple[str, Case], sshd: Sshd, fresh_containerd: Containerd
+) -> None:
+    _, case = pushed
+    first = _push(case, sshd, fresh_containerd)
+    assert first.status == "ok", first.error
+    received = sum(len(blob) for blob in _stored(fresh_containerd).values())
+    assert first.bytes_sent == received
+    assert first.wire_bytes_sent is not None and first.wire_bytes_sent >= received  # all of it crossed SSH
+    assert _record(fresh_containerd, case.reference) == first.digest
+
+    again = _push(case, sshd, fresh_containerd)
+    assert (again.status, again.bytes_sent, again.digest) == ("ok", 0, first.digest)
+    assert sum(len(blob) for blob in _stored(fresh_containerd).values()) == received
+
+
+def test_a_name_from_inside_the_source_never_repoints_another_image(
+    pushed: tuple[str, Case], sshd: Sshd, fresh_containerd: Containerd, tmp_path: Path
+) -> None:
+    kind, case = pushed
+    other = write_layout(tmp_path / "other", ref="v1", seed=97)
+    squatter = _push_text(f"oci:{other.path}:v1", SourceOptions(), sshd, fresh_containerd, case.reference)
+    assert squatter.status == "ok", squatter.error
+
+    result = _push(case, sshd, fresh_containerd)
+    if kind in NAMED_INSIDE:
+        assert result.status == "failed" and result.error and "will not repoint" in result.error
+        assert f"StoreOptions.name={case.reference!r}" in result.error  # the library's words
+        assert _record(fresh_containerd, case.reference) == squatter.digest
+        result = _push(case, sshd, fresh_containerd, name=case.reference)  # the user's own words
+    assert result.status == "ok", result.error
+    assert _record(fresh_containerd, case.reference) == result.digest != squatter.digest
+
+
+def test_layers_the_node_holds_uncompressed_are_sent_only_when_the_manifest_pins_them(
+    pushed: tuple[str, Case], sshd: Sshd, fresh_containerd: Containerd
+) -> None:
+    kind, case = pushed
+    with case.open(case.text) as source:
+        graph = resolve(source, HOST)
+        layers = {desc.digest: _read(source, desc) for desc in graph.layers}
+    for data in layers.values():  # each layer as docker save | ctr import leaves it
+        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        _ingest(fresh_containerd, raw)
+    before = _stored(fresh_containerd)
+
+    result = _push(case, sshd, fresh_containerd)
+    assert result.status == "ok", result.error
+    new = {d: blob for d, blob in _stored(fresh_containerd).items() if d not in before}
+    assert result.bytes_sent == sum(len(blob) for blob in new.values())
+    sent_layers = {d for d, blob in new.items() if not blob.lstrip().startswith(b"{")}
+    if kind in REWRITTEN:
+        assert not sent_layers, "a layer the node holds uncompressed was sent again"
+    else:
+        assert sent_layers == set(layers) - set(before)
+    assert "complete" in fresh_containerd.ctr("images", "check", f"name=={case.reference}")
+
+
+def _ingest(node: Containerd, data: bytes) -> None:
+    """Put ``data`` in the node's content store with ctr, as an import would."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    subprocess.run(
+        ["ctr", "--address", str(node.socket), "-n", "k8s.io", "content", "ingest",
+         "--expected-digest", digest, "--expected-size", str(len(data)), f"seed-{digest}"],
+        input=data, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
