@@ -99,6 +99,7 @@ async def collect(
 
 async def _collect_node(node: NodeSpec, options: GcOptions, session: Session | None) -> GcResult:
     result = GcResult(node.name)
+    transport = None
     try:
         transport = transport_for(node, options.ssh, session)
         if transport is None:
@@ -118,6 +119,9 @@ async def _collect_node(node: NodeSpec, options: GcOptions, session: Session | N
         result.error = str(err)
     except grpc.aio.AioRpcError as err:
         result.error = str(rpc_error("listing or removing leftovers", err))
+    finally:
+        if session is not None:
+            session.give_back([transport])
     return result
 
 
