@@ -15,6 +15,7 @@ from nodeload import __version__
 DEFAULT_TIMEOUT = 60.0  # the library's default (nodeload.containerd.client), without importing grpc
 DEFAULT_PARALLEL = 8
 DEFAULT_RETRIES = 3  # nodeload.fanout's, without importing it
+DEFAULT_ROLLOUT_TIMEOUT = 300.0  # nodeload.rollout's, without importing it
 DEFAULT_PERSIST = 600.0  # how long a persistent session waits for the next push, unless told
 
 
@@ -450,6 +451,20 @@ def _push_arguments(push: argparse.ArgumentParser) -> None:
         action="store_const",
         const=None,
         help="push in this process, with no background session (as --persist off)",
+    )
+    group.add_argument(
+        "--restart",
+        action="store_true",
+        help="nodes from a kubeconfig: after the push, restart (as kubectl rollout restart) the "
+        "Deployments, StatefulSets and DaemonSets whose pods on the pushed nodes run an older image "
+        "of a pushed name, and wait for their rollouts; bare pods and Jobs are listed, not touched",
+    )
+    group.add_argument(
+        "--rollout-timeout",
+        type=_seconds,
+        default=DEFAULT_ROLLOUT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"with --restart: how long to wait for the rollouts (default {DEFAULT_ROLLOUT_TIMEOUT:.0f})",
     )
     group.add_argument(
         "--mirror-check",
