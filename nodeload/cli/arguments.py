@@ -126,8 +126,9 @@ def _nodes_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 def _persist_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     persist = commands.add_parser(
         "persist",
-        help="the background session of push --persist",
-        description="The background session push --persist hands pushes to (one per user and environment).",
+        help="the background session pushes are handed to (see push --persist)",
+        description="The background session pushes typed at a terminal (or with --persist) are handed to "
+        "(one per user, Python and nodeload).",
     )
     persist.add_argument(
         "action", choices=("status", "stop"), help="status: whether it runs; stop: end it now"
