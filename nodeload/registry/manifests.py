@@ -27,7 +27,7 @@ from nodeload.image import (
     Descriptor,
     ImageSource,
 )
-from nodeload.jsondoc import Doc
+from nodeload.jsondoc import Doc, parse
 from nodeload.platforms import Platform
 
 IMAGE_CONFIG_TYPES = frozenset({MEDIA_OCI_CONFIG, MEDIA_DOCKER_CONFIG})
@@ -48,12 +48,28 @@ def not_an_image(source: ImageSource, platform: Platform) -> str | None:
         return f"its media type is {root.media_type}"
     try:
         graph = resolve(source, platform)
-    except NodeloadError as err:  # no entry for the platform, a config that is no image config...
-        return str(err)
-    config_type = graph.config.desc.media_type
-    if config_type not in IMAGE_CONFIG_TYPES:
-        return f"its config is {config_type or 'untyped'}, not an image config"
-    for layer in graph.layers:
+    except NodeloadError as err:  # no entry for the platform, a config that is not JSON...
+        return _config_type(source) or str(err)
+    return _config_type(source, graph.config.desc.media_type) or _layer_types(graph.layers)
+
+
+def _config_type(source: ImageSource, config_type: str | None = None) -> str | None:
+    """Why a manifest's config (``config_type``, else read from the root) is no image config."""
+    if config_type is None:
+        try:
+            with source.open_blob(source.root) as stream:
+                config = parse(stream.read(), source.root.digest).opt_obj("config")
+            config_type = None if config is None else config.text("mediaType")
+        except NodeloadError:
+            return None
+    if config_type is None or config_type in IMAGE_CONFIG_TYPES:
+        return None
+    return f"its config is {config_type or 'untyped'}, not an image config"
+
+
+def _layer_types(layers: Sequence[Descriptor]) -> str | None:
+    """Why a manifest's layers are not all filesystem layers."""
+    for layer in layers:
         if not layer.media_type.startswith(_LAYER_PREFIXES):
             return f"its layer {layer.digest} is {layer.media_type or 'untyped'}, not a filesystem layer"
     return None

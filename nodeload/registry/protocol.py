@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
+import json
 import re
 import secrets
 import socket
@@ -27,7 +28,7 @@ from urllib.parse import quote
 from aiohttp import StreamReader, web
 
 from nodeload.errors import UsageError
-from nodeload.image import sha256_digest
+from nodeload.image import MEDIA_OCI_INDEX, sha256_digest
 from nodeload.jsondoc import MAX_DOCUMENT_BYTES, parse
 from nodeload.registry.errors import RegistryError, invalid, manifest_unknown
 from nodeload.registry.limits import Limits
@@ -376,9 +377,8 @@ def _referrers(store: BlobStore[Any]) -> Handler:
         if wanted is not None:
             found = [desc for desc in found if desc.get("artifactType") == wanted]
             headers["OCI-Filters-Applied"] = "artifactType"
-        return web.json_response(
-            referrers_index(found), headers=headers, content_type="application/vnd.oci.image.index.v1+json"
-        )
+        headers["Content-Type"] = MEDIA_OCI_INDEX  # exactly, no charset: clients compare it
+        return web.Response(body=json.dumps(referrers_index(found)).encode(), headers=headers)
 
     return handle
 
