@@ -5,8 +5,11 @@ themselves), so a client uploads exactly when some node lacks it. Uploads go to 
 as they arrive, each into a containerd ingest that is committed with the digest the client
 names at the end. When the nodes disagree about what they lack (a new node joined), the
 upload is kept in a private local file instead and sent, once its digest is known, only
-to the nodes without it. A manifest pushed by tag is finished on each node with the push
-path's own target: children labelled, layers unpacked, the image named last, CRI checked.
+to the nodes without it. A manifest pushed by tag that is an image the node can run is
+finished on each node with the push path's own target: children labelled, layers unpacked,
+the image named last, CRI checked. Any other manifest is stored as content, a GC root whose
+tag and subject are labels (see :mod:`~nodeload.registry.manifests`), so tag lists and
+referrers are read from the nodes.
 """
 
 from __future__ import annotations
