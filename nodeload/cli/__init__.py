@@ -66,6 +66,8 @@ def parse_arguments(argv: Sequence[str], prog: str = "nodeload") -> argparse.Nam
     try:
         return parse(lambda: build_parser(prog), argv)
     except ConfigError as exc:
+        if argv[:1] == ["completion"]:  # a shell's startup file must not break on it
+            return parse(lambda: build_parser(prog), argv, read_file=False)
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

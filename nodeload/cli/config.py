@@ -95,15 +95,20 @@ def config_path() -> Path | None:
 
 
 def parse(
-    make_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str], path: Path | None = None
+    make_parser: Callable[[], argparse.ArgumentParser],
+    argv: Sequence[str],
+    path: Path | None = None,
+    *,
+    read_file: bool = True,
 ) -> argparse.Namespace:
-    """``argv`` parsed with the config file's defaults; ``args.origins`` says where each came from.
+    """``argv`` parsed with the config file's defaults (``path``, else :func:`config_path`'s;
+    none without ``read_file``); ``args.origins`` says where each value came from.
 
     Raises:
         ConfigError: for a file that cannot be read or holds what no option takes.
     """
     parser = make_parser()
-    layers = apply_file(parser, path)
+    layers = apply_file(parser, path) if read_file else Layers()
     args = parser.parse_args(argv)
     layers.command = command_of(parser, args)
     given = given_on_command_line(make_parser, argv)
