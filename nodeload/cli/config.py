@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import os
 import re
 import tomllib
@@ -66,7 +67,14 @@ class Layers:
     from_file: dict[tuple[str, ...], dict[str, str]] = field(default_factory=dict)
     from_environment: dict[str, str] = field(default_factory=dict)  # dest -> variable
     command: tuple[str, ...] = ()  # the command run
-    given: frozenset[str] = frozenset()  # dests given on the command line
+    # The dests the command line gave, with their values: asked only when needed (it parses the
+    # command line a second time).
+    given_values: Callable[[], Mapping[str, Any]] = field(default=dict, repr=False)
+
+    @property
+    def given(self) -> frozenset[str]:
+        """The dests given on the command line."""
+        return frozenset(self.given_values())
 
     def origin(self, dest: str) -> Origin:
         """Where the run's value of ``dest`` came from."""
@@ -111,11 +119,10 @@ def parse(
     layers = apply_file(parser, path) if read_file else Layers()
     args = parser.parse_args(argv)
     layers.command = command_of(parser, args)
-    given = given_on_command_line(make_parser, argv)
-    layers.given = frozenset(given)
+    layers.given_values = functools.cache(lambda: given_on_command_line(make_parser, argv))
     for dest in layers.from_file.get(layers.command, {}):  # flags replace the file's list
-        if dest in given and isinstance(given[dest], list):
-            setattr(args, dest, given[dest])
+        if isinstance(getattr(args, dest, None), list) and dest in layers.given_values():
+            setattr(args, dest, layers.given_values()[dest])
     args.origins = layers
     return args
 
