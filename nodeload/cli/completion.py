@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -16,7 +17,8 @@ from typing import Any
 
 # How long a completion may wait for the engine or the node source before offering nothing.
 ENGINE_SECONDS = 1.0
-NODES_SECONDS = 3.0
+NODES_SECONDS = 5.0  # a cluster: the Kubernetes client alone takes ~1 s to import
+NODES_SECONDS_VARIABLE = "NODELOAD_COMPLETION_TIMEOUT"  # for a slower cluster or inventory
 SHELLS = ("bash", "zsh", "fish")
 
 
@@ -67,12 +69,12 @@ def complete_images(prefix: str, **_: Any) -> list[str]:
 def complete_nodes(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
     """The node names the current selection offers (inventory hosts, a cluster's nodes), else the
     ssh config's host aliases."""
-    return _starting(prefix, _bounded(lambda: candidate_nodes(parsed_args), NODES_SECONDS))
+    return _starting(prefix, _bounded(lambda: candidate_nodes(parsed_args), _nodes_seconds()))
 
 
 def complete_patterns(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
     """An inventory's groups and hosts, for ``--limit``."""
-    return _starting(prefix, _bounded(lambda: _inventory_names(parsed_args), NODES_SECONDS))
+    return _starting(prefix, _bounded(lambda: _inventory_names(parsed_args), _nodes_seconds()))
 
 
 def candidate_nodes(args: argparse.Namespace) -> list[str]:
@@ -82,10 +84,11 @@ def candidate_nodes(args: argparse.Namespace) -> list[str]:
     from nodeload.nodes.select import select_nodes
 
     given = node_selection(args)
-    if given.kind == "listed":  # SSH destinations: the ssh config's hosts
+    if given.kind == "listed":  # SSH destinations: those the config file lists, the ssh config's hosts
         from nodeload.transports.ssh_resolve import ResolveSettings, config_hosts
 
-        return config_hosts(ResolveSettings(ssh_config=getattr(args, "ssh_config", None)))
+        hosts = config_hosts(ResolveSettings(ssh_config=getattr(args, "ssh_config", None)))
+        return list(dict.fromkeys([*given.names, *hosts]))
     every = dataclasses.replace(given, names=(), all_nodes=True, limit=None, find_mirrors=False)
     if every.kind == "inventory":
         # nodeload's reader first: it agrees with Ansible's (tests/integration) and answers in
@@ -107,6 +110,13 @@ def _inventory_names(args: argparse.Namespace) -> list[str]:
     with contextlib.suppress(Exception):
         groups = [g for g in load_inventory(args.inventory).groups() if g not in ("all", "ungrouped")]
     return [*groups, *candidate_nodes(args)]
+
+
+def _nodes_seconds() -> float:
+    try:
+        return float(os.environ.get(NODES_SECONDS_VARIABLE) or NODES_SECONDS)
+    except ValueError:
+        return NODES_SECONDS
 
 
 def _bounded(find: Callable[[], Iterable[str]], seconds: float) -> list[str]:

@@ -19,6 +19,7 @@ import pty
 import secrets
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ import docker
 import pytest
 
 from tests.helpers.docker_images import build_image, remove_images
+from tests.helpers.shells import bash
 
 pytestmark = pytest.mark.e2e
 
@@ -67,32 +69,6 @@ def user(tmp_path: Path) -> dict[str, str]:
 
 # -- bash ---------------------------------------------------------------------------------------
 
-_BASH_DRIVER = r"""
-eval "$(nodeload completion bash)"
-line=$1
-COMP_LINE=$line COMP_POINT=${#line} COMP_TYPE=9 COMP_KEY=9
-read -ra COMP_WORDS <<< "$line"
-[[ $line == *' ' ]] && COMP_WORDS+=('')
-COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
-function=$(complete -p nodeload | sed -E 's/.* -F ([^ ]+) .*/\1/')
-"$function" nodeload "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
-printf '%s\n' "${COMPREPLY[@]}"
-"""
-
-
-def bash(line: str, env: Mapping[str, str]) -> set[str]:
-    """What bash's completion of ``line`` (the cursor at its end) offers."""
-    done = subprocess.run(
-        ["bash", "--norc", "--noprofile", "-c", _BASH_DRIVER, "bash", line],
-        env=dict(env),
-        cwd=env["NODELOAD_TEST_DIR"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return {word.strip() for word in done.stdout.splitlines() if word.strip()}
-
 
 def test_bash_completes_commands_options_images_and_nodes(image: str, user: dict[str, str]) -> None:
     assert {"push", "nodes", "serve", "gc", "completion"} <= bash("nodeload ", user)
@@ -114,6 +90,12 @@ def test_bash_offers_the_config_files_selection(user: dict[str, str]) -> None:
     inventory = Path(user["NODELOAD_TEST_DIR"]) / "hosts.ini"
     config.write_text(f'[defaults]\ninventory = "{inventory}"\n')
     assert bash("nodeload push x --node ", user) == {f"web-{_RUN}", f"db-{_RUN}"}
+    config.write_text(f'[defaults]\nnode = ["root@epsilon-{_RUN}:2222"]\n')  # listed there, and ssh's
+    assert bash("nodeload push x --node ", user) == {
+        f"root@epsilon-{_RUN}:2222",
+        f"gamma-{_RUN}",
+        f"delta-{_RUN}",
+    }
     # A broken file: nodeload completion still prints the script (a shell startup file runs it),
     # and completing stays quiet and offers what the parser knows.
     config.write_text("[push]\nno-such-option = 1\n")
@@ -125,6 +107,27 @@ def test_without_an_engine_images_complete_to_nothing_quickly(user: dict[str, st
     started = time.monotonic()
     assert bash("nodeload push nl-compl-", env) == set()
     assert time.monotonic() - started < 10  # a process start under load; no engine wait at all
+
+
+def test_a_node_source_that_does_not_answer_is_given_up(user: dict[str, str], tmp_path: Path) -> None:
+    """An API server that accepts the connection and never answers (a socket nobody accepts on,
+    on loopback): --node offers nothing once the bound has passed, and the shell gets its prompt."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+            f"clusters: [{{name: k, cluster: {{server: 'https://127.0.0.1:{port}'}}}}]\n"
+            "users: [{name: u, user: {token: t}}]\n"
+            "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        )
+        started = time.monotonic()
+        env = user | {"NODELOAD_COMPLETION_TIMEOUT": "2"}
+        assert bash(f"nodeload push x --kubeconfig {kubeconfig} --node ", env) == set()
+        took = time.monotonic() - started
+    assert 2 <= took < 30, took
 
 
 def test_a_completion_imports_no_grpc_asyncssh_kubernetes_or_docker(user: dict[str, str]) -> None:
