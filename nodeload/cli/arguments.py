@@ -23,6 +23,11 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
         "sending only the blobs each node lacks.",
     )
     parser.add_argument("--version", action="version", version=f"nodeload {__version__}")
+    parser.epilog = (
+        "Any long option's default can be set in ${XDG_CONFIG_HOME:-~/.config}/nodeload/config.toml "
+        "($NODELOAD_CONFIG names another): [defaults] for options commands share, [push], [nodes]... "
+        "for one command's; flags win over the environment, which wins over the file."
+    )
     commands = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
     push = commands.add_parser(
         "push",
@@ -249,7 +254,7 @@ def _completion_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
     completion = commands.add_parser(
         "completion",
         help="print the shell completion script for bash, zsh or fish",
-        description="Print a script that makes SHELL complete nodeload's commands, options, image names\n"
+        description="Print a script that makes the shell complete nodeload's commands, options, image names\n"
         "(from the local Docker engine) and node names (from the current selection: the inventory,\n"
         "the cluster, else ~/.ssh/config's hosts). Source it from the shell's startup file.",
         epilog="examples:\n"
@@ -258,7 +263,9 @@ def _completion_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "  nodeload completion fish > ~/.config/fish/completions/nodeload.fish",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    completion.add_argument("shell", choices=("bash", "zsh", "fish"), metavar="bash|zsh|fish")
+    completion.add_argument(
+        "shell", choices=("bash", "zsh", "fish"), metavar="bash|zsh|fish", help="the shell to complete in"
+    )
     completion.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     completion.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
 

@@ -50,7 +50,7 @@ def complete(make_parser: Callable[[], argparse.ArgumentParser]) -> None:
 
 
 def _completer_for(action: argparse.Action) -> Callable[..., list[str]] | None:
-    if not action.option_strings and action.metavar == "IMAGE":
+    if not action.option_strings and (action.metavar == "IMAGE" or action.dest in ("image", "images")):
         return complete_images
     if "--node" in action.option_strings:
         return complete_nodes
