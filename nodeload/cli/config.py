@@ -117,6 +117,7 @@ def parse(
     """
     parser = make_parser()
     layers = apply_file(parser, path) if read_file else Layers()
+    layers.from_environment = {dest: name for dest, name in ENVIRONMENT.items() if os.environ.get(name)}
     args = parser.parse_args(argv)
     layers.command = command_of(parser, args)
     layers.given_values = functools.cache(lambda: given_on_command_line(make_parser, argv))
@@ -268,11 +269,11 @@ class _Reader:
             action = accepted.get(key)
             if action is None:
                 raise self.unknown(table, key, sorted(accepted))
+            converted = self._value(action, table, key, value)  # checked even where unused
             variable = ENVIRONMENT.get(action.dest)
-            if variable and os.environ.get(variable):
-                self.layers.from_environment[action.dest] = variable
+            if variable and os.environ.get(variable):  # the environment's value stands
                 continue
-            defaults[action.dest] = self._value(action, table, key, value)
+            defaults[action.dest] = converted
             self.layers.from_file.setdefault(command, {})[action.dest] = key
         if defaults:
             parser.set_defaults(**defaults)

@@ -100,6 +100,9 @@ def test_the_environment_beats_the_file_and_a_flag_beats_both(
     assert (flagged.persist, flagged.origins.origin("persist").source) == (None, "flag")
     monkeypatch.setenv("NODELOAD_PERSIST", "")  # set but empty: as unset
     assert _parse(path, "push", "x").persist == 600.0
+    monkeypatch.setenv("NODELOAD_PERSIST", "3m")
+    alone = _parse(None, "push", "x")  # no file: the environment still says it set the value
+    assert (alone.persist, str(alone.origins.origin("persist"))) == (180.0, "environment NODELOAD_PERSIST")
 
 
 def test_an_option_added_to_the_parser_later_is_configurable_without_code(tmp_path: Path) -> None:
