@@ -19,7 +19,6 @@ from typing import Any
 ENGINE_SECONDS = 1.0
 NODES_SECONDS = 5.0  # a cluster: the Kubernetes client alone takes ~1 s to import
 NODES_SECONDS_VARIABLE = "NODELOAD_COMPLETION_TIMEOUT"  # for a slower cluster or inventory
-SHELLS = ("bash", "zsh", "fish")
 
 
 def shell_script(shell: str, prog: str = "nodeload") -> str:
