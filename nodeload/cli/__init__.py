@@ -31,14 +31,21 @@ __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "kubectl_
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nodeload`` console script."""
+    if argv is None and "_ARGCOMPLETE" in os.environ:  # a shell asks for completions (and exits)
+        from nodeload.cli.completion import complete
+
+        complete(build_parser)
     given = list(sys.argv[1:] if argv is None else argv)
-    return _run(build_parser().parse_args(given), given)
+    args = parse_arguments(given)
+    return args if isinstance(args, int) else _run(args, given)
 
 
 def kubectl_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``kubectl-nodeload``: ``kubectl nodeload push ...`` (nodes come from the cluster)."""
     given = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser("kubectl nodeload").parse_args(given)
+    args = parse_arguments(given, "kubectl nodeload")
+    if isinstance(args, int):
+        return args
     args.kubernetes_by_default = True
     return _run(args, given, kubectl=True)
 
@@ -53,9 +60,24 @@ def run_in_session(
 ) -> int:
     """A push handed to a persistent session (nodeload.persist.server), run there in ``session``;
     messages and progress to ``stderr`` (default: ``sys.stderr``), drawn ``columns`` wide."""
-    args = build_parser("kubectl nodeload" if kubectl else "nodeload").parse_args(argv)
+    args = parse_arguments(argv, "kubectl nodeload" if kubectl else "nodeload")
+    if isinstance(args, int):
+        return args
     args.kubernetes_by_default = kubectl
     return _run(args, argv, kubectl=kubectl, session=session, stderr=stderr, columns=columns)
+
+
+def parse_arguments(argv: Sequence[str], prog: str = "nodeload") -> argparse.Namespace | int:
+    """``argv`` with the config file's defaults (nodeload.cli.config); exit status 2 for a bad file."""
+    from nodeload.cli.config import ConfigError, parse
+
+    try:
+        return parse(lambda: build_parser(prog), argv)
+    except ConfigError as exc:
+        if argv[:1] == ["completion"]:  # a shell's startup file must not break on it
+            return parse(lambda: build_parser(prog), argv, read_file=False)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _run(
@@ -83,6 +105,11 @@ def _run_command(
     in_session = session is not None
     if args.debug:  # before the hand-over: why a session is where it is (or is not) shows too
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    if args.verb == "completion":
+        from nodeload.cli.completion import shell_script
+
+        print(shell_script(args.shell), end="")
+        return EXIT_OK
     if args.verb == "push" and not in_session and not args.dry_run:
         asked = args.persist is not AUTO
         seconds = persist_seconds(args.persist, terminal=sys.stderr.isatty(), environ=os.environ)
@@ -131,6 +158,8 @@ def _run_command(
             logging.getLogger("nodeload").debug("the command failed", exc_info=True)
         text = str(exc) if known else f"internal error: {type(exc).__name__}: {exc}"
         hint = "" if known or args.debug else " (--debug shows where)"
+        if isinstance(exc, UsageError) and hasattr(args, "origins"):
+            hint = args.origins.note()
         err.print(f"nodeload: error: {printable(text)}{hint}", markup=False)
         if args.json:  # scripts still get a report to parse
             print(json.dumps({"images": getattr(args, "images", []), "error": text, "nodes": []}, indent=2))

@@ -51,6 +51,11 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
         "sending only the blobs each node lacks.",
     )
     parser.add_argument("--version", action="version", version=f"nodeload {__version__}")
+    parser.epilog = (
+        "Any long option's default can be set in ${XDG_CONFIG_HOME:-~/.config}/nodeload/config.toml "
+        "($NODELOAD_CONFIG names another): [defaults] for options commands share, [push], [nodes]... "
+        "for one command's; flags win over the environment, which wins over the file."
+    )
     commands = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
     push = commands.add_parser(
         "push",
@@ -78,6 +83,7 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
     _gc_command(commands)
     _cache_command(commands)
     _sandbox_command(commands)
+    _completion_command(commands)
     return parser
 
 
@@ -271,6 +277,26 @@ def _sandbox_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="repeatable: a token user with a kubeconfig and no rights (default developer)",
     )
     _output_arguments(cluster)
+
+
+def _completion_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    completion = commands.add_parser(
+        "completion",
+        help="print the shell completion script for bash, zsh or fish",
+        description="Print a script that makes the shell complete nodeload's commands, options, image names\n"
+        "(from the local Docker engine) and node names (from the current selection: the inventory,\n"
+        "the cluster, else ~/.ssh/config's hosts). Source it from the shell's startup file.",
+        epilog="examples:\n"
+        "  echo 'eval \"$(nodeload completion bash)\"' >> ~/.bashrc\n"
+        "  echo 'eval \"$(nodeload completion zsh)\"' >> ~/.zshrc\n"
+        "  nodeload completion fish > ~/.config/fish/completions/nodeload.fish",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    completion.add_argument(
+        "shell", choices=("bash", "zsh", "fish"), metavar="bash|zsh|fish", help="the shell to complete in"
+    )
+    completion.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    completion.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
 
 
 def duration(text: str) -> timedelta:

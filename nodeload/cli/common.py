@@ -22,7 +22,7 @@ def selected_nodes(args: argparse.Namespace, err: Console) -> list[NodeSpec]:
 
 
 def node_selection(args: argparse.Namespace) -> NodeSelection:
-    """The node selection the arguments describe."""
+    """The selection arguments as the library takes them."""
     from nodeload.nodes.select import NodeSelection
 
     return NodeSelection(
