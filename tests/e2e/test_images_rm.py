@@ -66,6 +66,14 @@ def test_images_marks_the_node_that_holds_the_old_version(
 
     report = _json(sandbox, "images", name)
     assert report["exit"] == 0
+    # The shape the README documents.
+    assert set(report) - {"exit"} == {"namespace", "error", "nodes", "images"}
+    assert set(report["nodes"][0]) == {"node", "status", "error", "snapshotter"}
+    assert set(report["images"][0]) == {"name", "image_id", "differing_nodes", "nodes"}
+    assert set(report["images"][0]["nodes"][0]) == {
+        *("node", "held", "differs", "target", "target_media_type", "manifest", "image_id"),
+        *("size", "complete", "unpacked", "cri", "updated_at", "problem"),
+    }
     assert [n["status"] for n in report["nodes"]] == ["ok", "ok"]
     [view] = report["images"]
     assert view["name"] == full
@@ -132,7 +140,10 @@ def test_rm_frees_what_only_the_image_held_and_cri_forgets_it(
 
     done = _json(node_sandbox, "rm", app_images["v2"])
     assert done["exit"] == 0
+    assert set(done) - {"exit"} == {"dry_run", "namespace", "error", "nodes"}
     [result] = done["nodes"]
+    assert set(result) == {"node", "status", "error", "freed_bytes", "images"}
+    assert set(result["images"][0]) == {"name", "status", "image_id", "records", "used_by"}
     assert result["images"][0]["status"] == "removed"
     names = image_names(node)
     assert v2 not in names and cri_record not in names
@@ -173,3 +184,14 @@ def test_rm_refuses_an_image_a_container_uses_unless_forced(
     assert forced["nodes"][0]["images"][0]["status"] == "removed"
     assert name not in image_names(node)
     assert forced["nodes"][0]["freed_bytes"] > 0
+
+
+def test_images_outside_kubelets_namespace(sandbox: Sandbox, app_images: dict[str, str]) -> None:
+    name = f"e2e/plain-{secrets.token_hex(3)}:dev"
+    push_json(sandbox, app_images["v1"], "node-1", extra=("--name", name, "--namespace", "default"))
+    [view] = _json(sandbox, "images", name, "--namespace", "default", aliases=("node-1",))["images"]
+    [copy] = view["nodes"]
+    assert copy["held"] and copy["unpacked"] is True  # in overlayfs, CRI's snapshotter here
+    assert copy["cri"] is None  # CRI only indexes k8s.io
+    [elsewhere] = _json(sandbox, "images", name, aliases=("node-1",))["images"]
+    assert elsewhere["nodes"][0]["held"] is False  # not in k8s.io
