@@ -102,6 +102,22 @@ async def push_async(
     options.check(len(texts))
     specs = _specs(nodes)
     node_jobs = [NodeJob(spec, transport_for(spec, options.ssh, session)) for spec in specs]
+    try:
+        return await _push_jobs(texts, specs, node_jobs, options, progress, say, session)
+    finally:
+        if session is not None:
+            session.give_back(job.transport for job in node_jobs)
+
+
+async def _push_jobs(
+    texts: list[Image],
+    specs: list[NodeSpec],
+    node_jobs: list[NodeJob],
+    options: PushOptions,
+    progress: ProgressSink | None,
+    say: Notify,
+    session: Session | None,
+) -> list[NodeResult]:
     # Asked for seeds, the engine's docker push (which answers for every node at once) gives way.
     seeding = options.source.export == "auto" and bool(options.fanout.seeds) and len(specs) > 1
     with contextlib.ExitStack() as stack, contextlib.ExitStack() as spools:

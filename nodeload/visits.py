@@ -72,3 +72,6 @@ async def _visit(
             await work(node, connection)
     except NoRelay as err:
         raise NodeError(f"{err}{': ' if without_relay else ''}{without_relay}") from err
+    finally:
+        if session is not None:  # a session's kept connection is lent to one call at a time
+            session.give_back([transport])

@@ -10,12 +10,13 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
-from nodeload.cli.arguments import build_parser
+from nodeload.cli.arguments import AUTO, build_parser, persist_seconds
 from nodeload.wording import for_the_command_line
 
 if TYPE_CHECKING:
@@ -42,36 +43,61 @@ def kubectl_main(argv: Sequence[str] | None = None) -> int:
     return _run(args, given, kubectl=True)
 
 
-def run_in_session(argv: Sequence[str], kubectl: bool, session: Session) -> int:
-    """A push handed to a persistent session (nodeload.persist.server), run there in ``session``."""
+def run_in_session(
+    argv: Sequence[str],
+    kubectl: bool,
+    session: Session,
+    *,
+    stderr: TextIO | None = None,
+    columns: int | None = None,
+) -> int:
+    """A push handed to a persistent session (nodeload.persist.server), run there in ``session``;
+    messages and progress to ``stderr`` (default: ``sys.stderr``), drawn ``columns`` wide."""
     args = build_parser("kubectl nodeload" if kubectl else "nodeload").parse_args(argv)
     args.kubernetes_by_default = kubectl
-    return _run(args, argv, kubectl=kubectl, session=session)
+    return _run(args, argv, kubectl=kubectl, session=session, stderr=stderr, columns=columns)
 
 
 def _run(
-    args: argparse.Namespace, argv: Sequence[str], *, kubectl: bool = False, session: Session | None = None
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    *,
+    kubectl: bool = False,
+    session: Session | None = None,
+    stderr: TextIO | None = None,
+    columns: int | None = None,
 ) -> int:
     with for_the_command_line():  # messages name settings by their flags
-        return _run_command(args, argv, kubectl=kubectl, session=session)
+        return _run_command(args, argv, kubectl=kubectl, session=session, stderr=stderr, columns=columns)
 
 
 def _run_command(
-    args: argparse.Namespace, argv: Sequence[str], *, kubectl: bool, session: Session | None
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    *,
+    kubectl: bool,
+    session: Session | None,
+    stderr: TextIO | None,
+    columns: int | None,
 ) -> int:
     in_session = session is not None
     if args.debug:  # before the hand-over: why a session is where it is (or is not) shows too
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
-    if args.verb == "push" and args.persist and not in_session and not args.dry_run:
-        handed = _hand_over(argv, args.persist, kubectl)
-        if handed is not None:
-            return handed
+    if args.verb == "push" and not in_session and not args.dry_run:
+        asked = args.persist is not AUTO
+        seconds = persist_seconds(args.persist, terminal=sys.stderr.isatty(), environ=os.environ)
+        if seconds is not None:
+            handed = _hand_over(argv, seconds, kubectl, asked=asked)
+            if handed is not None:
+                return handed
     from rich.console import Console
 
     from nodeload.errors import NodeloadError, UsageError
     from nodeload.text import printable
 
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    # The stream itself, not "whatever sys.stderr is when writing": a session's progress display
+    # draws from a thread of its own, and must still reach this push's caller.
+    err = Console(file=stderr or sys.stderr, width=columns, highlight=False, soft_wrap=True)
     if not in_session:  # a session ends on SIGTERM itself
         _terminate_like_interrupt()
     try:
@@ -115,12 +141,22 @@ def _run_command(
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
 
 
-def _hand_over(argv: Sequence[str], persist: float, kubectl: bool) -> int | None:
-    """The push's exit status from the persistent session; None (said why) to push here instead."""
+def _hand_over(argv: Sequence[str], persist: float, kubectl: bool, *, asked: bool) -> int | None:
+    """The push's exit status from the persistent session; None to push here instead (said why
+    when the session was ``asked`` for, logged when it is only the default)."""
     from nodeload.cli.handover import SessionError, hand_over
 
+    def started() -> None:
+        print(
+            f"nodeload: started a background session that keeps the nodes' connections open for "
+            f"{_minutes(persist)} after the last push (nodeload persist stop ends it; --no-persist or "
+            "NODELOAD_PERSIST=0 pushes without one)",
+            file=sys.stderr,
+            flush=True,
+        )
+
     try:
-        return hand_over(argv, persist, kubectl=kubectl)
+        return hand_over(argv, persist, kubectl=kubectl, started=started)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
@@ -129,8 +165,15 @@ def _hand_over(argv: Sequence[str], persist: float, kubectl: bool) -> int | None
         if isinstance(err, SessionError) and err.accepted:  # the session had it: never push twice
             print(f"nodeload: error: {err}", file=sys.stderr)
             return EXIT_FAILED
-        print(f"nodeload: no persistent session ({err}); pushing without one", file=sys.stderr)
+        if asked:
+            print(f"nodeload: no persistent session ({err}); pushing without one", file=sys.stderr)
+        else:
+            logging.getLogger("nodeload").debug("no persistent session (%s); pushing without one", err)
         return None
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:g}m" if seconds >= 60 else f"{seconds:g}s"
 
 
 def _persist(action: str, err: Console) -> int:

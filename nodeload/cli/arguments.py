@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import enum
 import os
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +15,32 @@ from nodeload import __version__
 DEFAULT_TIMEOUT = 60.0  # the library's default (nodeload.containerd.client), without importing grpc
 DEFAULT_PARALLEL = 8
 DEFAULT_RETRIES = 3  # nodeload.fanout's, without importing it
+DEFAULT_ROLLOUT_TIMEOUT = 300.0  # nodeload.rollout's, without importing it
+DEFAULT_PERSIST = 600.0  # how long a persistent session waits for the next push, unless told
+
+
+class Auto(enum.Enum):
+    """``--persist``'s default, decided when the push runs (:func:`persist_seconds`)."""
+
+    AUTO = "auto"
+
+
+AUTO = Auto.AUTO
+
+
+def persist_seconds(
+    value: float | Auto | None, *, terminal: bool, environ: Mapping[str, str]
+) -> float | None:
+    """How long a persistent session should stay for this push; None for no session.
+
+    Left to decide (:data:`AUTO`), a push typed at a terminal gets one (the edit-build-push loop is
+    where the start-up cost is paid again and again); under CI (``$CI`` set, as every CI service
+    sets it) or without a terminal, none, so no process outlives a script.
+    """
+    if value is not AUTO:
+        return value
+    ci = environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return DEFAULT_PERSIST if terminal and not ci else None
 
 
 def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
@@ -100,8 +128,9 @@ def _nodes_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 def _persist_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     persist = commands.add_parser(
         "persist",
-        help="the background session of push --persist",
-        description="The background session push --persist hands pushes to (one per user and environment).",
+        help="the background session pushes are handed to (see push --persist)",
+        description="The background session pushes typed at a terminal (or with --persist) are handed to "
+        "(one per user, Python and nodeload).",
     )
     persist.add_argument(
         "action", choices=("status", "stop"), help="status: whether it runs; stop: end it now"
@@ -479,11 +508,33 @@ def _push_arguments(push: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--persist",
         type=_duration,
-        default=os.environ.get("NODELOAD_PERSIST") or None,
+        default=os.environ.get("NODELOAD_PERSIST") or AUTO,
         metavar="DURATION",
         help="hand the push to a background session of yours that stays DURATION (e.g. 10m, 1h, "
         "600s) after its last push, with nodeload loaded and the nodes' SSH connections open, like "
-        "ssh's ControlPersist; the first such push starts it (default: $NODELOAD_PERSIST; off: none)",
+        "ssh's ControlPersist; the first such push starts it (default: $NODELOAD_PERSIST, else 10m "
+        "from a terminal and off under CI or without one; off: none)",
+    )
+    group.add_argument(
+        "--no-persist",
+        dest="persist",
+        action="store_const",
+        const=None,
+        help="push in this process, with no background session (as --persist off)",
+    )
+    group.add_argument(
+        "--restart",
+        action="store_true",
+        help="nodes from a kubeconfig: after the push, restart (as kubectl rollout restart) the "
+        "Deployments, StatefulSets and DaemonSets whose pods on the pushed nodes run an older image "
+        "of a pushed name, and wait for their rollouts; bare pods and Jobs are listed, not touched",
+    )
+    group.add_argument(
+        "--rollout-timeout",
+        type=_seconds,
+        default=DEFAULT_ROLLOUT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"with --restart: how long to wait for the rollouts (default {DEFAULT_ROLLOUT_TIMEOUT:.0f})",
     )
     group.add_argument(
         "--mirror-check",
@@ -544,10 +595,16 @@ def _ssh_arguments(push: argparse.ArgumentParser) -> None:
     )
 
 
-def _duration(text: str) -> float | None:
-    """``10m``, ``1h``, ``600s``, ``600`` -> seconds; ``off``/``0`` -> None (no persistent session)."""
-    if text in ("off", "no", "0"):
+def _duration(text: str) -> float | Auto | None:
+    """``10m``, ``1h``, ``600s``, ``600`` -> seconds; ``off``/``0`` -> None (no persistent
+    session); ``on`` -> the default duration; ``auto`` -> :data:`AUTO`."""
+    text = text.strip().lower()
+    if text in ("off", "no", "false", "0"):
         return None
+    if text in ("on", "yes", "true"):
+        return DEFAULT_PERSIST
+    if text == "auto":
+        return AUTO
     units = {"s": 1, "m": 60, "h": 3600}
     number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
     try:
@@ -555,7 +612,9 @@ def _duration(text: str) -> float | None:
     except ValueError:
         value = -1.0
     if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: e.g. 10m, 1h, 600s (up to 24h), or off")
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: e.g. 10m, 1h, 600s (up to 24h), on, off or auto"
+        )
     return value
 
 

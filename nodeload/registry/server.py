@@ -185,6 +185,8 @@ async def _open_sessions(
             raise NodeloadError(spec.problem)
         transport = transport_for(spec, options.ssh, session)
         assert transport is not None
+        if session is not None:
+            stack.callback(session.give_back, [transport])
         await stack.enter_async_context(transport)
         held = session.leases if session is not None else leases
         opener = connect_containerd(

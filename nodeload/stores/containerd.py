@@ -298,6 +298,7 @@ class _Writer:
             with done.timed("plan"):
                 plan, named, roots = await self._plan(graph, snapshotter, source.rewritable, options)
                 done.platform, done.digest = str(graph.platform), plan.root.digest
+                done.image_id = graph.config.desc.digest
                 done.blobs_total = len(plan.blobs)
                 # Sent early, or by an earlier attempt of this run: sent, not found.
                 found = [b for b in plan.blobs if b.present and b.desc.digest not in written.blobs]
@@ -424,6 +425,7 @@ class _Writer:
             await self.client.put_image(options.name, root)
             done.cri_indexed = await self._wait_for_cri(options.name, graph.config.desc.digest)
         done.platform, done.digest = str(graph.platform), root.digest
+        done.image_id = graph.config.desc.digest
         done.blobs_total = 2 + len(graph.layers) + len(graph.indexes)
         return done
 
