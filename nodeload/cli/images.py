@@ -6,11 +6,12 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+from rich.text import Text
+
 from nodeload.cli.common import selected_nodes, ssh_options
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.text import Text
 
     from nodeload.image_removal import RemoveResult
     from nodeload.node_images import ImagesReport
@@ -99,50 +100,41 @@ def _yes_no(value: bool | None) -> str:
 
 def _row(*cells: str) -> list[Text]:
     """Table cells as plain text: names come from the nodes, never markup or control characters."""
-    from rich.text import Text
-
     from nodeload.text import printable
 
     return [Text(printable(cell)) for cell in cells]
 
 
 def _print_images(report: ImagesReport) -> None:
+    """A table per image (its name as the title: names are long), a row per reached node."""
     from rich.console import Console
     from rich.table import Table
 
     from nodeload.report import human_bytes
     from nodeload.text import printable
 
-    table = Table(title=f"nodeload images ({report.namespace})")
-    for header in ("image", "node", "image id", "manifest", "size", "unpacked", "cri", "version"):
-        table.add_column(header)
+    console = Console(soft_wrap=True, highlight=False)
     for view in report.images:
+        table = Table(title=Text(printable(view.name)), title_justify="left")
+        for header in ("node", "image id", "manifest", "size", "unpacked", "cri", "version"):
+            table.add_column(header, no_wrap=header != "node")
         for holder in view.holders:
             copy = holder.copy
             if copy is None:
-                table.add_row(*_row(view.name, holder.node, "-", "-", "-", "-", "-", "absent"))
+                table.add_row(*_row(holder.node, "-", "-", "-", "-", "-", "absent"))
                 continue
             version = "OTHER" if holder.differs else "newest" if copy.image_id else "unreadable"
+            size = human_bytes(copy.size) + ("" if copy.complete else " (incomplete)")
+            unpacked, cri = _yes_no(copy.unpacked), _yes_no(copy.cri)
             table.add_row(
-                *_row(
-                    view.name,
-                    holder.node,
-                    _short(copy.image_id),
-                    _short(copy.manifest),
-                    human_bytes(copy.size) + ("" if copy.complete else " (incomplete)"),
-                    _yes_no(copy.unpacked),
-                    _yes_no(copy.cri),
-                    version,
-                )
+                *_row(holder.node, _short(copy.image_id), _short(copy.manifest), size, unpacked, cri, version)
             )
-    if table.row_count:
-        Console(soft_wrap=True, highlight=False).print(table)
-    else:
-        print("no image found" if any(n.ok for n in report.nodes) else "no node could be read")
-    for view in report.images:
+        console.print(table)
         if view.differing:
             held = f"hold{'s' if len(view.differing) == 1 else ''} another ID than"
             print(printable(f"{view.name}: {', '.join(view.differing)} {held} {_short(view.image_id)}"))
+    if not report.images:
+        print(f"no image found in {report.namespace}" if any(n.ok for n in report.nodes) else "no node read")
 
 
 def _print_removals(results: list[RemoveResult], dry_run: bool) -> None:
@@ -154,7 +146,7 @@ def _print_removals(results: list[RemoveResult], dry_run: bool) -> None:
 
     table = Table(title="nodeload rm" + (" (dry run)" if dry_run else ""))
     for header in ("node", "image", "image id", "result", "records", "used by"):
-        table.add_column(header)
+        table.add_column(header, overflow="fold")  # a name cut short names another image
     for result in results:
         for removal in result.images:
             used = ", ".join(f"{u.pod or u.kind}: {u.name} ({u.state})" for u in removal.used_by)
