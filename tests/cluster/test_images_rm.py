@@ -11,6 +11,7 @@ from typing import Any
 
 import docker
 import pytest
+from kubernetes import client
 
 from nodeload.sandbox import build_image
 from nodeload.sandbox.k8s import Cluster
@@ -25,6 +26,24 @@ def _run(cluster: Cluster, verb: str, *args: str) -> tuple[int, dict[str, Any]]:
     proc = nodeload(*argv, "-F", str(cluster.ssh_config_path), "--json", check=False)
     assert proc.returncode in (0, 1), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
+
+
+def _never_pull_reason(api: client.CoreV1Api, node: str, image: str, timeout: float = 60) -> str:
+    """Why kubelet keeps a pod of ``image`` (imagePullPolicy: Never) on ``node`` waiting."""
+    name = f"never-{secrets.token_hex(3)}"
+    api.create_namespaced_pod("default", pod(name, node, image, command=SLEEP))
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            statuses = api.read_namespaced_pod(name, "default").status.container_statuses or []
+            waiting = statuses[0].state.waiting if statuses else None
+            if waiting is not None and waiting.reason not in (None, "ContainerCreating"):
+                return str(waiting.reason)
+            assert not (statuses and statuses[0].state.running), "the pod started from a removed image"
+            time.sleep(0.5)
+        raise AssertionError(f"kubelet said nothing of {name} within {timeout} s")
+    finally:
+        delete_pod(api, name, "default")
 
 
 def test_images_and_rm_against_kubelets_view(cluster: Cluster, engine: docker.DockerClient) -> None:
@@ -66,6 +85,8 @@ def test_images_and_rm_against_kubelets_view(cluster: Cluster, engine: docker.Do
         assert by_node["node-2"]["freed_bytes"] > 0
         assert name not in image_names(cluster.node("node-2"))
         assert image_id not in image_names(cluster.node("node-2"))  # CRI's sha256:<ID> record
+        # kubelet's own word that CRI no longer has it there: a pod that may not pull cannot start.
+        assert _never_pull_reason(api, "node-2", name) == "ErrImageNeverPull"
         _, after = _run(cluster, "images", tag)
         holders = {h["node"]: h for h in after["images"][0]["nodes"]}
         assert holders["node-1"]["cri"] is True and holders["node-2"]["held"] is False
