@@ -405,6 +405,14 @@ class ContainerdClient:
             found.extend(resp.info)
         return found
 
+    async def find_labelled(self, key: str) -> list[content_pb2.Info]:
+        """Blobs that carry the label ``key`` (whatever its value)."""
+        found: list[content_pb2.Info] = []
+        request = content_pb2.ListContentRequest(filters=[f'labels."{key}"'])
+        async for resp in self._content.List(request, **self._opts()):
+            found.extend(resp.info)
+        return found
+
     async def read_blob(self, digest: str, offset: int = 0) -> AsyncIterator[bytes]:
         """A blob's bytes from ``offset``, as containerd sends them (no deadline: blobs are big)."""
         req = content_pb2.ReadContentRequest(digest=digest, offset=offset, size=0)
@@ -452,6 +460,19 @@ class ContainerdClient:
             await self._content.Update(content_pb2.UpdateRequest(info=info, update_mask=mask), **self._opts())
         except grpc.aio.AioRpcError as err:
             _raise_push_error(f"labelling {digest}", err)
+
+    async def drop_labels(self, digest: str, keys: Iterable[str]) -> None:
+        """Remove some labels from a blob (a key named in the mask but absent from the info goes)."""
+        paths = [f"labels.{k}" for k in keys]
+        if not paths:
+            return
+        info = content_pb2.Info(digest=digest)
+        mask = field_mask_pb2.FieldMask(paths=paths)
+        try:
+            await self._content.Update(content_pb2.UpdateRequest(info=info, update_mask=mask), **self._opts())
+        except grpc.aio.AioRpcError as err:
+            if _code(err) != grpc.StatusCode.NOT_FOUND:
+                _raise_push_error(f"labelling {digest}", err)
 
     async def ingest_offset(self, ref: str) -> int | None:
         """Bytes already received for an unfinished ingest, or None."""
@@ -752,6 +773,10 @@ class ContainerdClient:
             cri_pb2.ListContainersRequest(), timeout=min(10.0, self.timeout)
         )
         return list(resp.containers)
+
+    async def image_names(self) -> list[str]:
+        """The names of every image record in the namespace."""
+        return [image.name for image in await self.images()]
 
     async def put_image(self, name: str, target: Descriptor, labels: Mapping[str, str] | None = None) -> None:
         """Create the image record, or point an existing one at ``target``."""

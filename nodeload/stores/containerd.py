@@ -56,7 +56,7 @@ from nodeload.plan import (
     make_plan,
     manifest_labels,
 )
-from nodeload.platforms import choose_platform
+from nodeload.platforms import Platform, choose_platform
 from nodeload.progress import ProgressSink
 from nodeload.reference import parse_reference
 from nodeload.stores.base import (
@@ -180,6 +180,11 @@ class ContainerdStore:
         """What the node's containerd says of itself."""
         session = self._session
         return StoreInfo(session.socket, session.info.version, session.reach)
+
+    @property
+    def platform(self) -> Platform:
+        """The platform the node runs."""
+        return self._session.info.platform
 
     def writer(self, namespace: str) -> _Writer:
         """The writer of ``namespace`` on this node (``nodeload serve`` holds its lease for its
