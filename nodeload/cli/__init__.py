@@ -142,6 +142,10 @@ def _run_command(
             from nodeload.cli.nodes import run_nodes
 
             return run_nodes(args, err, session)
+        if args.verb in ("images", "rm"):
+            from nodeload.cli.images import run_images, run_rm
+
+            return run_images(args, err, session) if args.verb == "images" else run_rm(args, err, session)
         if args.verb in ("gc", "cache"):
             from nodeload.cli.gc import run_cache, run_gc
 

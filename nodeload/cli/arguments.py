@@ -81,6 +81,8 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
     _serve_command(commands)
     _persist_command(commands)
     _gc_command(commands)
+    _images_command(commands)
+    _rm_command(commands)
     _cache_command(commands)
     _sandbox_command(commands)
     _completion_command(commands)
@@ -222,6 +224,73 @@ def _gc_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     _ssh_arguments(gc)
     _output_arguments(gc)
+
+
+def _images_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    images = commands.add_parser(
+        "images",
+        help="which nodes hold which version of an image",
+        description="For each IMAGE (every image of the namespace when none is given), named as push\n"
+        "names it: the nodes that hold it, under which image ID and manifest, its size there, whether\n"
+        "it is unpacked for CRI's snapshotter and whether CRI sees it. A node holding another ID than\n"
+        "the most recently written copy is marked: it has the old version. Nothing is written.",
+        epilog="examples:\n"
+        "  nodeload images myapp:dev --all-nodes\n"
+        "  nodeload images --node worker-1 --node worker-2 --json\n\n"
+        "exit status: 0 every node was read, 1 a node could not be, 2 usage error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    images.add_argument("images", nargs="*", metavar="IMAGE")
+    _selection_arguments(images)
+    _node_store_arguments(images, "nodes read at once")
+    _ssh_arguments(images)
+    _output_arguments(images)
+
+
+def _rm_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rm = commands.add_parser(
+        "rm",
+        help="remove images from nodes",
+        description="Delete each IMAGE's record on the selected nodes, with the entries CRI keeps for it\n"
+        "(unless another name of the same image stays), then run containerd's garbage collection and\n"
+        "say how many bytes it freed per node. An image that a container uses (kubelet's, from CRI's\n"
+        "list; or a ctr/nerdctl container made from it) is refused unless --force.",
+        epilog="examples:\n"
+        "  nodeload rm myapp:dev --all-nodes\n"
+        "  nodeload rm myapp:old myapp:older --node worker-1 --dry-run --json\n\n"
+        "exit status: 0 removed (or absent) everywhere, 1 a node failed or an image was refused, "
+        "2 usage error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rm.add_argument("images", nargs="+", metavar="IMAGE")
+    _selection_arguments(rm)
+    group = _node_store_arguments(rm, "nodes worked on at once")
+    group.add_argument("--force", action="store_true", help="remove images that containers use too")
+    group.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    _ssh_arguments(rm)
+    _output_arguments(rm)
+
+
+def _node_store_arguments(parser: argparse.ArgumentParser, parallel: str) -> argparse._ArgumentGroup:
+    """--namespace, --containerd-socket, --timeout, --parallel of the commands that read a store."""
+    group = parser.add_argument_group("containerd")
+    group.add_argument(
+        "--namespace", default="k8s.io", metavar="NS", help="containerd namespace (default k8s.io)"
+    )
+    group.add_argument(
+        "--containerd-socket", type=_node_path, metavar="PATH", help="containerd socket on the nodes"
+    )
+    group.add_argument(
+        "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="containerd deadline"
+    )
+    group.add_argument(
+        "--parallel",
+        type=_positive,
+        default=DEFAULT_PARALLEL,
+        metavar="N",
+        help=f"{parallel} (default {DEFAULT_PARALLEL})",
+    )
+    return group
 
 
 def _cache_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -604,6 +673,12 @@ def _node_path(text: str) -> str:
     if why:
         raise argparse.ArgumentTypeError(f"{text!r} cannot be a socket path on the nodes: {why}")
     return text
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: 1 or more")
+    return int(text)
 
 
 def _seconds(text: str) -> float:

@@ -26,6 +26,8 @@ from nodeload.containerd.api import (
     containerd_types_pb2 as types_pb,
 )
 from nodeload.containerd.api import (
+    containers_pb2,
+    containers_pb2_grpc,
     content_pb2,
     content_pb2_grpc,
     cri_pb2,
@@ -194,6 +196,7 @@ class ContainerdClient:
         self._namespaces = namespaces_pb2_grpc.NamespacesStub(self._channel)
         self._cri_runtime = cri_pb2_grpc.RuntimeServiceStub(self._channel)
         self._cri_images = cri_pb2_grpc.ImageServiceStub(self._channel)
+        self._containers = containers_pb2_grpc.ContainersStub(self._channel)
         self.lease: str | None = None
 
     def bound(self, namespace: str) -> ContainerdClient:
@@ -735,10 +738,45 @@ class ContainerdClient:
         image: images_pb2.Image = resp.image
         return image
 
+    async def images(self) -> list[images_pb2.Image]:
+        """Every image record of the namespace."""
+        resp = await self._images.List(images_pb2.ListImagesRequest(), **self._opts())
+        return list(resp.images)
+
+    async def delete_image(self, name: str, *, sync: bool = False) -> bool:
+        """Delete the image record ``name``; False when there was none. ``sync``: containerd runs
+        its garbage collection before answering (what nothing references any more is gone)."""
+        req = images_pb2.DeleteImageRequest(name=name, sync=sync)
+        try:
+            await self._images.Delete(req, **self._opts(timeout=self.timeout * (4 if sync else 1)))
+        except grpc.aio.AioRpcError as err:
+            if _code(err) == grpc.StatusCode.NOT_FOUND:
+                return False
+            _raise_push_error(f"deleting image {name}", err)
+        return True
+
+    async def content_sizes(self) -> dict[str, int]:
+        """Digest -> size of every blob of the namespace."""
+        sizes: dict[str, int] = {}
+        async for resp in self._content.List(content_pb2.ListContentRequest(), **self._opts()):
+            sizes.update((info.digest, int(info.size)) for info in resp.info)
+        return sizes
+
+    async def containers(self) -> list[containers_pb2.Container]:
+        """Every container record of the namespace (made by ctr, nerdctl, CRI...)."""
+        resp = await self._containers.List(containers_pb2.ListContainersRequest(), **self._opts())
+        return list(resp.containers)
+
+    async def cri_containers(self) -> list[cri_pb2.Container]:
+        """kubelet's containers, as the CRI plugin lists them (with their state and image ID)."""
+        resp = await self._cri_runtime.ListContainers(
+            cri_pb2.ListContainersRequest(), timeout=min(10.0, self.timeout)
+        )
+        return list(resp.containers)
+
     async def image_names(self) -> list[str]:
         """The names of every image record in the namespace."""
-        resp = await self._images.List(images_pb2.ListImagesRequest(), **self._opts())
-        return [image.name for image in resp.images]
+        return [image.name for image in await self.images()]
 
     async def put_image(self, name: str, target: Descriptor, labels: Mapping[str, str] | None = None) -> None:
         """Create the image record, or point an existing one at ``target``."""
