@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "kubectl_
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nodeload`` console script."""
     given = list(sys.argv[1:] if argv is None else argv)
-    return _run(build_parser().parse_args(given), given)
+    return _leave(_run(build_parser().parse_args(given), given), program=argv is None)
 
 
 def kubectl_main(argv: Sequence[str] | None = None) -> int:
@@ -39,7 +40,20 @@ def kubectl_main(argv: Sequence[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     args = build_parser("kubectl nodeload").parse_args(given)
     args.kubernetes_by_default = True
-    return _run(args, given, kubectl=True)
+    return _leave(_run(args, given, kubectl=True), program=argv is None)
+
+
+def _leave(code: int, *, program: bool) -> int:
+    """``code``; after Ctrl-C, run as the program, the process ends here and now. Everything of
+    the run is settled by then (leases kept for the rerun, sockets and spools removed), while
+    the interpreter's own teardown (grpc's poller, an engine API call left in its thread) can
+    hold a person waiting on Ctrl-C for most of a second."""
+    if code == EXIT_INTERRUPTED and program:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def run_in_session(argv: Sequence[str], kubectl: bool, session: Session) -> int:
