@@ -99,6 +99,7 @@ async def push_async(
         raise UsageError("no image to push")
     options.check(len(texts))
     specs = _specs(nodes)
+    await _check_local_images(texts)
     node_jobs = [NodeJob(spec, transport_for(spec, options.ssh, session)) for spec in specs]
     # Asked for seeds, the engine's docker push (which answers for every node at once) gives way.
     seeding = options.source.export == "auto" and bool(options.fanout.seeds) and len(specs) > 1
@@ -165,6 +166,22 @@ def collect_garbage(
     from nodeload.gc import GcOptions, collect
 
     return run(session, collect(_specs(nodes), options or GcOptions(), session))
+
+
+async def _check_local_images(texts: Sequence[Image]) -> None:
+    """Fail before any node is contacted when an image of the local Docker engine is not there
+    (a typo would otherwise fail on every node, after connecting to each).
+
+    Raises:
+        LocalImageNotFound: naming the closest local names.
+    """
+    specs = [parse_source(text) for text in texts if isinstance(text, str)]
+    refs = [spec.ref for spec in specs if spec.scheme == "docker-daemon" and spec.ref is not None]
+    if refs:
+        from nodeload.sources.docker_daemon import require_image  # the docker SDK: only when used
+
+        for ref in refs:
+            await in_thread(partial(require_image, ref))
 
 
 def _specs(nodes: Sequence[NodeSpec | str]) -> list[NodeSpec]:

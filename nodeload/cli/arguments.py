@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,15 +16,40 @@ DEFAULT_PARALLEL = 8
 DEFAULT_RETRIES = 3  # nodeload.fanout's, without importing it
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A parser whose unrecognized arguments are told with the usage of the command they were
+    given to (``push --bad-flag`` shows push's usage, not the list of commands)."""
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            _chosen(self, parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
+def _chosen(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost (sub)command parser that ``parsed`` went through."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices.get(getattr(parsed, action.dest, None) or "")
+            if isinstance(sub, argparse.ArgumentParser):
+                return _chosen(sub, parsed)
+    return parser
+
+
 def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
     """The argument parser for every command."""
-    parser = argparse.ArgumentParser(
+    parser = _CommandParser(
         prog=prog,
         description="Push container images straight into nodes' containerd over SSH, "
         "sending only the blobs each node lacks.",
     )
     parser.add_argument("--version", action="version", version=f"nodeload {__version__}")
-    commands = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="verb", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser
+    )
     push = commands.add_parser(
         "push",
         help="push images to nodes",
