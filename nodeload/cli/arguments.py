@@ -243,6 +243,34 @@ def _sandbox_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "or with docker compose up -d. The node image is built first if this machine lacks it.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    for verb, text in (
+        ("up", "start throwaway nodes that stay until down"),
+        ("down", "remove the nodes of up, and their files"),
+        ("status", "show the nodes of up and how to reach them"),
+    ):
+        kept = actions.add_parser(
+            verb,
+            help=text,
+            description="up: start N sandbox nodes (sshd + containerd + CRI in containers) that stay,\n"
+            "through docker restarts, on fixed 127.0.0.1 ports, until down; it writes an ssh_config and\n"
+            "known_hosts for them (ssh -F FILE node-1; nodeload push IMAGE -F FILE --node node-1).\n"
+            "down: remove them. status: their containers and files (exit 1 when none is up).\n"
+            "variants: plain, k3s (containerd at k3s's socket), sudo (login ubuntu, sudo -n),\n"
+            "bastion (reached only through a jump host).",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        kept.add_argument("--name", default="nodeload", help="the sandbox's name (default nodeload)")
+        if verb == "up":
+            kept.add_argument("--nodes", type=int, default=2, metavar="N", help="how many nodes (default 2)")
+            kept.add_argument(
+                "--variant",
+                action="append",
+                default=[],
+                metavar="VARIANT",
+                dest="variants",
+                help="repeatable: the kind of each node in order, the last for the rest (default plain)",
+            )
+        _output_arguments(kept)
     compose.add_argument("directory", type=Path, metavar="DIR")
     compose.add_argument("--nodes", type=int, default=2, metavar="N", help="plain nodes (default 2)")
     _output_arguments(compose)
