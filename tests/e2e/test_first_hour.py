@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from nodeload.sandbox import Sandbox
+from nodeload.sandbox import NodeVariant, Sandbox
 from tests.e2e.pushing import nodeload
 
 pytestmark = pytest.mark.e2e
@@ -130,19 +130,32 @@ def test_gc_dry_run_names_the_nodes_it_looked_through(sandbox: Sandbox) -> None:
 # -- the same report whatever the path --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("export", ["auto", "save"])
+# How the node is written: through its forwarded containerd socket, or (no forwarding, no relay
+# program on the node) by ctr import of an archive of what it lacks.
+_WRITES = {
+    "forwarded": NodeVariant(),
+    "ctr-import": NodeVariant(stream_forwarding=False, remove=("socat", "nc")),
+}
+
+
+@pytest.mark.parametrize(
+    ("export", "writes"), [("auto", "forwarded"), ("save", "forwarded"), ("save", "ctr-import")]
+)
 def test_json_fields_are_filled_on_every_path(
-    node_sandbox: Sandbox, app_images: dict[str, str], export: str
+    docker_client: docker.DockerClient, node_image: str, app_images: dict[str, str], export: str, writes: str
 ) -> None:
-    args = [*_push_args(node_sandbox, app_images["v1"]), "--json", "--export", export]
-    reports = []
-    for _ in range(2):  # sent, then held already
-        [result] = json.loads(nodeload(*args).stdout)["nodes"]
-        reports.append(result)
+    with Sandbox([_WRITES[writes]], image=node_image, client=docker_client) as fresh:
+        args = [*_push_args(fresh, app_images["v1"]), "--json", "--export", export]
+        reports = []
+        for _ in range(2):  # sent, then held already
+            [result] = json.loads(nodeload(*args).stdout)["nodes"]
+            reports.append(result)
     sent, held = reports
+    assert sent["status"] == held["status"] == "ok", sent
     assert held["bytes_sent"] == 0
     for result in (sent, held):
         assert result["platform"] == "linux/amd64", result
         assert result["digest"].startswith("sha256:")
         assert {"connect", "plan", "record"} <= set(result["timings"]), result["timings"]
     assert set(sent) == set(held)
+    assert (sent["reach"] == "ssh-exec:ctr-import") == (writes == "ctr-import"), sent["reach"]
