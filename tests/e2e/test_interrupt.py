@@ -1,6 +1,6 @@
-"""Ctrl-C during a push from the Docker engine under the default export (its own docker push into
-nodeload's endpoint), over a shaped link: the command ends within a second with one clean line,
-and the rerun resumes inside the interrupted blob."""
+"""Ctrl-C during a push from the Docker engine, under the default export (its own docker push into
+nodeload's endpoint) and with docker save, over a shaped link: the command ends within a second
+with one clean line, and the rerun resumes inside the interrupted blob."""
 
 from __future__ import annotations
 
@@ -49,8 +49,9 @@ def _ingested(sandbox: Sandbox) -> int:
     return sum(int(x) for x in out.split())
 
 
-def test_ctrl_c_during_the_engines_push_exits_at_once_and_the_rerun_resumes(
-    shaped_node: Sandbox, docker_client: docker.DockerClient
+@pytest.mark.parametrize("export", ["auto", "save"])  # auto: the engine's own docker push
+def test_ctrl_c_during_a_push_from_the_engine_exits_at_once_and_the_rerun_resumes(
+    shaped_node: Sandbox, docker_client: docker.DockerClient, export: str
 ) -> None:
     image = "nodeload-e2e/interrupted:v1"
     build_image(
@@ -60,7 +61,8 @@ def test_ctrl_c_during_the_engines_push_exits_at_once_and_the_rerun_resumes(
         [LayerSpec(40 * MiB, "e2e-int-1"), LayerSpec(40 * MiB, "e2e-int-2")],
     )
     node = shaped_node.node("node-1")
-    argv = [sys.executable, "-m", "nodeload", *_push_args(shaped_node, image), "--json"]  # the default export
+    args = [*_push_args(shaped_node, image), "--json", "--export", export]
+    argv = [sys.executable, "-m", "nodeload", *args]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -88,7 +90,7 @@ def test_ctrl_c_during_the_engines_push_exits_at_once_and_the_rerun_resumes(
     ]
 
     node.unshape()
-    rerun = nodeload(*_push_args(shaped_node, image), "--json")
+    rerun = nodeload(*args)
     [result] = json.loads(rerun.stdout)["nodes"]
     total = sum(content_sizes(node).values())
     assert result["status"] == "ok"
