@@ -7,6 +7,7 @@ Kubernetes client.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import logging
@@ -49,6 +50,7 @@ def _leave(code: int, *, program: bool) -> int:
     the interpreter's own teardown (grpc's poller, an engine API call left in its thread) can
     hold a person waiting on Ctrl-C for most of a second."""
     if code == EXIT_INTERRUPTED and program:
+        atexit._run_exitfuncs()  # what is registered to run at exit still does (temporary files)
         with contextlib.suppress(OSError, ValueError):
             sys.stdout.flush()
             sys.stderr.flush()
