@@ -21,6 +21,7 @@ from typing import Any
 import docker
 import docker.errors
 
+from nodeload.errors import UsageError
 from nodeload.sandbox.node import K3S_CONTAINERD_SOCKET, KEPT_LABEL, NodeVariant
 from nodeload.sandbox.node_image import SandboxError, cache_dir, docker_client
 from nodeload.sandbox.sandbox import Sandbox
@@ -86,10 +87,10 @@ def check_name(name: str) -> str:
     """``name`` if it can name a directory and a label.
 
     Raises:
-        SandboxError: it cannot.
+        UsageError: it cannot.
     """
     if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,62}", name):
-        raise SandboxError(f"invalid sandbox name {name!r}: lowercase letters, digits, '.', '_', '-'")
+        raise UsageError(f"invalid sandbox name {name!r}: lowercase letters, digits, '.', '_', '-'")
     return name
 
 
@@ -97,13 +98,15 @@ def variants(names: Sequence[str], nodes: int) -> list[NodeVariant]:
     """One variant per node: ``names`` in order, the last one for the nodes after it.
 
     Raises:
-        SandboxError: an unknown variant.
+        UsageError: an unknown variant, or more variants than nodes.
     """
     for name in names:
         if name not in VARIANTS:
-            raise SandboxError(f"unknown --variant {name!r}: one of {', '.join(VARIANTS)}")
+            raise UsageError(f"unknown --variant {name!r}: one of {', '.join(VARIANTS)}")
+    if len(names) > nodes:
+        raise UsageError(f"{len(names)} variants for {nodes} node(s): give --nodes {len(names)}")
     chosen = list(names) or ["plain"]
-    return [VARIANTS[chosen[min(i, len(chosen) - 1)]] for i in range(max(nodes, len(chosen)))]
+    return [VARIANTS[chosen[min(i, len(chosen) - 1)]] for i in range(nodes)]
 
 
 def up(
