@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,18 +43,46 @@ def machine_cpu_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> Timed:
-    """Run a command to completion (failing the benchmark if it fails)."""
+def timed(argv: Sequence[str], env: dict[str, str] | None = None, *, terminal: bool = False) -> Timed:
+    """Run a command to completion (failing the benchmark if it fails); with ``terminal``, its
+    standard error is a pseudo-terminal, as when a user types it."""
     start, cpu = time.monotonic(), machine_cpu_seconds()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errors:
-        measured = run_measured(argv, env=env, stdout=out, stderr=errors)
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as errors,
+        _stderr(terminal, errors) as err,
+    ):
+        measured = run_measured(argv, env=env, stdout=out, stderr=err)
         seconds, cpu = time.monotonic() - start, machine_cpu_seconds() - cpu
         out.seek(0)
         errors.seek(0)
-        text, err = out.read().decode(), errors.read().decode()
+        text, said = out.read().decode(), errors.read().decode()
     if measured.code != 0:
-        raise SystemExit(f"{' '.join(argv[:4])}... failed ({measured.code}): {err}{text}")
+        raise SystemExit(f"{' '.join(argv[:4])}... failed ({measured.code}): {said}{text}")
     return Timed(seconds, measured.peak_rss, text, cpu)
+
+
+@contextlib.contextmanager
+def _stderr(terminal: bool, errors: Any) -> Iterator[Any]:
+    """``errors``, or a pseudo-terminal whose screen is copied into it."""
+    if not terminal:
+        yield errors
+        return
+    controller, screen = pty.openpty()
+
+    def copy() -> None:
+        with contextlib.suppress(OSError):  # EIO: the last writer closed the terminal
+            while chunk := os.read(controller, 65536):
+                errors.write(chunk)
+
+    reader = threading.Thread(target=copy, daemon=True)
+    reader.start()
+    try:
+        with os.fdopen(screen, "wb", closefd=True) as stream:
+            yield stream
+    finally:
+        reader.join(timeout=10)
+        os.close(controller)
 
 
 def nodeload_argv(*args: str) -> list[str]:
@@ -77,7 +107,9 @@ def bench_env(cache: str) -> dict[str, str]:
     nodeload's own modules again, ~0.1 s that no user pays.
     """
     env = {**os.environ, "XDG_CACHE_HOME": cache}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # As a user's shell has them: whether a push keeps a session is the push's default to decide.
+    for name in ("PYTHONDONTWRITEBYTECODE", "NODELOAD_PERSIST", "CI"):
+        env.pop(name, None)
     return env
 
 

@@ -9,7 +9,8 @@ The library API (the CLI is a thin layer over it)::
         print(r.node, r.status, r.bytes_sent)
 
 The README's "Library" section shows the rest: options by layer, choosing nodes as the
-CLI does, a session kept across pushes, ``serve`` and ``collect_garbage``.
+CLI does, a session kept across pushes, ``serve``, ``collect_garbage``, ``list_images`` and
+``remove_images``.
 
 Names are imported on first use, so ``import nodeload`` (and ``nodeload --help``) stays cheap.
 """
@@ -55,6 +56,12 @@ _WHERE = {
     "collect_garbage": "nodeload.api",
     "GcOptions": "nodeload.gc",
     "GcResult": "nodeload.gc",
+    "list_images": "nodeload.api",
+    "ImagesOptions": "nodeload.node_images",
+    "ImagesReport": "nodeload.node_images",
+    "remove_images": "nodeload.api",
+    "RemoveOptions": "nodeload.image_removal",
+    "RemoveResult": "nodeload.image_removal",
     # errors
     "NodeloadError": "nodeload.errors",
     "UsageError": "nodeload.errors",
@@ -65,6 +72,8 @@ __all__ = [
     "GcOptions",
     "GcResult",
     "ImageSource",
+    "ImagesOptions",
+    "ImagesReport",
     "NodeResult",
     "NodeSelection",
     "NodeSpec",
@@ -72,6 +81,8 @@ __all__ = [
     "Platform",
     "ProgressSink",
     "PushOptions",
+    "RemoveOptions",
+    "RemoveResult",
     "SSHOptions",
     "ServeOptions",
     "ServeOutcome",
@@ -81,18 +92,22 @@ __all__ = [
     "StoreOptions",
     "UsageError",
     "collect_garbage",
+    "list_images",
     "open_source",
     "push",
     "push_async",
+    "remove_images",
     "select_nodes",
     "serve",
 ]
 
 if TYPE_CHECKING:
-    from nodeload.api import collect_garbage, push, push_async, serve
+    from nodeload.api import collect_garbage, list_images, push, push_async, remove_images, serve
     from nodeload.errors import NodeloadError, UsageError
     from nodeload.gc import GcOptions, GcResult
     from nodeload.image import ImageSource
+    from nodeload.image_removal import RemoveOptions, RemoveResult
+    from nodeload.node_images import ImagesOptions, ImagesReport
     from nodeload.nodes.select import NodeSelection, select_nodes
     from nodeload.nodes.spec import NodeSpec
     from nodeload.options import FanoutOptions, PushOptions, StoreOptions

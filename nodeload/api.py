@@ -35,8 +35,10 @@ from nodeload.tasks import in_thread
 from nodeload.text import printable
 from nodeload.wording import setting
 
-if TYPE_CHECKING:  # imported when called: push alone needs neither
+if TYPE_CHECKING:  # imported when called: push alone needs none of them
     from nodeload.gc import GcOptions, GcResult
+    from nodeload.image_removal import RemoveOptions, RemoveResult
+    from nodeload.node_images import ImagesOptions, ImagesReport
     from nodeload.registry.server import ServeOptions, ServeOutcome
 
 log = logging.getLogger("nodeload")
@@ -101,6 +103,22 @@ async def push_async(
     specs = _specs(nodes)
     await _check_local_images(texts)
     node_jobs = [NodeJob(spec, transport_for(spec, options.ssh, session)) for spec in specs]
+    try:
+        return await _push_jobs(texts, specs, node_jobs, options, progress, say, session)
+    finally:
+        if session is not None:
+            session.give_back(job.transport for job in node_jobs)
+
+
+async def _push_jobs(
+    texts: list[Image],
+    specs: list[NodeSpec],
+    node_jobs: list[NodeJob],
+    options: PushOptions,
+    progress: ProgressSink | None,
+    say: Notify,
+    session: Session | None,
+) -> list[NodeResult]:
     # Asked for seeds, the engine's docker push (which answers for every node at once) gives way.
     seeding = options.source.export == "auto" and bool(options.fanout.seeds) and len(specs) > 1
     with contextlib.ExitStack() as stack, contextlib.ExitStack() as spools:
@@ -182,6 +200,58 @@ async def _check_local_images(texts: Sequence[Image]) -> None:
 
         for ref in refs:
             await in_thread(partial(require_image, ref))
+
+
+def list_images(
+    names: Sequence[str] | None,
+    nodes: Sequence[NodeSpec | str],
+    options: ImagesOptions | None = None,
+    *,
+    session: Session | None = None,
+) -> ImagesReport:
+    """What the nodes hold of each image name (``nodeload images``), read-only.
+
+    Args:
+        names: Image names as push names them (``app:dev`` is ``docker.io/library/app:dev``);
+            None or empty: every image of the namespace.
+        nodes: Node descriptions, or ``[USER@]HOST[:PORT]`` strings.
+
+    Returns:
+        Each name across the reached nodes (which ID each holds, and which hold another ID than
+        the newest copy), and each node's status.
+
+    Raises:
+        UsageError: no node, or a name that is not an image reference.
+    """
+    from nodeload.node_images import ImagesOptions, image_names, list_images_async
+
+    wanted = image_names(names) if names else None
+    return run(session, list_images_async(wanted, _specs(nodes), options or ImagesOptions(), session))
+
+
+def remove_images(
+    names: Sequence[str],
+    nodes: Sequence[NodeSpec | str],
+    options: RemoveOptions | None = None,
+    *,
+    session: Session | None = None,
+) -> list[RemoveResult]:
+    """Delete image records on the nodes so containerd reclaims what nothing else uses
+    (``nodeload rm``); an image a container uses is refused unless ``options.force``.
+
+    Returns:
+        One result per node: each image's fate, and the bytes freed.
+
+    Raises:
+        UsageError: no node, no name, or a name that is not an image reference.
+    """
+    from nodeload.image_removal import RemoveOptions, remove_images_async
+    from nodeload.node_images import image_names
+
+    if not names:
+        raise UsageError("no image to remove")
+    wanted = image_names(names)
+    return run(session, remove_images_async(wanted, _specs(nodes), options or RemoveOptions(), session))
 
 
 def _specs(nodes: Sequence[NodeSpec | str]) -> list[NodeSpec]:

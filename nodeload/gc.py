@@ -9,24 +9,19 @@ and uploads are younger than ``older_than``.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
-
-from nodeload.containerd.client import DEFAULT_TIMEOUT, ContainerdClient, rpc_error
-from nodeload.containerd.connect import connect_containerd
-from nodeload.errors import NodeError, NodeloadError
+from nodeload.containerd.client import DEFAULT_TIMEOUT, ContainerdClient
+from nodeload.containerd.connect import ContainerdConnection
 from nodeload.fanout import DEFAULT_PARALLEL
 from nodeload.leftovers import DEFAULT_OLDER_THAN, abandoned, stale
 from nodeload.nodes.spec import NodeSpec
-from nodeload.progress import NullProgress
-from nodeload.session import Session, transport_for
-from nodeload.transports.bridge import NoRelay
+from nodeload.session import Session
 from nodeload.transports.ssh_connect import SSHOptions
+from nodeload.visits import each_node
 
 
 @dataclass(frozen=True)
@@ -88,37 +83,26 @@ async def collect(
 ) -> list[GcResult]:
     """Reclaim abandoned leases and uploads on every node; one result per node, in order.
     ``session``: its kept connections are used (default: each node is connected afresh)."""
-    gate = asyncio.Semaphore(max(1, options.parallel))
+    results = {node.name: GcResult(node.name) for node in nodes}
 
-    async def one(node: NodeSpec) -> GcResult:
-        async with gate:
-            return await _collect_node(node, options, session)
+    async def work(node: NodeSpec, connection: ContainerdConnection) -> None:
+        await _collect_client(connection.client, node, options, results[node.name])
 
-    return list(await asyncio.gather(*(one(node) for node in nodes)))
-
-
-async def _collect_node(node: NodeSpec, options: GcOptions, session: Session | None) -> GcResult:
-    result = GcResult(node.name)
-    try:
-        transport = transport_for(node, options.ssh, session)
-        if transport is None:
-            raise NodeError(node.problem or "nodeload cannot reach this node")
-        opened = connect_containerd(
-            transport, node, NullProgress(), socket=options.socket, timeout=options.timeout
-        )
-        try:
-            async with transport, opened as connection:
-                await _collect_client(connection.client, node, options, result)
-        except NoRelay as err:
-            raise NodeError(
-                f"{err}: ctr import is the only way to write this node, and ctr manages its own leases "
-                "there; there is nothing of nodeload's to collect"
-            ) from err
-    except NodeloadError as err:
-        result.error = str(err)
-    except grpc.aio.AioRpcError as err:
-        result.error = str(rpc_error("listing or removing leftovers", err))
-    return result
+    errors = await each_node(
+        nodes,
+        work,
+        what="listing or removing leftovers",
+        ssh=options.ssh,
+        socket=options.socket,
+        timeout=options.timeout,
+        parallel=options.parallel,
+        session=session,
+        without_relay="ctr import is the only way to write this node, and ctr manages its own leases "
+        "there; there is nothing of nodeload's to collect",
+    )
+    for node, error in zip(nodes, errors, strict=True):
+        results[node.name].error = error
+    return [results[node.name] for node in nodes]
 
 
 async def _collect_client(

@@ -29,6 +29,7 @@ class NodeResult:
     namespace: str = ""
     name: str = ""
     digest: str = ""
+    image_id: str = ""  # the config's digest: what kubelet reports as a container's imageID
     platform: str = ""
     blobs_total: int = 0
     blobs_sent: int = 0
@@ -77,6 +78,7 @@ class NodeResult:
         """The push succeeded, doing ``done``."""
         self.status = Status.OK
         self.digest, self.platform, self.delivered_by = done.digest, done.platform, done.delivered_by
+        self.image_id = done.image_id
         self.blobs_total, self.blobs_skipped = done.blobs_total, done.blobs_skipped
         self.bytes_skipped, self.layers_unpacked = done.bytes_skipped, done.layers_unpacked
         self.cri_indexed = done.cri_indexed

@@ -93,8 +93,11 @@ def print_serve_summary(console: Console, outcome: ServeOutcome) -> None:
         table.add_column(column, justify="right" if column == "received" else "left")
     for session in outcome.sessions:
         status = "[red]FAILED[/]" if session.errors else "[green]ok[/]"
-        names = ", ".join(printable(r.name) for r in session.results if r.ok) or "-"
-        table.add_row(printable(session.name), status, human_bytes(session.bytes_received), names)
+        names = [printable(r.name) for r in session.results if r.ok]
+        names += [f"{printable(m.name or m.digest)} (stored, not an image)" for m in session.stored]
+        table.add_row(
+            printable(session.name), status, human_bytes(session.bytes_received), ", ".join(names) or "-"
+        )
     for name in outcome.unreachable:
         table.add_row(printable(name), "[red]FAILED[/]", human_bytes(0), "-")
     console.print(table)

@@ -32,6 +32,7 @@ _NAMES: Mapping[str, tuple[str, str]] = MappingProxyType(
         "source_socket": ("--source-socket", "SourceOptions.containerd_address"),
         "source_namespace": ("--source-namespace", "SourceOptions.containerd_namespace"),
         "listen": ("--listen", "ServeOptions.listen"),
+        "force": ("--force", "RemoveOptions.force"),
         "known_hosts": ("--known-hosts", "SSHOptions.known_hosts"),
         "sudo": ("--sudo", "NodeSpec.sudo"),
         "node": ("--node", "NodeSelection.names"),

@@ -3,7 +3,7 @@
 # containerd + OpenSSH + a registry (distribution; integration tests run them as plain
 # processes, with htpasswd from apache2-utils for its logins), skopeo, what the sandbox cluster
 # builds and runs Kubernetes with (scripts/ensure-kubernetes.sh), and a running Docker engine
-# (scripts/ensure-docker.sh). Idempotent; needs root.
+# (scripts/ensure-docker.sh), and zsh and fish for the completion tests. Idempotent; needs root.
 set -euo pipefail
 
 need=()
@@ -17,6 +17,9 @@ command -v zstd >/dev/null || need+=(zstd)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v docker-compose >/dev/null || need+=(docker-compose)
+# The shells whose completion scripts the tests load (bash is Debian's own).
+command -v zsh >/dev/null || need+=(zsh)
+command -v fish >/dev/null || need+=(fish)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing packages: ${need[*]} (run as root, or install them yourself)" >&2

@@ -23,6 +23,10 @@ def _in_ci() -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A push typed at a terminal starts a background session by default, and a test that lets
+    # a push write to the terminal pytest runs in would leave one behind: the suite's pushes
+    # run without one, and the tests of sessions say what they want.
+    os.environ.setdefault("NODELOAD_PERSIST", "0")
     config.addinivalue_line("markers", "ci_may_skip: a skip of this test is allowed under CI=true")
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import enum
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +15,32 @@ from nodeload import __version__
 DEFAULT_TIMEOUT = 60.0  # the library's default (nodeload.containerd.client), without importing grpc
 DEFAULT_PARALLEL = 8
 DEFAULT_RETRIES = 3  # nodeload.fanout's, without importing it
+DEFAULT_ROLLOUT_TIMEOUT = 300.0  # nodeload.rollout's, without importing it
+DEFAULT_PERSIST = 600.0  # how long a persistent session waits for the next push, unless told
+
+
+class Auto(enum.Enum):
+    """``--persist``'s default, decided when the push runs (:func:`persist_seconds`)."""
+
+    AUTO = "auto"
+
+
+AUTO = Auto.AUTO
+
+
+def persist_seconds(
+    value: float | Auto | None, *, terminal: bool, environ: Mapping[str, str]
+) -> float | None:
+    """How long a persistent session should stay for this push; None for no session.
+
+    Left to decide (:data:`AUTO`), a push typed at a terminal gets one (the edit-build-push loop is
+    where the start-up cost is paid again and again); under CI (``$CI`` set, as every CI service
+    sets it) or without a terminal, none, so no process outlives a script.
+    """
+    if value is not AUTO:
+        return value
+    ci = environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return DEFAULT_PERSIST if terminal and not ci else None
 
 
 class _CommandParser(argparse.ArgumentParser):
@@ -47,6 +74,11 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
         "sending only the blobs each node lacks.",
     )
     parser.add_argument("--version", action="version", version=f"nodeload {__version__}")
+    parser.epilog = (
+        "Any long option's default can be set in ${XDG_CONFIG_HOME:-~/.config}/nodeload/config.toml "
+        "($NODELOAD_CONFIG names another): [defaults] for options commands share, [push], [nodes]... "
+        "for one command's; flags win over the environment, which wins over the file."
+    )
     commands = parser.add_subparsers(
         dest="verb", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser
     )
@@ -74,8 +106,11 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
     _serve_command(commands)
     _persist_command(commands)
     _gc_command(commands)
+    _images_command(commands)
+    _rm_command(commands)
     _cache_command(commands)
     _sandbox_command(commands)
+    _completion_command(commands)
     return parser
 
 
@@ -124,8 +159,9 @@ def _nodes_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 def _persist_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     persist = commands.add_parser(
         "persist",
-        help="the background session of push --persist",
-        description="The background session push --persist hands pushes to (one per user and environment).",
+        help="the background session pushes are handed to (see push --persist)",
+        description="The background session pushes typed at a terminal (or with --persist) are handed to "
+        "(one per user, Python and nodeload).",
     )
     persist.add_argument(
         "action", choices=("status", "stop"), help="status: whether it runs; stop: end it now"
@@ -215,6 +251,73 @@ def _gc_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _output_arguments(gc)
 
 
+def _images_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    images = commands.add_parser(
+        "images",
+        help="which nodes hold which version of an image",
+        description="For each IMAGE (every image of the namespace when none is given), named as push\n"
+        "names it: the nodes that hold it, under which image ID and manifest, its size there, whether\n"
+        "it is unpacked for CRI's snapshotter and whether CRI sees it. A node holding another ID than\n"
+        "the most recently written copy is marked: it has the old version. Nothing is written.",
+        epilog="examples:\n"
+        "  nodeload images myapp:dev --all-nodes\n"
+        "  nodeload images --node worker-1 --node worker-2 --json\n\n"
+        "exit status: 0 every node was read, 1 a node could not be, 2 usage error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    images.add_argument("images", nargs="*", metavar="IMAGE")
+    _selection_arguments(images)
+    _node_store_arguments(images, "nodes read at once")
+    _ssh_arguments(images)
+    _output_arguments(images)
+
+
+def _rm_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rm = commands.add_parser(
+        "rm",
+        help="remove images from nodes",
+        description="Delete each IMAGE's record on the selected nodes, with the entries CRI keeps for it\n"
+        "(unless another name of the same image stays), then run containerd's garbage collection and\n"
+        "say how many bytes it freed per node. An image that a container uses (kubelet's, from CRI's\n"
+        "list; or a ctr/nerdctl container made from it) is refused unless --force.",
+        epilog="examples:\n"
+        "  nodeload rm myapp:dev --all-nodes\n"
+        "  nodeload rm myapp:old myapp:older --node worker-1 --dry-run --json\n\n"
+        "exit status: 0 removed (or absent) everywhere, 1 a node failed or an image was refused, "
+        "2 usage error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rm.add_argument("images", nargs="+", metavar="IMAGE")
+    _selection_arguments(rm)
+    group = _node_store_arguments(rm, "nodes worked on at once")
+    group.add_argument("--force", action="store_true", help="remove images that containers use too")
+    group.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    _ssh_arguments(rm)
+    _output_arguments(rm)
+
+
+def _node_store_arguments(parser: argparse.ArgumentParser, parallel: str) -> argparse._ArgumentGroup:
+    """--namespace, --containerd-socket, --timeout, --parallel of the commands that read a store."""
+    group = parser.add_argument_group("containerd")
+    group.add_argument(
+        "--namespace", default="k8s.io", metavar="NS", help="containerd namespace (default k8s.io)"
+    )
+    group.add_argument(
+        "--containerd-socket", type=_node_path, metavar="PATH", help="containerd socket on the nodes"
+    )
+    group.add_argument(
+        "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS", help="containerd deadline"
+    )
+    group.add_argument(
+        "--parallel",
+        type=_positive,
+        default=DEFAULT_PARALLEL,
+        metavar="N",
+        help=f"{parallel} (default {DEFAULT_PARALLEL})",
+    )
+    return group
+
+
 def _cache_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cache = commands.add_parser("cache", help="manage the local layer cache")
     actions = cache.add_subparsers(dest="cache_verb", required=True, metavar="ACTION")
@@ -296,6 +399,26 @@ def _sandbox_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="repeatable: a token user with a kubeconfig and no rights (default developer)",
     )
     _output_arguments(cluster)
+
+
+def _completion_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    completion = commands.add_parser(
+        "completion",
+        help="print the shell completion script for bash, zsh or fish",
+        description="Print a script that makes the shell complete nodeload's commands, options, image names\n"
+        "(from the local Docker engine) and node names (from the current selection: the inventory,\n"
+        "the cluster, else ~/.ssh/config's hosts). Source it from the shell's startup file.",
+        epilog="examples:\n"
+        "  echo 'eval \"$(nodeload completion bash)\"' >> ~/.bashrc\n"
+        "  echo 'eval \"$(nodeload completion zsh)\"' >> ~/.zshrc\n"
+        "  nodeload completion fish > ~/.config/fish/completions/nodeload.fish",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    completion.add_argument(
+        "shell", choices=("bash", "zsh", "fish"), metavar="bash|zsh|fish", help="the shell to complete in"
+    )
+    completion.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    completion.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
 
 
 def duration(text: str) -> timedelta:
@@ -464,11 +587,33 @@ def _push_arguments(push: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--persist",
         type=_duration,
-        default=os.environ.get("NODELOAD_PERSIST") or None,
+        default=os.environ.get("NODELOAD_PERSIST") or AUTO,
         metavar="DURATION",
         help="hand the push to a background session of yours that stays DURATION (e.g. 10m, 1h, "
         "600s) after its last push, with nodeload loaded and the nodes' SSH connections open, like "
-        "ssh's ControlPersist; the first such push starts it (default: $NODELOAD_PERSIST; off: none)",
+        "ssh's ControlPersist; the first such push starts it (default: $NODELOAD_PERSIST, else 10m "
+        "from a terminal and off under CI or without one; off: none)",
+    )
+    group.add_argument(
+        "--no-persist",
+        dest="persist",
+        action="store_const",
+        const=None,
+        help="push in this process, with no background session (as --persist off)",
+    )
+    group.add_argument(
+        "--restart",
+        action="store_true",
+        help="nodes from a kubeconfig: after the push, restart (as kubectl rollout restart) the "
+        "Deployments, StatefulSets and DaemonSets whose pods on the pushed nodes run an older image "
+        "of a pushed name, and wait for their rollouts; bare pods and Jobs are listed, not touched",
+    )
+    group.add_argument(
+        "--rollout-timeout",
+        type=_seconds,
+        default=DEFAULT_ROLLOUT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"with --restart: how long to wait for the rollouts (default {DEFAULT_ROLLOUT_TIMEOUT:.0f})",
     )
     group.add_argument(
         "--mirror-check",
@@ -529,10 +674,16 @@ def _ssh_arguments(push: argparse.ArgumentParser) -> None:
     )
 
 
-def _duration(text: str) -> float | None:
-    """``10m``, ``1h``, ``600s``, ``600`` -> seconds; ``off``/``0`` -> None (no persistent session)."""
-    if text in ("off", "no", "0"):
+def _duration(text: str) -> float | Auto | None:
+    """``10m``, ``1h``, ``600s``, ``600`` -> seconds; ``off``/``0`` -> None (no persistent
+    session); ``on`` -> the default duration; ``auto`` -> :data:`AUTO`."""
+    text = text.strip().lower()
+    if text in ("off", "no", "false", "0"):
         return None
+    if text in ("on", "yes", "true"):
+        return DEFAULT_PERSIST
+    if text == "auto":
+        return AUTO
     units = {"s": 1, "m": 60, "h": 3600}
     number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
     try:
@@ -540,7 +691,9 @@ def _duration(text: str) -> float | None:
     except ValueError:
         value = -1.0
     if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: e.g. 10m, 1h, 600s (up to 24h), or off")
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: e.g. 10m, 1h, 600s (up to 24h), on, off or auto"
+        )
     return value
 
 
@@ -573,6 +726,12 @@ def _node_path(text: str) -> str:
     if why:
         raise argparse.ArgumentTypeError(f"{text!r} cannot be a socket path on the nodes: {why}")
     return text
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: 1 or more")
+    return int(text)
 
 
 def _seconds(text: str) -> float:

@@ -9,36 +9,41 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from nodeload.nodes.select import NodeSelection
     from nodeload.nodes.spec import NodeSpec
     from nodeload.transports.ssh import SSHOptions
 
 
 def selected_nodes(args: argparse.Namespace, err: Console) -> list[NodeSpec]:
     """The nodes the selection arguments name (what could not be found out is told on ``err``)."""
-    from nodeload.nodes.select import NodeSelection, select_nodes
+    from nodeload.nodes.select import select_nodes
 
-    return select_nodes(
-        NodeSelection(
-            names=tuple(args.node),
-            all_nodes=args.all_nodes,
-            inventory=args.inventory,
-            limit=args.limit,
-            kubeconfig=args.kubeconfig,
-            context=args.context,
-            selector=args.selector,
-            exclude_control_plane=args.exclude_control_plane,
-            address_type=args.address_type,
-            ssh_user=args.ssh_user,
-            sudo=args.sudo,
-            kind_cluster=args.kind_cluster,
-            k3d_cluster=args.k3d_cluster,
-            kubernetes_by_default=getattr(args, "kubernetes_by_default", False),
-            reach=args.reach,
-            agent_namespace=args.agent_namespace,
-            # Seeds pull through the cluster's mirror: worth looking for unless --seeds 0.
-            find_mirrors=getattr(args, "seeds", 0) != 0,
-        ),
-        notifier(err),
+    return select_nodes(node_selection(args), notifier(err))
+
+
+def node_selection(args: argparse.Namespace) -> NodeSelection:
+    """The selection arguments as the library takes them."""
+    from nodeload.nodes.select import NodeSelection
+
+    return NodeSelection(
+        names=tuple(args.node),
+        all_nodes=args.all_nodes,
+        inventory=args.inventory,
+        limit=args.limit,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        selector=args.selector,
+        exclude_control_plane=args.exclude_control_plane,
+        address_type=args.address_type,
+        ssh_user=args.ssh_user,
+        sudo=args.sudo,
+        kind_cluster=args.kind_cluster,
+        k3d_cluster=args.k3d_cluster,
+        kubernetes_by_default=getattr(args, "kubernetes_by_default", False),
+        reach=args.reach,
+        agent_namespace=args.agent_namespace,
+        # Seeds pull through the cluster's mirror: worth looking for unless --seeds 0.
+        find_mirrors=getattr(args, "seeds", 0) != 0,
     )
 
 

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -240,8 +240,11 @@ def session_name() -> str:
     return f"session-{key}"
 
 
-def hand_over(argv: Sequence[str], persist: float, *, kubectl: bool = False) -> int:
-    """Run ``nodeload ARGV`` in the session (started if needed); its output here; its exit status.
+def hand_over(
+    argv: Sequence[str], persist: float, *, kubectl: bool = False, started: Callable[[], None] | None = None
+) -> int:
+    """Run ``nodeload ARGV`` in the session (started if needed: then ``started`` is called, before
+    any of the push's output); its output here; its exit status.
 
     Raises:
         SessionError: the session could not be started or reached.
@@ -260,7 +263,7 @@ def hand_over(argv: Sequence[str], persist: float, *, kubectl: bool = False) -> 
         "persist": persist,
         "terminal": terminal,
     }
-    with _connected(start=True) as conn:
+    with _connected(start=True, started=started) as conn:
         conn.sendall(json.dumps(request).encode() + b"\n")
         try:
             return _relay(conn)
@@ -331,7 +334,7 @@ def _lines(conn: socket.socket) -> Iterator[bytes]:
 
 
 @contextlib.contextmanager
-def _connected(*, start: bool) -> Iterator[socket.socket]:
+def _connected(*, start: bool, started: Callable[[], None] | None = None) -> Iterator[socket.socket]:
     name = session_name()
     with SessionDir.open() as where:
         conn = _connect(where, name)
@@ -339,6 +342,8 @@ def _connected(*, start: bool) -> Iterator[socket.socket]:
             if not start:
                 raise SessionError("no persistent session is running")
             _start(where, name)
+            if started is not None:
+                started()
             deadline = time.monotonic() + START_SECONDS
             while conn is None:
                 if time.monotonic() > deadline:

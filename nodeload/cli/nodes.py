@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nodeload.cli.common import selected_nodes, ssh_options
@@ -14,11 +15,13 @@ from nodeload.cli.common import selected_nodes, ssh_options
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from nodeload.cli.config import Origin
     from nodeload.nodes.spec import NodeSpec
     from nodeload.session import Session
     from nodeload.transports.ssh import SSHOptions
 
 _CHECK_PARALLEL = 8
+_SELECTION_GROUPS = ("nodes", "ssh")  # the argument groups that choose the nodes and how to reach them
 
 
 @dataclass
@@ -45,10 +48,18 @@ def run_nodes(args: argparse.Namespace, err: Console, session: Session | None = 
         else:
             asyncio.run(coroutine)
     reader = _inventory_reader(args)
+    settings = selection_settings(args)
     if args.json:
-        document = {"inventory_reader": reader, "error": None, "nodes": [v.to_json() for v in views]}
-        print(json.dumps(document, indent=2))
+        document = {
+            "inventory_reader": reader,
+            "config_file": _config_file(args),
+            "settings": {s.name: {"value": s.value, **s.origin.to_json()} for s in settings},
+            "error": None,
+            "nodes": [v.to_json() for v in views],
+        }
+        print(json.dumps(document, indent=2, default=str))
     else:
+        _print_settings(settings, _config_file(args))
         _print(views, reader)
     return 0 if all(view.error is None for view in views) else 1
 
@@ -116,6 +127,47 @@ def _inventory_reader(args: argparse.Namespace) -> str | None:
     return inventory_reader(NodeSelection(inventory=args.inventory))
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One option of the command, its value and where that came from."""
+
+    name: str  # the long option, without --
+    value: Any
+    origin: Origin
+
+
+def selection_settings(args: argparse.Namespace) -> list[Setting]:
+    """Every option of the command's node selection, and any other option not at its built-in
+    default, with where its value came from."""
+    from nodeload.cli.arguments import build_parser
+    from nodeload.cli.config import options, parsers
+
+    layers = getattr(args, "origins", None)
+    if layers is None:  # parsed without nodeload.cli.config (a script's own namespace)
+        return []
+    parser = parsers(build_parser())[layers.command]
+    selection = {
+        id(action)
+        for group in parser._action_groups
+        if group.title in _SELECTION_GROUPS
+        for action in group._group_actions
+    }
+    found, seen = [], set()
+    for name, action in options(parser).items():
+        origin = layers.origin(action.dest)
+        if action.dest in seen or (id(action) not in selection and origin.source == "default"):
+            continue
+        seen.add(action.dest)
+        value = getattr(args, action.dest, None)
+        found.append(Setting(name, str(value) if isinstance(value, Path) else value, origin))
+    return found
+
+
+def _config_file(args: argparse.Namespace) -> str | None:
+    layers = getattr(args, "origins", None)
+    return str(layers.file) if layers is not None and layers.file is not None else None
+
+
 # -- --check ------------------------------------------------------------------------------------
 
 
@@ -163,6 +215,19 @@ async def reach(node: NodeSpec, ssh: SSHOptions, socket: str | None, timeout: fl
 
 
 # -- text ---------------------------------------------------------------------------------------
+
+
+def _print_settings(settings: list[Setting], config_file: str | None) -> None:
+    """The settings that are not built-in defaults, each with where it came from."""
+    from nodeload.text import printable
+
+    print(f"config file  {config_file or 'none'}")
+    for each in settings:
+        if each.origin.source != "default":
+            value = " ".join(each.value) if isinstance(each.value, list) else each.value
+            value = str(value).lower() if isinstance(value, bool) else value
+            print(printable(f"  --{each.name} {value}  ({each.origin})"))
+    print("  (every other setting: its default)")
 
 
 def _print(views: list[NodeView], reader: str | None) -> None:

@@ -26,6 +26,8 @@ from nodeload.containerd.api import (
     containerd_types_pb2 as types_pb,
 )
 from nodeload.containerd.api import (
+    containers_pb2,
+    containers_pb2_grpc,
     content_pb2,
     content_pb2_grpc,
     cri_pb2,
@@ -194,6 +196,7 @@ class ContainerdClient:
         self._namespaces = namespaces_pb2_grpc.NamespacesStub(self._channel)
         self._cri_runtime = cri_pb2_grpc.RuntimeServiceStub(self._channel)
         self._cri_images = cri_pb2_grpc.ImageServiceStub(self._channel)
+        self._containers = containers_pb2_grpc.ContainersStub(self._channel)
         self.lease: str | None = None
 
     def bound(self, namespace: str) -> ContainerdClient:
@@ -402,6 +405,14 @@ class ContainerdClient:
             found.extend(resp.info)
         return found
 
+    async def find_labelled(self, key: str) -> list[content_pb2.Info]:
+        """Blobs that carry the label ``key`` (whatever its value)."""
+        found: list[content_pb2.Info] = []
+        request = content_pb2.ListContentRequest(filters=[f'labels."{key}"'])
+        async for resp in self._content.List(request, **self._opts()):
+            found.extend(resp.info)
+        return found
+
     async def read_blob(self, digest: str, offset: int = 0) -> AsyncIterator[bytes]:
         """A blob's bytes from ``offset``, as containerd sends them (no deadline: blobs are big)."""
         req = content_pb2.ReadContentRequest(digest=digest, offset=offset, size=0)
@@ -449,6 +460,19 @@ class ContainerdClient:
             await self._content.Update(content_pb2.UpdateRequest(info=info, update_mask=mask), **self._opts())
         except grpc.aio.AioRpcError as err:
             _raise_push_error(f"labelling {digest}", err)
+
+    async def drop_labels(self, digest: str, keys: Iterable[str]) -> None:
+        """Remove some labels from a blob (a key named in the mask but absent from the info goes)."""
+        paths = [f"labels.{k}" for k in keys]
+        if not paths:
+            return
+        info = content_pb2.Info(digest=digest)
+        mask = field_mask_pb2.FieldMask(paths=paths)
+        try:
+            await self._content.Update(content_pb2.UpdateRequest(info=info, update_mask=mask), **self._opts())
+        except grpc.aio.AioRpcError as err:
+            if _code(err) != grpc.StatusCode.NOT_FOUND:
+                _raise_push_error(f"labelling {digest}", err)
 
     async def ingest_offset(self, ref: str) -> int | None:
         """Bytes already received for an unfinished ingest, or None."""
@@ -713,6 +737,46 @@ class ContainerdClient:
             raise
         image: images_pb2.Image = resp.image
         return image
+
+    async def images(self) -> list[images_pb2.Image]:
+        """Every image record of the namespace."""
+        resp = await self._images.List(images_pb2.ListImagesRequest(), **self._opts())
+        return list(resp.images)
+
+    async def delete_image(self, name: str, *, sync: bool = False) -> bool:
+        """Delete the image record ``name``; False when there was none. ``sync``: containerd runs
+        its garbage collection before answering (what nothing references any more is gone)."""
+        req = images_pb2.DeleteImageRequest(name=name, sync=sync)
+        try:
+            await self._images.Delete(req, **self._opts(timeout=self.timeout * (4 if sync else 1)))
+        except grpc.aio.AioRpcError as err:
+            if _code(err) == grpc.StatusCode.NOT_FOUND:
+                return False
+            _raise_push_error(f"deleting image {name}", err)
+        return True
+
+    async def content_sizes(self) -> dict[str, int]:
+        """Digest -> size of every blob of the namespace."""
+        sizes: dict[str, int] = {}
+        async for resp in self._content.List(content_pb2.ListContentRequest(), **self._opts()):
+            sizes.update((info.digest, int(info.size)) for info in resp.info)
+        return sizes
+
+    async def containers(self) -> list[containers_pb2.Container]:
+        """Every container record of the namespace (made by ctr, nerdctl, CRI...)."""
+        resp = await self._containers.List(containers_pb2.ListContainersRequest(), **self._opts())
+        return list(resp.containers)
+
+    async def cri_containers(self) -> list[cri_pb2.Container]:
+        """kubelet's containers, as the CRI plugin lists them (with their state and image ID)."""
+        resp = await self._cri_runtime.ListContainers(
+            cri_pb2.ListContainersRequest(), timeout=min(10.0, self.timeout)
+        )
+        return list(resp.containers)
+
+    async def image_names(self) -> list[str]:
+        """The names of every image record in the namespace."""
+        return [image.name for image in await self.images()]
 
     async def put_image(self, name: str, target: Descriptor, labels: Mapping[str, str] | None = None) -> None:
         """Create the image record, or point an existing one at ``target``."""

@@ -183,6 +183,15 @@ def configuration(access: KubeAccess) -> kube_client.Configuration:
     return _configuration(_in_use(_read_kubeconfig(access.kubeconfig), access.context))
 
 
+def selection_configuration(selection: KubeSelection) -> kube_client.Configuration:
+    """A client configuration for the context ``selection`` uses (``push --restart``'s calls).
+
+    Raises:
+        NodeSourceError: the kubeconfig is missing or malformed, or has no such context.
+    """
+    return _configuration(_context_in_use(selection))
+
+
 def context_name(selection: KubeSelection) -> str:
     """The kubeconfig context ``selection`` uses: its own, else the current context.
 

@@ -1,17 +1,19 @@
 """The persistent session: a background process that runs the pushes handed to it.
 
 ``python -m nodeload.persist.server FD DIR NAME`` (started by :mod:`nodeload.cli.handover`, which hands it its
-session directory open as FD). One push at a time, each exactly as the command line would run
-it, in the caller's directory and environment and with its output sent back; between pushes the
-nodes' SSH connections stay open in a :class:`nodeload.session.Session`. It ends after the
-idle time the last push asked for (``--persist``), on ``nodeload persist stop``, or on SIGTERM,
-closing every connection.
+session directory open as FD). Each push runs exactly as the command line would run it, in the
+caller's directory and environment and with its output sent back, in a thread of its own:
+pushes from the same directory and environment run at once, one from elsewhere waits for them
+(the process has one environment). Between pushes the nodes' SSH connections stay open in a
+:class:`nodeload.session.Session`, one per node per push running at once. It ends after the idle
+time the last push asked for (``--persist``), on ``nodeload persist stop``, or on SIGTERM,
+interrupting what runs and closing every connection.
 
 Only its own user reaches it: the socket is 0600 in a 0700 directory, and each caller's
 credentials (SO_PEERCRED) are checked too. Its socket and lock are reached through the
 directory's descriptor (:class:`~nodeload.cli.handover.SessionDir`), never by a path. A
-caller that goes away mid-push (Ctrl-C) interrupts the push as Ctrl-C would.
-"""
+caller that goes away mid-push (Ctrl-C), or stops reading its output, interrupts the push as
+Ctrl-C would."""
 
 from __future__ import annotations
 
@@ -28,28 +30,96 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
+from nodeload.cli.arguments import DEFAULT_PERSIST
 from nodeload.cli.handover import MAX_MESSAGE, SessionDir
 
 if TYPE_CHECKING:
     from nodeload.session import Session as LibrarySession
 
-DEFAULT_IDLE = 600.0
+# A caller that reads none of its push's output for this long is treated as gone: its push is
+# interrupted rather than left to block the session's writes (a suspended `nodeload push`).
+SEND_SECONDS = 60.0
+_POLL_SECONDS = 0.5  # how often the accept loop looks at the idle clock and for a stop
+# Variables that differ between the terminals of one user without changing what a push does:
+# pushes that differ only in these run at once (the width is handed to each push itself).
+_PER_TERMINAL = frozenset({"COLUMNS", "LINES"})
+
+
+class _Caller:
+    """The caller of one push: its output goes back as ``{"fd": N, "data": ...}`` lines (from any
+    thread: the push's own, or its progress display's), and its going away, or its not reading
+    for ``SEND_SECONDS``, interrupts the push."""
+
+    def __init__(self, conn: socket.socket, interrupt: Callable[[], None], send_seconds: float) -> None:
+        self._conn = conn
+        self._interrupt = interrupt
+        self._sending = threading.Lock()
+        self._state = threading.Lock()
+        self._finished = False
+        self._interrupted = False
+        self.gone = threading.Event()  # the caller takes no more output
+        whole, part = divmod(send_seconds, 1.0)
+        # A blocking socket with a send timeout: a write that waits longer fails (EAGAIN).
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(whole), int(part * 1e6)))
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self) -> None:
+        """Watch for the caller going away."""
+        self._watcher.start()
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send ``message``; a caller that does not take it is gone (see the class)."""
+        if self.gone.is_set():
+            return
+        with self._sending:
+            try:
+                self._conn.sendall(json.dumps(message).encode() + b"\n")
+            except OSError as err:
+                self._lost("stalled" if isinstance(err, BlockingIOError) else "gone")
+
+    def _watch(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._conn.recv(4096):
+                pass  # callers send nothing after the request: only its end matters
+        # Ctrl-C on the caller's side closes its half: it still reads the push's last words.
+        self._lost("interrupted", still_reading=True)
+
+    def _lost(self, how: str, *, still_reading: bool = False) -> None:
+        with self._state:  # never after done(): the interrupt is the push's, or nobody's
+            if self._finished or self.gone.is_set() or self._interrupted:
+                if not still_reading:
+                    self.gone.set()
+                return
+            self._interrupted = True
+            if not still_reading:
+                self.gone.set()
+        _log(f"caller {how}: interrupting its push")
+        self._interrupt()
+
+    @property
+    def left(self) -> bool:
+        """Whether the caller interrupted its push or went away."""
+        return self._interrupted or self.gone.is_set()
+
+    def done(self) -> None:
+        """The push is over: the caller's going away from now on interrupts nothing."""
+        with self._state:
+            self._finished = True
 
 
 class _Output(io.TextIOBase):
     """A text stream whose writes go to the caller as ``{"fd": N, "data": ...}`` lines."""
 
-    def __init__(self, conn: socket.socket, fd: int, terminal: bool) -> None:
-        self._conn, self._fd, self._terminal = conn, fd, terminal
+    def __init__(self, caller: _Caller, fd: int, terminal: bool) -> None:
+        self._caller, self._fd, self._terminal = caller, fd, terminal
 
     def write(self, text: str) -> int:
         if text:
-            with contextlib.suppress(OSError):  # the caller went away: the push is being interrupted
-                self._conn.sendall(json.dumps({"fd": self._fd, "data": text}).encode() + b"\n")
+            self._caller.send({"fd": self._fd, "data": text})
         return len(text)
 
     def isatty(self) -> bool:
@@ -57,6 +127,94 @@ class _Output(io.TextIOBase):
 
     def writable(self) -> bool:
         return True
+
+
+class _ByThread(io.TextIOBase):
+    """``sys.stdout`` or ``sys.stderr`` of the session: what a push's thread writes goes to its
+    caller, anything else to the session's log."""
+
+    def __init__(self, log: TextIO) -> None:
+        self._log = log
+        self._local = threading.local()
+
+    def use(self, stream: io.TextIOBase | None) -> None:
+        """Send this thread's writes to ``stream`` (None: the log again)."""
+        self._local.stream = stream
+
+    def _target(self) -> TextIO | io.TextIOBase:
+        return getattr(self._local, "stream", None) or self._log
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def isatty(self) -> bool:
+        return self._target().isatty()
+
+    def writable(self) -> bool:
+        return True
+
+
+class _Admission:
+    """Which pushes run at once. They share the process's environment and working directory,
+    so pushes from the same directory and environment run together, and one from elsewhere waits
+    until they are done, then has the process to itself and its own."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+        self._key: tuple[str, tuple[tuple[str, str], ...]] | None = None
+        self._saved_env = dict(os.environ)
+        self._last_end = time.monotonic()
+
+    def idle_seconds(self) -> float:
+        """How long no push has run (0 while one does)."""
+        with self._changed:
+            return 0.0 if self._running else time.monotonic() - self._last_end
+
+    @contextlib.contextmanager
+    def admitted(
+        self, request: dict[str, Any], caller: _Caller, say: Callable[[str], object]
+    ) -> Iterator[bool]:
+        """Run the push of ``request`` in its directory and environment once they are the
+        process's; yields False if its caller went away meanwhile (then it must not run)."""
+        env = {k: v for k, v in request["env"].items() if k not in _PER_TERMINAL}
+        key = (str(request.get("cwd") or "/"), tuple(sorted(env.items())))
+        with self._changed:
+            if self._running and self._key != key:
+                say("nodeload: waiting for the session's pushes from another directory or environment\n")
+            while self._running and self._key != key and not caller.left:
+                self._changed.wait(_POLL_SECONDS)
+            admitted = not caller.left
+            if admitted and not self._running:
+                self._key = key
+                os.environ.clear()
+                os.environ.update(env)
+                tempfile.tempdir = None  # $TMPDIR is the caller's
+                os.chdir(key[0])
+            self._running += admitted
+        if not admitted:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with self._changed:
+                self._running -= 1
+                if not self._running:
+                    self._restore()
+                    self._last_end = time.monotonic()
+                    self._changed.notify_all()
+
+    def _restore(self) -> None:
+        os.environ.clear()
+        os.environ.update(self._saved_env)
+        tempfile.tempdir = None
+        os.chdir("/")  # never hold (or depend on) a caller's directory between pushes
+        _reset_logging()
+        self._key = None
 
 
 class Server:
@@ -67,38 +225,46 @@ class Server:
         self.where = where
         self.socket = f"{name}.sock"
         self.lock = f"{name}.lock"
-        self.idle = DEFAULT_IDLE
+        self.idle = DEFAULT_PERSIST
+        self.send_seconds = SEND_SECONDS
         self.library = _library_session()
-        self._stopping = False
+        self._admission = _Admission()
+        self._stopping = threading.Event()
+        self._stdout = _ByThread(sys.stdout)
+        self._stderr = _ByThread(sys.stderr)
 
     def serve(self) -> None:
-        """Accept pushes until idle for too long, stopped, or terminated."""
-        # Python's own handler, even if the first caller ran with SIGINT ignored: interrupting a
-        # push (its caller went away) is a SIGINT, cancelled by the event loop as Ctrl-C would.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        """Accept pushes, each in a thread of its own, until idle for too long, stopped, or
+        terminated; then interrupt those still running and close every connection."""
+        handlers: list[threading.Thread] = []
+        sys.stdout, sys.stderr = self._stdout, self._stderr
         try:
             with self._listening() as listener:
                 if listener is None:
                     return  # another session already answers on this socket
-                signal.signal(signal.SIGTERM, lambda *_: self._stop())
-                while not self._stopping:
+                signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
+                listener.settimeout(_POLL_SECONDS)
+                while not self._stopping.is_set():
                     try:
-                        listener.settimeout(self.idle)
                         conn, _ = listener.accept()
                     except TimeoutError:
-                        break
-                    except (InterruptedError, KeyboardInterrupt):
-                        continue  # a stray interrupt between pushes (or SIGTERM: _stopping is set)
-                    with conn:
-                        self._handle(conn)
-        finally:  # the socket is gone first: a push meanwhile starts a session of its own
+                        if self._admission.idle_seconds() > self.idle:
+                            break
+                        continue
+                    except InterruptedError:
+                        continue
+                    handler = threading.Thread(target=self._handle, args=(conn,), daemon=True)
+                    handler.start()
+                    handlers = [h for h in handlers if h.is_alive()] + [handler]
+            # The socket is gone: a push from now on starts a session of its own.
+            for handler in handlers:
+                if handler.ident is not None:
+                    self.library.interrupt(handler.ident)
+            for handler in handlers:
+                handler.join(timeout=30)
+        finally:
             self.library.close()
-
-    def _stop(self) -> None:
-        """SIGTERM: end after the push in progress is interrupted (as Ctrl-C, so the event loop
-        cancels it while its connections are still open), or at once between pushes."""
-        self._stopping = True
-        signal.raise_signal(signal.SIGINT)
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
 
     @contextlib.contextmanager
     def _listening(self) -> Iterator[socket.socket | None]:
@@ -132,98 +298,91 @@ class Server:
             self.where.remove(self.socket)
 
     def _handle(self, conn: socket.socket) -> None:
-        conn.settimeout(30)
-        try:
-            if not _same_user(conn):
+        with conn:
+            conn.settimeout(30)
+            try:
+                if not _same_user(conn):
+                    return
+                request = _read_request(conn)
+            except (OSError, ValueError):
                 return
-            request = _read_request(conn)
-        except (OSError, ValueError):
-            return
-        conn.settimeout(None)
-        if request.get("stop") is True:
-            self._stopping = True
-            conn.sendall(b'{"exit": 0}\n')
-            return
-        problem = _invalid(request)
-        if problem:
+            conn.settimeout(None)
+            if request.get("stop") is True:
+                self._stopping.set()
+                with contextlib.suppress(OSError):
+                    conn.sendall(b'{"exit": 0}\n')
+                return
+            problem = _invalid(request)
+            if problem:
+                with contextlib.suppress(OSError):
+                    conn.sendall(
+                        json.dumps({"fd": 2, "data": f"nodeload: session: {problem}\n"}).encode() + b"\n"
+                    )
+                    conn.sendall(b'{"exit": 2}\n')
+                return
+            # From here on the push is the session's: the caller must not run it again itself.
             with contextlib.suppress(OSError):
-                conn.sendall(
-                    json.dumps({"fd": 2, "data": f"nodeload: session: {problem}\n"}).encode() + b"\n"
-                )
-                conn.sendall(b'{"exit": 2}\n')
-            return
-        # From here on the push is the session's: the caller must not run it again itself.
-        conn.sendall(b'{"accepted": true}\n')
-        self.idle = float(request["persist"])
-        code = self._run(conn, request)
-        with contextlib.suppress(OSError):
-            conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
-            conn.shutdown(socket.SHUT_RDWR)  # also ends the watcher's wait
+                conn.sendall(b'{"accepted": true}\n')
+            thread = threading.get_ident()
+            self.library.forgive(thread)
+            caller = _Caller(conn, lambda: self.library.interrupt(thread), self.send_seconds)
+            caller.start()
+            code = self._run(caller, request)
+            caller.done()
+            caller.send({"exit": code})
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)  # also ends the watcher's wait
 
-    def _run(self, conn: socket.socket, request: dict[str, Any]) -> int:
+    def _run(self, caller: _Caller, request: dict[str, Any]) -> int:
         """One command line, as the caller would have run it, in its directory and environment."""
         from nodeload.cli import run_in_session
 
         terminal = bool(request.get("terminal"))
-        saved_env = dict(os.environ)
-        saved_out, saved_err = sys.stdout, sys.stderr
-        watcher = _Watcher(conn)
+        out, err = _Output(caller, 1, False), _Output(caller, 2, terminal)
+        columns = str(request["env"].get("COLUMNS", ""))
+        self._stdout.use(out)
+        self._stderr.use(err)
+        started = time.monotonic()
+        code = 1
         try:
-            os.environ.clear()
-            os.environ.update(request["env"])
-            tempfile.tempdir = None  # $TMPDIR is the caller's
-            os.chdir(str(request.get("cwd") or "/"))
-            sys.stdout, sys.stderr = _Output(conn, 1, False), _Output(conn, 2, terminal)
-            watcher.start()
-            return run_in_session(request["argv"], request.get("kubectl") is True, self.library)
-        except KeyboardInterrupt:
-            return 130
-        except SystemExit as done:  # argparse's own exit (a usage error)
-            return done.code if isinstance(done.code, int) else 2
-        except Exception as err:  # one push's failure is not the session's
-            print(f"nodeload: error: {type(err).__name__}: {err}", file=sys.stderr)
-            return 1
-        finally:
-            watcher.done()
-            self.library.tidy()
-            _reset_logging()
-            sys.stdout, sys.stderr = saved_out, saved_err
-            os.environ.clear()
-            os.environ.update(saved_env)
-            tempfile.tempdir = None
-            os.chdir("/")  # never hold (or depend on) a caller's directory between pushes
-
-
-class _Watcher(threading.Thread):
-    """Interrupts the running push (SIGINT, as Ctrl-C) when its caller goes away."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        super().__init__(daemon=True)
-        self._conn = conn
-        self._lock = threading.Lock()
-        self._finished = False
-
-    def run(self) -> None:
-        with contextlib.suppress(OSError):
-            while self._conn.recv(4096):
-                pass  # callers send nothing after the request: only its end matters
-        with self._lock:  # never after done(): the interrupt is the push's, or nobody's
-            if not self._finished:
-                print(
-                    f"{time.strftime('%H:%M:%S')} caller gone: interrupting", file=sys.__stderr__, flush=True
+            with self._admission.admitted(request, caller, err.write) as admitted:
+                if not admitted:
+                    code = 130
+                    return code
+                _log(f"push {' '.join(request['argv'][1:])[:200]!r} started")
+                self.idle = float(request["persist"])
+                code = run_in_session(
+                    request["argv"],
+                    request.get("kubectl") is True,
+                    self.library,
+                    stderr=cast(TextIO, err),  # a text stream, as the command line needs
+                    columns=int(columns) if columns.isdigit() else None,
                 )
-                signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            code = 130
+        except SystemExit as done:  # argparse's own exit (a usage error)
+            code = done.code if isinstance(done.code, int) else 2
+        except Exception as error:  # one push's failure is not the session's
+            print(f"nodeload: error: {type(error).__name__}: {error}", file=sys.stderr)
+            code = 1
+        finally:
+            _log(f"push ended ({code}) after {time.monotonic() - started:.3f} s")
+            self._stdout.use(None)
+            self._stderr.use(None)
+        return code
 
-    def done(self) -> None:
-        with self._lock:
-            self._finished = True
+
+def _log(text: str) -> None:
+    """A line of the session's log (with the time: the log tells what ran when)."""
+    thread = threading.current_thread().name
+    print(f"{time.strftime('%H:%M:%S')} [{thread}] {text}", file=sys.__stderr__, flush=True)
 
 
 def _library_session() -> LibrarySession:
     """The session the pushes run in: its loop and the nodes' connections, kept between pushes."""
     from nodeload.session import Session as LibrarySession
 
-    return LibrarySession(keep_connections=True)
+    return LibrarySession(keep_connections=True, shared=True)
 
 
 def _invalid(request: dict[str, Any]) -> str | None:

@@ -4,8 +4,9 @@ push (:mod:`.spool`).
 
 Only the protocol lives here: routes, headers, status codes, credentials, OCI error bodies.
 Pulls (blob and manifest GET/HEAD), pushes (monolithic and chunked uploads with resumable
-offsets, cross-repository mounts, manifests and indexes by tag and digest) and tag lists.
-Deleting is not offered: the nodes' images are managed with ctr/crictl. A request body that
+offsets, cross-repository mounts, manifests and indexes by tag and digest, ``OCI-Subject`` for a
+manifest with a subject), tag lists (paginated) and the referrers API (filtered by artifact
+type). Deleting is not offered (405): the nodes' images are managed with ctr/crictl. A request body that
 stalls is cut (see :class:`~nodeload.registry.limits.Limits`).
 """
 
@@ -15,20 +16,23 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
+import json
 import re
 import secrets
 import socket
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 from aiohttp import StreamReader, web
 
 from nodeload.errors import UsageError
-from nodeload.image import sha256_digest
-from nodeload.jsondoc import MAX_DOCUMENT_BYTES
-from nodeload.registry.errors import RegistryError, invalid
+from nodeload.image import MEDIA_OCI_INDEX, sha256_digest
+from nodeload.jsondoc import MAX_DOCUMENT_BYTES, parse
+from nodeload.registry.errors import RegistryError, invalid, manifest_unknown
 from nodeload.registry.limits import Limits
+from nodeload.registry.manifests import referrers_index, subject_of, tags_page
 from nodeload.wording import setting
 
 _NAME = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
@@ -107,6 +111,14 @@ class BlobStore(Protocol[U]):
         """A manifest's media type and bytes, by tag or digest (MANIFEST_UNKNOWN otherwise)."""
         ...
 
+    async def tags(self, repository: str) -> list[str]:
+        """The repository's tags."""
+        ...
+
+    async def referrers(self, digest: str) -> list[dict[str, Any]]:
+        """The descriptors of the manifests whose subject is ``digest``."""
+        ...
+
 
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
@@ -151,6 +163,8 @@ def build_app(store: BlobStore[Any], credentials: Credentials) -> web.Applicatio
         web.delete(repo + "/blobs/uploads/{uuid:[^/]+}", _cancel_upload(store)),
         web.get(repo + "/manifests/{ref:[^/]+}", _manifest(store)),  # and HEAD
         web.put(repo + "/manifests/{ref:[^/]+}", _put_manifest(store)),
+        web.get(repo + "/tags/list", _tags(store)),
+        web.get(repo + "/referrers/{digest:[^/]+}", _referrers(store)),
     ]
     app.add_routes(routes)
     return app
@@ -182,6 +196,8 @@ async def _checked_names(request: web.Request, handler: Handler) -> web.StreamRe
         _checked_digest(info["digest"])
     ref = info.get("ref")
     if ref is not None and not (_DIGEST.fullmatch(ref) or _TAG.fullmatch(ref)):
+        if request.method in ("GET", "HEAD"):  # the spec's table: no such manifest, not a bad request
+            raise manifest_unknown(ref)
         raise invalid("TAG_INVALID", f"invalid tag or digest {ref!r}")
     return await handler(request)
 
@@ -326,10 +342,43 @@ def _put_manifest(store: BlobStore[Any]) -> Handler:
         data = await _document(request, store.limits)
         media_type = request.headers.get("Content-Type", "").split(";")[0].strip()
         digest = await store.put_manifest(name, reference, media_type, data)
-        return web.Response(
-            status=201,
-            headers={"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": digest},
-        )
+        headers = {"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": digest}
+        subject = subject_of(parse(data, digest))  # the store has read the document already
+        if subject:  # the client need not fall back to the referrers tag schema
+            headers["OCI-Subject"] = subject
+        return web.Response(status=201, headers=headers)
+
+    return handle
+
+
+def _tags(store: BlobStore[Any]) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        n, last = request.query.get("n"), request.query.get("last")
+        if n is not None and not n.isdigit():
+            raise invalid("PAGINATION_NUMBER_INVALID", f"n must be a number, not {n!r}")
+        tags = await store.tags(name)
+        if not tags:
+            raise RegistryError(404, "NAME_UNKNOWN", f"no tag of {name} is on every node")
+        page, more = tags_page(tags, None if n is None else int(n), last)
+        headers = {}
+        if more and page:
+            headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={quote(page[-1])}>; rel="next"'
+        return web.json_response({"name": name, "tags": page}, headers=headers)
+
+    return handle
+
+
+def _referrers(store: BlobStore[Any]) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        found = await store.referrers(request.match_info["digest"])
+        headers = {}
+        wanted = request.query.get("artifactType")
+        if wanted is not None:
+            found = [desc for desc in found if desc.get("artifactType") == wanted]
+            headers["OCI-Filters-Applied"] = "artifactType"
+        headers["Content-Type"] = MEDIA_OCI_INDEX  # exactly, no charset: clients compare it
+        return web.Response(body=json.dumps(referrers_index(found)).encode(), headers=headers)
 
     return handle
 

@@ -74,12 +74,13 @@ class ServeOutcome:
                 "status": "failed" if s.errors else "ok",
                 "bytes_received": s.bytes_received,
                 "images": [r.to_json() for r in s.results],
+                "stored": [m.to_json() for m in s.stored],
                 "errors": s.errors,
             }
             for s in self.sessions
         ]
-        nodes += [{"node": n, "status": "failed", "bytes_received": 0, "images": [], "errors": [why]}
-                  for n, why in self.unreachable.items()]  # fmt: skip
+        nodes += [{"node": n, "status": "failed", "bytes_received": 0, "images": [], "stored": [],
+                   "errors": [why]} for n, why in self.unreachable.items()]  # fmt: skip
         return {"registry": self.address, "command_status": self.command_status, "nodes": nodes}
 
 
@@ -185,6 +186,8 @@ async def _open_sessions(
             raise NodeloadError(spec.problem)
         transport = transport_for(spec, options.ssh, session)
         assert transport is not None
+        if session is not None:
+            stack.callback(session.give_back, [transport])
         await stack.enter_async_context(transport)
         held = session.leases if session is not None else leases
         opener = connect_containerd(

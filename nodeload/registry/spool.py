@@ -19,6 +19,7 @@ import shutil
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nodeload import scratch
 from nodeload.errors import SourceError
@@ -167,6 +168,14 @@ class SpoolStore:
             return self.manifests[reference]
         except KeyError:
             raise manifest_unknown(reference) from None
+
+    async def tags(self, repository: str) -> list[str]:
+        """See :class:`~nodeload.registry.protocol.BlobStore` (the engine's push: its tags)."""
+        return sorted(ref for ref in self.manifests if not ref.startswith("sha256:"))
+
+    async def referrers(self, digest: str) -> list[dict[str, Any]]:
+        """See :class:`~nodeload.registry.protocol.BlobStore` (the engine's push names none)."""
+        return []
 
     def close(self) -> None:
         """Remove every file of the spool."""

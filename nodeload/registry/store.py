@@ -5,28 +5,32 @@ themselves), so a client uploads exactly when some node lacks it. Uploads go to 
 as they arrive, each into a containerd ingest that is committed with the digest the client
 names at the end. When the nodes disagree about what they lack (a new node joined), the
 upload is kept in a private local file instead and sent, once its digest is known, only
-to the nodes without it. A manifest pushed by tag is finished on each node with the push
-path's own target: children labelled, layers unpacked, the image named last, CRI checked.
+to the nodes without it. A manifest pushed by tag that is an image the node can run is
+finished on each node with the push path's own target: children labelled, layers unpacked,
+the image named last, CRI checked. Any other manifest is stored as content, a GC root whose
+tag and subject are labels (see :mod:`~nodeload.registry.manifests`), so tag lists and
+referrers are read from the nodes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hashlib
-import io
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from nodeload import scratch
 from nodeload.containerd.client import ContainerdClient, IngestStream
 from nodeload.errors import BlobMismatch, NodeloadError, SourceError
 from nodeload.image import Descriptor, sha256_digest
 from nodeload.jsondoc import MAX_DOCUMENT_BYTES, Doc, parse
+from nodeload.leftovers import LABEL_PREFIX
 from nodeload.plan import LABEL_GC_CONTENT, manifest_labels
 from nodeload.platforms import Platform
 from nodeload.progress import ProgressSink
@@ -40,11 +44,19 @@ from nodeload.registry.errors import (
     upload_unknown,
 )
 from nodeload.registry.limits import Limits
+from nodeload.registry.manifests import Documents, not_an_image, referrer, subject_of
 from nodeload.registry.references import check_references
 from nodeload.report import NodeResult
 from nodeload.stores.base import PreparedImage, WriteOptions, Written
 from nodeload.stores.containerd import ContainerdStore
 from nodeload.transports.base import Transport
+
+# A stored manifest (no image) is a GC root (containerd's own label) marked as ours; its tags
+# and subject are labels too, so a later run finds them on the nodes.
+LABEL_GC_ROOT = "containerd.io/gc.root"
+LABEL_STORED = LABEL_PREFIX + "stored"
+LABEL_TAG = LABEL_PREFIX + "tag."  # + the full name, docker.io/library/app:v1
+LABEL_SUBJECT = LABEL_PREFIX + "subject"  # the digest a manifest refers to
 
 _QUEUE_DEPTH = 4  # chunks in flight per node: the slowest node paces the upload
 
@@ -60,6 +72,7 @@ class ServedNode:
     bytes_received: int = 0
     blobs_received: int = 0
     results: list[NodeResult] = field(default_factory=list)
+    stored: list[StoredManifest] = field(default_factory=list)  # manifests kept that are no image
     errors: list[str] = field(default_factory=list)
 
 
@@ -349,7 +362,8 @@ class NodesStore:
     # -- manifests ----------------------------------------------------------------------------------
 
     async def put_manifest(self, repository: str, reference: str, media_type: str, body: bytes) -> str:
-        """Store a manifest or index; pushed by tag, it becomes a named image on every node.
+        """Store a manifest or index on every node: pushed by tag, an image becomes a named image;
+        anything else (an artifact, an image for another platform) is kept as content.
 
         What the manifest names is checked first (see :mod:`~nodeload.registry.references`): a
         fault of the manifest is the client's (4xx) and fails no node.
@@ -369,15 +383,14 @@ class NodesStore:
         try:
             doc = parse(body, f"manifest {reference}")
             root = Descriptor(media_type or doc.text("mediaType"), digest, len(body))
+            subject = subject_of(doc)
+            _references(doc)  # well-formed descriptors, or the client's error
         except SourceError as err:
             raise invalid("MANIFEST_INVALID", str(err)) from err
         referenced = await check_references(self.sessions, root, body, doc, self.limits)
-        try:
-            platform = _platform_of(doc, referenced.documents)
-        except SourceError as err:
-            raise invalid("MANIFEST_INVALID", str(err)) from err
         name = _image_name(repository, None if reference.startswith("sha256:") else reference)
-        image = _Image(root, body, doc, referenced.documents, name, platform)
+        platform = _platform_of(doc, referenced.documents)
+        image = _Image(root, body, doc, referenced.documents, name, platform, subject)
         ready = [s for s in self.sessions if s.name not in referenced.failed]
         outcomes = await asyncio.gather(*(self._finish(s, image) for s in ready))
         by_node = dict(zip((s.name for s in ready), outcomes, strict=True))
@@ -385,51 +398,133 @@ class NodesStore:
         return digest
 
     async def _finish(self, session: ServedNode, image: _Image) -> NodeloadError | None:
-        """Finish the image on one node with the push path's target (nothing but documents to send)."""
-        root, name = image.root, image.name
-        result = NodeResult(node=session.name, image=name or root.digest)
+        """Finish the manifest on one node: an image with the push path's target (nothing but
+        documents to send), anything else stored as content kept from GC."""
+        source = Documents(image.root, image.documents, image.name)
         try:
-            source = _Documents(root, image.documents, name)
-            options = WriteOptions(
-                namespace=self._namespace,
-                name=name or "",
-                platform=image.platform,
-                name_from_source=self.name_from_source,
-            )
-            if name:
-                written = Written()
-                result.store(session.target.about)
-                result.namespace, result.name = options.namespace, options.name
-                result.delivered(await session.target.push(PreparedImage(source, options), options, written))
-                result.count(written)
-                self.received[name] = (root, image.documents)
-                if "manifests" in image.doc:  # an index keeps every platform pushed, not just the node's
-                    await session.client.set_labels(root.digest, _references(image.doc))
-                session.results.append(result)
+            why_not = await asyncio.to_thread(not_an_image, source, image.platform or session.target.platform)
+            writer = session.target.writer(self._namespace)
+            if why_not is not None:
+                await self._keep(session, image, why_not)
+            elif image.name:
+                await self._image(session, image, source)
             else:  # by digest (an index's child): stored with its references, named by the index later
-                writer = session.target.writer(self._namespace)
-                await writer.store_document(root, image.body, _references(image.doc))
+                await writer.store_document(image.root, image.body, _references(image.doc))
+            if image.subject:  # found by the referrers API
+                await writer.client.set_labels(image.root.digest, {LABEL_SUBJECT: image.subject})
         except NodeloadError as err:
             return err
         return None
 
+    async def _image(self, session: ServedNode, image: _Image, source: Documents) -> None:
+        """Create (or move) the image record ``image.name`` as ``push`` does."""
+        assert image.name is not None
+        root, name = image.root, image.name
+        result = NodeResult(node=session.name, image=name)
+        options = WriteOptions(
+            namespace=self._namespace,
+            name=name,
+            platform=image.platform,
+            name_from_source=self.name_from_source,
+        )
+        written = Written()
+        result.store(session.target.about)
+        result.namespace, result.name = options.namespace, options.name
+        result.delivered(await session.target.push(PreparedImage(source, options), options, written))
+        result.count(written)
+        self.received[name] = (root, image.documents)
+        client = session.target.writer(self._namespace).client
+        if "manifests" in image.doc:  # an index keeps every platform pushed, not just the node's
+            await client.set_labels(root.digest, _references(image.doc))
+        await _untag(client, name, keep=None)  # the tag is the image's now, not a stored manifest's
+        session.results.append(result)
+
+    async def _keep(self, session: ServedNode, image: _Image, why_not: str) -> None:
+        """Store a manifest that is no image for this node: a GC root, its tag in a label."""
+        writer = session.target.writer(self._namespace)
+        labels = {**_references(image.doc), LABEL_GC_ROOT: _now(), LABEL_STORED: "manifest"}
+        if image.name:
+            labels[LABEL_TAG + image.name] = _now()
+        await writer.store_document(image.root, image.body, labels)
+        await writer.client.set_labels(image.root.digest, labels)  # also when the node held it already
+        if image.name:
+            await _untag(writer.client, image.name, keep=image.root.digest)
+        session.stored.append(StoredManifest(image.root.digest, image.root.media_type, image.name, why_not))
+
     async def get_manifest(self, repository: str, reference: str) -> tuple[str, bytes]:
-        """A manifest's media type and bytes, by tag (an image record) or digest."""
-        session = self.sessions[0]
+        """A manifest's media type and bytes, by tag (a stored manifest's, else an image record's)
+        or digest."""
+        client = self.sessions[0].target.writer(self._namespace).client
         if reference.startswith("sha256:"):
             digest, media_type = reference, ""
         else:
-            name = _image_name(repository, reference)
-            image = await session.client.get_image(name or "")
-            if image is None:
+            name = _image_name(repository, reference) or ""
+            tagged = await client.find_labelled(LABEL_TAG + name)
+            image = None if tagged else await client.get_image(name)
+            if tagged:
+                digest, media_type = tagged[0].digest, ""
+            elif image is not None:
+                digest, media_type = image.target.digest, image.target.media_type
+            else:
                 raise manifest_unknown(reference)
-            digest, media_type = image.target.digest, image.target.media_type
-        if await session.client.content_info(digest) is None:
+        if await client.content_info(digest) is None:
             raise manifest_unknown(reference)
-        body = await _read_small(session.client, digest)
+        body = await _read_small(client, digest)
         if not media_type:
-            media_type = parse(body, digest).text("mediaType")
+            try:
+                media_type = parse(body, digest).text("mediaType")
+            except SourceError:  # a blob that is no document: no manifest by that digest
+                raise manifest_unknown(reference) from None
         return media_type, body
+
+    async def tags(self, repository: str) -> list[str]:
+        """The tags of ``repository`` that every node holds: image records, and stored manifests'
+        tag labels."""
+        prefix = (_image_name(repository, "tag") or "").removesuffix("tag")
+        held = await asyncio.gather(*(self._tags(s, prefix) for s in self.sessions))
+        return sorted(set.intersection(*held)) if held else []
+
+    async def _tags(self, session: ServedNode, prefix: str) -> set[str]:
+        client = session.target.writer(self._namespace).client
+        names = set(await client.image_names())
+        for info in await client.find_labelled(LABEL_STORED):
+            names.update(key.removeprefix(LABEL_TAG) for key in info.labels if key.startswith(LABEL_TAG))
+        return {name.removeprefix(prefix) for name in names if name.startswith(prefix)}
+
+    async def referrers(self, digest: str) -> list[dict[str, Any]]:
+        """The descriptors of the manifests whose subject is ``digest``, those every node holds."""
+        clients = [s.target.writer(self._namespace).client for s in self.sessions]
+        found = await asyncio.gather(*(client.find_by_label(LABEL_SUBJECT, digest) for client in clients))
+        common = set.intersection(*({info.digest for info in infos} for infos in found))
+        listed = []
+        for referrer_digest in sorted(common):
+            body = await _read_small(clients[0], referrer_digest)
+            try:
+                doc = parse(body, referrer_digest)
+                desc = Descriptor(doc.text("mediaType"), referrer_digest, len(body))
+            except SourceError:
+                continue
+            listed.append(referrer(desc, doc))
+        return listed
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    """A manifest kept on a node as content, not as an image: what ``--json`` reports."""
+
+    digest: str
+    media_type: str
+    name: str | None  # the name it was pushed under (None: by digest)
+    why: str  # why it is no image for this node
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object for ``--json``."""
+        return {
+            "digest": self.digest,
+            "media_type": self.media_type,
+            "name": self.name,
+            "not_an_image": self.why,
+        }
 
 
 @dataclass(frozen=True)
@@ -442,34 +537,18 @@ class _Image:
     documents: dict[str, bytes]
     name: str | None  # the image created (None: pushed by digest)
     platform: Platform | None
+    subject: str | None  # the manifest it refers to (OCI 1.1 referrers)
 
 
-class _Documents:
-    """An ImageSource made of the documents of an image whose layers are already on the nodes."""
+async def _untag(client: ContainerdClient, name: str, keep: str | None) -> None:
+    """Take the tag ``name`` off every stored manifest but ``keep``."""
+    for info in await client.find_labelled(LABEL_TAG + name):
+        if info.digest != keep:
+            await client.drop_labels(info.digest, [LABEL_TAG + name])
 
-    def __init__(self, root: Descriptor, documents: dict[str, bytes], name: str | None) -> None:
-        self._root, self._documents, self._name = root, documents, name
 
-    @property
-    def reference(self) -> str | None:
-        return self._name
-
-    @property
-    def root(self) -> Descriptor:
-        return self._root
-
-    @property
-    def rewritable(self) -> bool:
-        return False
-
-    def open_blob(self, desc: Descriptor, offset: int = 0) -> AbstractContextManager[IO[bytes]]:
-        data = self._documents.get(desc.digest)
-        if data is None:
-            raise SourceError(f"blob {desc.digest} was never uploaded to this node")
-        return contextlib.nullcontext(io.BytesIO(data[offset:]))
-
-    def refresh(self, desc: Descriptor) -> bool:
-        return False
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def _read_small(client: ContainerdClient, digest: str) -> bytes:
@@ -524,7 +603,10 @@ def _platform_of(doc: Doc, documents: dict[str, bytes]) -> Platform | None:
     if config is None:
         return None
     body = documents.get(config.text("digest"))
-    platform = Platform.from_json(parse(body, "config")) if body else None
+    try:  # an artifact's config need not be JSON, nor name a platform
+        platform = Platform.from_json(parse(body, "config")) if body else None
+    except SourceError:
+        return None
     return platform if platform and platform.os and platform.architecture else None
 
 

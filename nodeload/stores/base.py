@@ -213,6 +213,7 @@ class Delivery:
 
     Attributes:
         digest: What the image record points at.
+        image_id: The image's ID: the digest of its config (what kubelet reports as imageID).
         platform: The platform written.
         blobs_total: Blobs of the image for that platform.
         blobs_skipped: Of those, the ones the node held before this run (not sent).
@@ -225,6 +226,7 @@ class Delivery:
     """
 
     digest: str = ""
+    image_id: str = ""
     platform: str = ""
     blobs_total: int = 0
     blobs_skipped: int = 0

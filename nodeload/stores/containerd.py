@@ -56,7 +56,7 @@ from nodeload.plan import (
     make_plan,
     manifest_labels,
 )
-from nodeload.platforms import choose_platform
+from nodeload.platforms import Platform, choose_platform
 from nodeload.progress import ProgressSink
 from nodeload.reference import parse_reference
 from nodeload.stores.base import (
@@ -181,6 +181,11 @@ class ContainerdStore:
         session = self._session
         return StoreInfo(session.socket, session.info.version, session.reach)
 
+    @property
+    def platform(self) -> Platform:
+        """The platform the node runs."""
+        return self._session.info.platform
+
     def writer(self, namespace: str) -> _Writer:
         """The writer of ``namespace`` on this node (``nodeload serve`` holds its lease for its
         whole run and stores uploads with its client)."""
@@ -298,6 +303,7 @@ class _Writer:
             with done.timed("plan"):
                 plan, named, roots = await self._plan(graph, snapshotter, source.rewritable, options)
                 done.platform, done.digest = str(graph.platform), plan.root.digest
+                done.image_id = graph.config.desc.digest
                 done.blobs_total = len(plan.blobs)
                 # Sent early, or by an earlier attempt of this run: sent, not found.
                 found = [b for b in plan.blobs if b.present and b.desc.digest not in written.blobs]
@@ -424,6 +430,7 @@ class _Writer:
             await self.client.put_image(options.name, root)
             done.cri_indexed = await self._wait_for_cri(options.name, graph.config.desc.digest)
         done.platform, done.digest = str(graph.platform), root.digest
+        done.image_id = graph.config.desc.digest
         done.blobs_total = 2 + len(graph.layers) + len(graph.indexes)
         return done
 

@@ -155,6 +155,7 @@ class CtrImportStore:
             state = NodeState(frozenset(await self._content(options.namespace)))
             plan = make_plan(graph, state, "", image.source.rewritable)
             done.platform, done.digest = str(graph.platform), plan.root.digest
+            done.image_id = graph.config.desc.digest
             done.blobs_total = len(plan.blobs)
             found = [b for b in plan.blobs if b.present and b.desc.digest not in written.blobs]
             done.blobs_skipped = len(found)

@@ -132,6 +132,7 @@ class DockerEngineStore:
                 f"set {setting('platform', graph.platform)} to push it anyway"
             )
         done.platform, done.digest = str(graph.platform), graph.config.desc.digest
+        done.image_id = graph.config.desc.digest
         done.blobs_total = len(graph.layers) + 1
         with done.timed("plan"):
             if await asyncio.to_thread(self._tag_if_present, graph.config.desc.digest, options.name):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import glob
 import hashlib
 import os
 import pwd
@@ -511,3 +512,43 @@ def describe(route: Route) -> Iterator[str]:
     for hop in route.hops:
         via = f" via ProxyCommand {hop.proxy_command!r}" if hop.proxy_command else ""
         yield f"{hop.user}@{hop.hostname}:{hop.port}{via}"
+
+
+# -- host names, for a shell completion --------------------------------------------------------
+
+
+def config_hosts(settings: ResolveSettings) -> list[str]:
+    """The host aliases the ssh config files name (``Host`` patterns without wildcards or
+    negation), following ``Include`` as ssh does: what a completion of ``--node`` offers."""
+    found: dict[str, None] = {}
+    user_dir = Path(home()) / ".ssh"
+    for path in config_files(settings):
+        base = user_dir if settings.ssh_config is not None or path != str(SYSTEM_CONFIG) else Path("/etc/ssh")
+        _hosts_of(Path(path), base, found, depth=0)
+    return list(found)
+
+
+def _hosts_of(path: Path, base: Path, found: dict[str, None], depth: int) -> None:
+    if depth > 16:  # ssh's own limit on nested Includes
+        return
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    for line in lines:
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:  # an unbalanced quote: ssh would refuse the line too
+            continue
+        if not words:
+            continue
+        keyword, *values = words
+        keyword = keyword.split("=", 1)[0].lower()
+        if keyword == "host":
+            found.update((v, None) for v in values if not any(c in v for c in "*?!"))
+        elif keyword == "include":
+            for pattern in values:
+                expanded = os.path.expanduser(pattern)
+                full = expanded if os.path.isabs(expanded) else str(base / expanded)
+                for each in sorted(glob.glob(full)):
+                    _hosts_of(Path(each), base, found, depth + 1)

@@ -19,12 +19,23 @@ class RuntimeServiceStub(object):
                 request_serializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.StatusRequest.SerializeToString,
                 response_deserializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.StatusResponse.FromString,
                 )
+        self.ListContainers = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ListContainers',
+                request_serializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.ListContainersRequest.SerializeToString,
+                response_deserializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.ListContainersResponse.FromString,
+                )
 
 
 class RuntimeServiceServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Status(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListContainers(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -37,6 +48,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.StatusRequest.FromString,
                     response_serializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.StatusResponse.SerializeToString,
+            ),
+            'ListContainers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContainers,
+                    request_deserializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.ListContainersRequest.FromString,
+                    response_serializer=nodeload_dot_containerd_dot_api_dot_cri__pb2.ListContainersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -62,6 +78,23 @@ class RuntimeService(object):
         return grpc.experimental.unary_unary(request, target, '/runtime.v1.RuntimeService/Status',
             nodeload_dot_containerd_dot_api_dot_cri__pb2.StatusRequest.SerializeToString,
             nodeload_dot_containerd_dot_api_dot_cri__pb2.StatusResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListContainers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/runtime.v1.RuntimeService/ListContainers',
+            nodeload_dot_containerd_dot_api_dot_cri__pb2.ListContainersRequest.SerializeToString,
+            nodeload_dot_containerd_dot_api_dot_cri__pb2.ListContainersResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
