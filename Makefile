@@ -17,7 +17,7 @@ host:
 	bash scripts/ensure-host.sh
 
 demo: host $(STAMP)
-	$(BIN)/python -m nodeload.sandbox.demo
+	$(BIN)/python -m nodeload.sandbox.demo $(if $(KEEP),--keep)
 
 lint: $(STAMP)
 	$(BIN)/ruff check nodeload tests benchmarks scripts

@@ -20,7 +20,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from nodeload.quiet import quiet_dependencies
+
 __version__ = "0.1.0"
+
+# Every way in (the command line, ``import nodeload``, the pytest plugin) passes here first.
+quiet_dependencies()
 
 # Public name -> the module that defines it.
 _WHERE = {

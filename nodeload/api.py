@@ -101,6 +101,7 @@ async def push_async(
         raise UsageError("no image to push")
     options.check(len(texts))
     specs = _specs(nodes)
+    await _check_local_images(texts)
     node_jobs = [NodeJob(spec, transport_for(spec, options.ssh, session)) for spec in specs]
     try:
         return await _push_jobs(texts, specs, node_jobs, options, progress, say, session)
@@ -183,6 +184,22 @@ def collect_garbage(
     from nodeload.gc import GcOptions, collect
 
     return run(session, collect(_specs(nodes), options or GcOptions(), session))
+
+
+async def _check_local_images(texts: Sequence[Image]) -> None:
+    """Fail before any node is contacted when an image of the local Docker engine is not there
+    (a typo would otherwise fail on every node, after connecting to each).
+
+    Raises:
+        LocalImageNotFound: naming the closest local names.
+    """
+    specs = [parse_source(text) for text in texts if isinstance(text, str)]
+    refs = [spec.ref for spec in specs if spec.scheme == "docker-daemon" and spec.ref is not None]
+    if refs:
+        from nodeload.sources.docker_daemon import require_image  # the docker SDK: only when used
+
+        for ref in refs:
+            await in_thread(partial(require_image, ref))
 
 
 def list_images(

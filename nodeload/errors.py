@@ -23,6 +23,11 @@ class ImageNotFound(SourceError):
     """The named image does not exist in the source."""
 
 
+class LocalImageNotFound(ImageNotFound, UsageError):
+    """The named image is not on this machine: found out before any node is contacted, and told
+    as a usage error (exit status 2), with the closest names there are."""
+
+
 class RegistryAuthFailed(SourceError):
     """A registry refused access: credentials missing, wrong, or not allowed to pull."""
 

@@ -168,6 +168,10 @@ async def push_all(
         preparing.cancel()  # nobody waits any more (an error, or Ctrl-C)
         for future in ready:
             future.cancel()
+        # Its cleanup (the engine's endpoint closing) comes before the caller's (the spool the
+        # endpoint writes to), or the endpoint would go on serving into removed files.
+        with contextlib.suppress(asyncio.CancelledError):
+            await preparing
     return [done[n][i] for i in range(len(images)) for n in range(len(nodes))]
 
 

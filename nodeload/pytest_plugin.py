@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from nodeload.quiet import warning_filter_lines
+
 if TYPE_CHECKING:
     from nodeload.report import NodeResult
     from nodeload.sandbox import Sandbox
@@ -69,7 +71,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("nodeload_cluster_nodes", "kubelet nodes in nodeload_cluster (default 2)", default="2")
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> Iterator[None]:
+    """Keep the dependencies' deprecation notices out of the warnings summary from the start:
+    pytest replaces the warning filters while it imports conftest files (which may import
+    asyncssh) and around every test, with its own ``filterwarnings`` lines."""
+    _quiet(early_config)
+    return (yield)
+
+
+def _quiet(config: pytest.Config) -> None:
+    present = config.getini("filterwarnings")
+    for line in warning_filter_lines():
+        if line not in present:
+            config.addinivalue_line("filterwarnings", line)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _quiet(config)  # loaded from a conftest's pytest_plugins, after the initial conftests
     config.addinivalue_line(
         "markers",
         "nodeload_sandbox(nodes=2, variants=None): the nodes nodeload_sandbox starts for this test "

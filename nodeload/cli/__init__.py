@@ -7,6 +7,7 @@ Kubernetes client.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import logging
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         complete(build_parser)
     given = list(sys.argv[1:] if argv is None else argv)
     args = parse_arguments(given)
-    return args if isinstance(args, int) else _run(args, given)
+    return args if isinstance(args, int) else _leave(_run(args, given), program=argv is None)
 
 
 def kubectl_main(argv: Sequence[str] | None = None) -> int:
@@ -47,7 +48,21 @@ def kubectl_main(argv: Sequence[str] | None = None) -> int:
     if isinstance(args, int):
         return args
     args.kubernetes_by_default = True
-    return _run(args, given, kubectl=True)
+    return _leave(_run(args, given, kubectl=True), program=argv is None)
+
+
+def _leave(code: int, *, program: bool) -> int:
+    """``code``; after Ctrl-C, run as the program, the process ends here and now. Everything of
+    the run is settled by then (leases kept for the rerun, sockets and spools removed), while
+    the interpreter's own teardown (grpc's poller, an engine API call left in its thread) can
+    hold a person waiting on Ctrl-C for most of a second."""
+    if code == EXIT_INTERRUPTED and program:
+        atexit._run_exitfuncs()  # what is registered to run at exit still does (temporary files)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def run_in_session(

@@ -6,7 +6,7 @@ import argparse
 import enum
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,9 +43,32 @@ def persist_seconds(
     return DEFAULT_PERSIST if terminal and not ci else None
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A parser whose unrecognized arguments are told with the usage of the command they were
+    given to (``push --bad-flag`` shows push's usage, not the list of commands)."""
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            _chosen(self, parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
+def _chosen(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost (sub)command parser that ``parsed`` went through."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices.get(getattr(parsed, action.dest, None) or "")
+            if isinstance(sub, argparse.ArgumentParser):
+                return _chosen(sub, parsed)
+    return parser
+
+
 def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
     """The argument parser for every command."""
-    parser = argparse.ArgumentParser(
+    parser = _CommandParser(
         prog=prog,
         description="Push container images straight into nodes' containerd over SSH, "
         "sending only the blobs each node lacks.",
@@ -56,7 +79,9 @@ def build_parser(prog: str = "nodeload") -> argparse.ArgumentParser:
         "($NODELOAD_CONFIG names another): [defaults] for options commands share, [push], [nodes]... "
         "for one command's; flags win over the environment, which wins over the file."
     )
-    commands = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="verb", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser
+    )
     push = commands.add_parser(
         "push",
         help="push images to nodes",
@@ -321,6 +346,34 @@ def _sandbox_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "or with docker compose up -d. The node image is built first if this machine lacks it.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    for verb, text in (
+        ("up", "start throwaway nodes that stay until down"),
+        ("down", "remove the nodes of up, and their files"),
+        ("status", "show the nodes of up and how to reach them"),
+    ):
+        kept = actions.add_parser(
+            verb,
+            help=text,
+            description="up: start N sandbox nodes (sshd + containerd + CRI in containers) that stay,\n"
+            "through docker restarts, on fixed 127.0.0.1 ports, until down; it writes an ssh_config and\n"
+            "known_hosts for them (ssh -F FILE node-1; nodeload push IMAGE -F FILE --node node-1).\n"
+            "down: remove them. status: their containers and files (exit 1 when none is up).\n"
+            "variants: plain, k3s (containerd at k3s's socket), sudo (login ubuntu, sudo -n),\n"
+            "bastion (reached only through a jump host).",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        kept.add_argument("--name", default="nodeload", help="the sandbox's name (default nodeload)")
+        if verb == "up":
+            kept.add_argument("--nodes", type=int, default=2, metavar="N", help="how many nodes (default 2)")
+            kept.add_argument(
+                "--variant",
+                action="append",
+                default=[],
+                metavar="VARIANT",
+                dest="variants",
+                help="repeatable: the kind of each node in order, the last for the rest (default plain)",
+            )
+        _output_arguments(kept)
     compose.add_argument("directory", type=Path, metavar="DIR")
     compose.add_argument("--nodes", type=int, default=2, metavar="N", help="plain nodes (default 2)")
     _output_arguments(compose)

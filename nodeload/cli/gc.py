@@ -44,10 +44,12 @@ def run_gc(args: argparse.Namespace, err: Console) -> int:
             for item in result.reclaimed:
                 disk = human_bytes(item.bytes) if item.kind == "ingest" else ""
                 table.add_row(result.node, item.namespace, item.kind, item.id, item.reason, disk)
+        checked = ", ".join(printable(r.node) for r in results if r.ok) or "no node"
         if table.row_count:
             Console(soft_wrap=True).print(table)
+            print(f"looked through {checked}")
         else:
-            print("nothing to remove: no abandoned nodeload lease or upload")
+            print(f"nothing to remove on {checked}: no abandoned nodeload lease or upload")
         for result in results:
             if result.error:
                 err.print(f"nodeload: {printable(result.node)}: {printable(result.error)}", markup=False)

@@ -25,7 +25,14 @@ from nodeload import scratch
 from nodeload.errors import SourceError
 from nodeload.image import sha256_digest
 from nodeload.jsondoc import MAX_DOCUMENT_BYTES, parse
-from nodeload.registry.errors import blob_unknown, invalid, manifest_unknown, too_many, upload_unknown
+from nodeload.registry.errors import (
+    RegistryError,
+    blob_unknown,
+    invalid,
+    manifest_unknown,
+    too_many,
+    upload_unknown,
+)
 from nodeload.registry.limits import Limits
 
 _READ_CHUNK = 1 << 20
@@ -114,10 +121,14 @@ class SpoolStore:
         """See :class:`~nodeload.registry.protocol.BlobStore`."""
         async with upload.lock:
             with upload.path.open("ab") as spool:
-                async for data in chunks:
-                    spool.write(data)
-                    upload.hasher.update(data)
-                    upload.offset += len(data)
+                try:
+                    async for data in chunks:
+                        spool.write(data)
+                        upload.hasher.update(data)
+                        upload.offset += len(data)
+                except ConnectionError as err:  # the engine went away (interrupted): an answer, no traceback
+                    message = f"the upload broke off: {err}"
+                    raise RegistryError(400, "BLOB_UPLOAD_INVALID", message, close=True) from err
 
     async def finish(self, upload: SpoolUpload, digest: str) -> None:
         """See :class:`~nodeload.registry.protocol.BlobStore`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 SANDBOX_LABEL = "nodeload.sandbox"
 OWNER_PID_LABEL = "nodeload.sandbox.pid"
 OWNER_HOST_LABEL = "nodeload.sandbox.host"
+KEPT_LABEL = "nodeload.sandbox.kept"  # the name of a sandbox that stays until `sandbox down`
+KEPT_OWNER_PID = 1
 AUTHORIZED_KEY_ENV = "NODELOAD_AUTHORIZED_KEY"
 SSH_PORT = 22
 DEFAULT_CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
@@ -224,6 +227,19 @@ class NodeContainer(DockerContainer):
     def with_authorized_key(self, public_key: str) -> Self:
         """Authorize an OpenSSH public key line for root."""
         return self.with_env(AUTHORIZED_KEY_ENV, public_key.strip())
+
+    def kept_as(self, name: str, ssh_port: int | None) -> Self:
+        """Make this node part of the kept sandbox ``name``: never swept as a leftover, started
+        again with the engine, its sshd published on ``ssh_port`` (a fixed port survives a
+        ``docker restart``; an ephemeral one would move)."""
+        self.variant = dataclasses.replace(self.variant, labels={**self.variant.labels, KEPT_LABEL: name})
+        # Owned by init, which outlives every sweep: also one by an older nodeload that does
+        # not know the kept label.
+        self.owner_pid = KEPT_OWNER_PID
+        self._kwargs["restart_policy"] = {"Name": "unless-stopped"}
+        if ssh_port is not None and f"{SSH_PORT}/tcp" in self.ports:
+            cast(dict[str, Any], self.ports)[f"{SSH_PORT}/tcp"] = (LOOPBACK, ssh_port)
+        return self
 
     def with_session(self, session: str) -> Self:
         """Set the ``nodeload.sandbox`` label value used to sweep leftovers."""

@@ -19,6 +19,8 @@ import docker
 import docker.errors
 
 from nodeload.sandbox.node import (
+    KEPT_LABEL,
+    KEPT_OWNER_PID,
     OWNER_HOST_LABEL,
     OWNER_PID_LABEL,
     SANDBOX_LABEL,
@@ -48,6 +50,8 @@ class Sandbox:
         client: docker.DockerClient | None = None,
         base: BaseSource = "auto",
         startup_timeout: float = 60.0,
+        kept: str | None = None,
+        directory: Path | None = None,
     ) -> None:
         """Configure (but do not start) a sandbox.
 
@@ -58,6 +62,12 @@ class Sandbox:
             client: Docker client; a new one from the environment when omitted.
             base: Base of the node image when it has to be built (see ``ensure_node_image``).
             startup_timeout: Seconds each node may take to get sshd and containerd up.
+            kept: The name of a sandbox that outlives this process (``nodeload sandbox up``):
+                its containers are labelled with it, never swept as leftovers, restart with
+                the engine, and keep the SSH ports they were given (a ``docker restart``
+                does not move them), until ``nodeload sandbox down``.
+            directory: Where the key pair, known_hosts and ssh_config go (created); default:
+                a new temporary directory.
         """
         self.variants = [NodeVariant()] * nodes if isinstance(nodes, int) else list(nodes)
         if not self.variants:
@@ -73,6 +83,8 @@ class Sandbox:
         self._base: BaseSource = base
         self._startup_timeout = startup_timeout
         self._dir: Path | None = None
+        self.kept = kept
+        self._directory = directory
 
     @property
     def directory(self) -> Path:
@@ -112,7 +124,11 @@ class Sandbox:
             TimeoutError: A node did not get ready in time.
         """
         image = self._image or ensure_node_image(self._client, base=self._base)
-        self._dir = Path(tempfile.mkdtemp(prefix="nodeload-sandbox-"))
+        if self._directory is not None:
+            self._directory.mkdir(mode=0o700, parents=True, exist_ok=False)
+            self._dir = self._directory
+        else:
+            self._dir = Path(tempfile.mkdtemp(prefix="nodeload-sandbox-"))
         public_key = _write_key_pair(self.identity_path)
         if any(v.internal for v in self.variants):
             self.network = self._create_network()
@@ -134,6 +150,8 @@ class Sandbox:
         self, image: str, variant: NodeVariant, public_key: str, network: str | None = None
     ) -> NodeContainer:
         node = NodeContainer(image, session=self.session).with_variant(variant, network)
+        if self.kept is not None:
+            node = node.kept_as(self.kept, ssh_port=None if variant.internal else free_loopback_port())
         return node.with_authorized_key(public_key).with_startup_timeout(self._startup_timeout)
 
     def _docker(self) -> docker.DockerClient:
@@ -145,8 +163,9 @@ class Sandbox:
         name = f"nodeload-{self.session}"
         labels = {
             SANDBOX_LABEL: self.session,
-            OWNER_PID_LABEL: str(os.getpid()),
+            OWNER_PID_LABEL: str(os.getpid() if self.kept is None else KEPT_OWNER_PID),
             OWNER_HOST_LABEL: socket.gethostname(),
+            **({KEPT_LABEL: self.kept} if self.kept is not None else {}),
         }
         self._docker().networks.create(name, driver="bridge", internal=True, labels=labels)
         return name
@@ -242,7 +261,7 @@ def sweep_leftovers(client: docker.DockerClient | None = None, *, everything: bo
     client = client or docker_client()
     removed = 0
     for container in client.containers.list(all=True, filters={"label": SANDBOX_LABEL}):
-        if not everything and _owner_alive(container.labels):
+        if not everything and (_owner_alive(container.labels) or KEPT_LABEL in container.labels):
             continue
         try:
             container.remove(force=True, v=True)
@@ -250,13 +269,22 @@ def sweep_leftovers(client: docker.DockerClient | None = None, *, everything: bo
         except docker.errors.NotFound:
             pass
     for volume in client.volumes.list(filters={"label": SANDBOX_LABEL}):
-        if not everything and _owner_alive(volume.attrs.get("Labels") or {}):
+        labels = volume.attrs.get("Labels") or {}
+        if not everything and (_owner_alive(labels) or KEPT_LABEL in labels):
             continue
         try:
             volume.remove(force=True)
         except docker.errors.APIError as exc:  # in use by a starting node, or already gone
             log.debug("keeping volume %s: %s", volume.name, exc)
     return removed
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel's choice), to publish a node's sshd on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _owner_alive(labels: dict[str, str]) -> bool:

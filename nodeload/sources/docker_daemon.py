@@ -17,6 +17,7 @@ this way: ``docker save -o FILE`` and ``docker-archive:FILE`` read it.
 
 from __future__ import annotations
 
+import difflib
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import requests
 
 from nodeload.dockerapi import engine_client, unreachable
 from nodeload.early import LayerListener, ReadyLayer
-from nodeload.errors import ImageNotFound, SourceError
+from nodeload.errors import ImageNotFound, LocalImageNotFound, SourceError
 from nodeload.image import check_digest, sha256_digest
 from nodeload.jsondoc import MAX_DOCUMENT_BYTES, Doc
 from nodeload.sources.base import name_or_none
@@ -49,6 +50,10 @@ class EngineAPI(Protocol):
 
     def get_image(self, image: str, chunk_size: int | None = ...) -> Iterator[bytes]:
         """``GET /images/{name}/get``: the ``docker save`` tarball, streamed."""
+        ...
+
+    def images(self) -> list[dict[str, Any]]:
+        """``GET /images/json``: every image, with its ``RepoTags``."""
         ...
 
 
@@ -106,6 +111,33 @@ def _announcer(
         if cached is not None:
             announce(cached)
     return announce
+
+
+def require_image(ref: str, api: EngineAPI | None = None) -> None:
+    """Check that the local engine has the image ``ref``, before anything else is done.
+
+    Raises:
+        LocalImageNotFound: it has none such (naming the closest names it has).
+        SourceError: the engine cannot be asked.
+    """
+    api = api or engine_api()
+    try:
+        _inspect(api, ref)
+    except ImageNotFound:
+        close = difflib.get_close_matches(ref, _local_names(api), n=3, cutoff=0.6)
+        guess = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise LocalImageNotFound(
+            f"image {ref!r} is not in the local Docker engine{guess}; docker images lists what is there"
+        ) from None
+
+
+def _local_names(api: EngineAPI) -> list[str]:
+    """Every ``name:tag`` of the engine's images (none, if it will not say)."""
+    try:
+        listed = api.images()
+    except (docker.errors.DockerException, requests.RequestException):
+        return []
+    return [tag for image in listed for tag in image.get("RepoTags") or [] if tag != "<none>:<none>"]
 
 
 def _inspect(api: EngineAPI, ref: str) -> dict[str, Any]:

@@ -200,7 +200,11 @@ async def push_from_engine(
         reference = parse_reference(image.name)
         repository = f"{address}/{reference.domain}/{reference.path}"
         tag = reference.tag or "latest"
-        await in_thread(lambda: _engine_push(client, image.ref, repository, tag, credentials))
+        await in_thread(lambda: _tag(client, image.ref, repository, tag))
+        try:
+            await in_thread(lambda: _engine_push(client, repository, tag, credentials))
+        finally:  # here, not in the thread: interrupted, the thread is left to end on its own
+            _untag(client, repository, tag)
     entry = store.manifests.get(tag)
     if entry is None:
         raise EngineCannotPush(f"docker push of {image.label} ended without a manifest")
@@ -219,25 +223,28 @@ def _opener(path: Path) -> Callable[[int], AbstractContextManager[IO[bytes]]]:
     return open_at
 
 
-def _engine_push(
-    client: docker.DockerClient, ref: str, repository: str, tag: str, credentials: Credentials
-) -> None:
-    """Tag, push through the Engine API (authenticated with the run's credentials), untag."""
-    api = client.api
-    auth = {"username": credentials.username, "password": credentials.password}
+def _tag(client: docker.DockerClient, ref: str, repository: str, tag: str) -> None:
+    """Name the image for the endpoint (a temporary tag: :func:`_untag` removes it)."""
     try:
-        api.tag(ref, repository, tag)
+        client.api.tag(ref, repository, tag)
     except docker.errors.DockerException as err:
         raise SourceError(f"Docker could not tag {ref!r} for the push: {err}") from err
+
+
+def _engine_push(client: docker.DockerClient, repository: str, tag: str, credentials: Credentials) -> None:
+    """Push through the Engine API, authenticated with the run's credentials."""
+    auth = {"username": credentials.username, "password": credentials.password}
     try:
-        for event in api.push(repository, tag, auth_config=auth, stream=True, decode=True):
+        for event in client.api.push(repository, tag, auth_config=auth, stream=True, decode=True):
             if isinstance(event, dict) and event.get("error"):
                 raise EngineCannotPush(f"docker push into nodeload's endpoint failed: {event['error']}")
     except docker.errors.DockerException as err:
         raise EngineCannotPush(f"docker push into nodeload's endpoint failed: {err}") from err
-    finally:
-        with contextlib.suppress(docker.errors.DockerException):
-            api.remove_image(f"{repository}:{tag}", noprune=True)  # only our temporary tag
+
+
+def _untag(client: docker.DockerClient, repository: str, tag: str) -> None:
+    with contextlib.suppress(docker.errors.DockerException):
+        client.api.remove_image(f"{repository}:{tag}", noprune=True)  # only our temporary tag
 
 
 class _Pushed(Closeable):

@@ -137,9 +137,19 @@ async def _open(
         raise NodeUnreachable(f"the jump host could not reach {hop.hostname}: {err.reason}") from err
     except asyncssh.DisconnectError as err:
         raise NodeUnreachable(f"{where}SSH connection refused: {err.reason}") from err
-    except (TimeoutError, OSError) as err:
+    except TimeoutError as err:  # asyncssh's connect_timeout: TCP, banner, key exchange and login
+        seconds = kwargs["connect_timeout"]
+        raise NodeUnreachable(
+            f"{where}cannot connect over SSH: {_address(hop)} did not answer within {seconds:g} s "
+            "(ConnectTimeout in the ssh config sets how long to wait)"
+        ) from err
+    except OSError as err:
         reason = str(err) or type(err).__name__
         raise NodeUnreachable(f"{where}cannot connect over SSH: {reason}") from err
+
+
+def _address(hop: Hop) -> str:
+    return f"[{hop.hostname}]:{hop.port}" if ":" in hop.hostname else f"{hop.hostname}:{hop.port}"
 
 
 def _host_key_check(hop: Hop, options: SSHOptions) -> HostKeyCheck | None:

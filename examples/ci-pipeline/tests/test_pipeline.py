@@ -1,6 +1,7 @@
 """The pipeline's proof: the image we build reaches every node, runs there, and costs only its bytes.
 
-Needs `pip install 'nodeload[sandbox]'` and a Docker engine; the fixtures come from nodeload's
+Needs nodeload with its sandbox extra (`pip install './nodeload[sandbox]'` from a checkout of
+nodeload, as its README installs it) and a Docker engine; the fixtures come from nodeload's
 pytest plugin.
 """
 
@@ -28,7 +29,10 @@ def build(context: Path) -> None:
 def test_the_image_lands_on_every_node_and_runs(nodeload_sandbox, nodeload_push, tmp_path):
     build(tmp_path)
 
-    pushed = nodeload_push(IMAGE, export="save")
+    # No options: every sandbox node, nodeload's defaults (the engine's own docker push, k8s.io,
+    # unpacked for CRI), as a deploy would push. nodeload_push(IMAGE, "node-1", export="save")
+    # would pick nodes and pass PushOptions fields.
+    pushed = nodeload_push(IMAGE)
 
     pushed.assert_ok()
     pushed.assert_bytes()  # what nodeload reported == what each node's NIC and content store saw
