@@ -335,41 +335,45 @@ class Server:
 
     def _run(self, caller: _Caller, request: dict[str, Any]) -> int:
         """One command line, as the caller would have run it, in its directory and environment."""
-        from nodeload.cli import run_in_session
-
         terminal = bool(request.get("terminal"))
         out, err = _Output(caller, 1, False), _Output(caller, 2, terminal)
         columns = str(request["env"].get("COLUMNS", ""))
         self._stdout.use(out)
         self._stderr.use(err)
-        started = time.monotonic()
-        code = 1
         try:
             with self._admission.admitted(request, caller, err.write) as admitted:
                 if not admitted:
-                    code = 130
-                    return code
+                    return 130
+                # Said while admitted: the log's order of starts and ends is the order of the pushes.
                 _log(f"push {' '.join(request['argv'][1:])[:200]!r} started")
-                self.idle = float(request["persist"])
-                code = run_in_session(
-                    request["argv"],
-                    request.get("kubectl") is True,
-                    self.library,
-                    stderr=cast(TextIO, err),  # a text stream, as the command line needs
-                    columns=int(columns) if columns.isdigit() else None,
-                )
-        except KeyboardInterrupt:
-            code = 130
-        except SystemExit as done:  # argparse's own exit (a usage error)
-            code = done.code if isinstance(done.code, int) else 2
-        except Exception as error:  # one push's failure is not the session's
-            print(f"nodeload: error: {type(error).__name__}: {error}", file=sys.stderr)
-            code = 1
+                started = time.monotonic()
+                code = self._command(request, err, columns)
+                _log(f"push ended ({code}) after {time.monotonic() - started:.3f} s")
         finally:
-            _log(f"push ended ({code}) after {time.monotonic() - started:.3f} s")
             self._stdout.use(None)
             self._stderr.use(None)
         return code
+
+    def _command(self, request: dict[str, Any], err: _Output, columns: str) -> int:
+        """The command line's exit status, whatever way it ended."""
+        from nodeload.cli import run_in_session
+
+        self.idle = float(request["persist"])
+        try:
+            return run_in_session(
+                request["argv"],
+                request.get("kubectl") is True,
+                self.library,
+                stderr=cast(TextIO, err),  # a text stream, as the command line needs
+                columns=int(columns) if columns.isdigit() else None,
+            )
+        except KeyboardInterrupt:
+            return 130
+        except SystemExit as done:  # argparse's own exit (a usage error)
+            return done.code if isinstance(done.code, int) else 2
+        except Exception as error:  # one push's failure is not the session's
+            print(f"nodeload: error: {type(error).__name__}: {error}", file=sys.stderr)
+            return 1
 
 
 def _log(text: str) -> None:

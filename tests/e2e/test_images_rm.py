@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import docker
@@ -15,6 +17,23 @@ from nodeload.sandbox import NodeContainer, Sandbox
 from tests.e2e.pushing import CONTENT_ROOT, content_sizes, image_names, nodeload, push_json
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def sandbox(docker_client: docker.DockerClient, node_image: str) -> Iterator[Sandbox]:
+    """Two nodes of this module's own: the images these tests leave (and remove) would change
+    what later tests on the session's nodes find there and send."""
+    with Sandbox(2, image=node_image, client=docker_client) as sb:
+        yield sb
+
+
+def _wait_for_record(node: NodeContainer, record: str, seconds: float = 20) -> None:
+    """CRI writes its ``sha256:<ID>`` record from containerd's events, after it answers for the
+    image: wait for it, so the next push finds the state this test is about."""
+    deadline = time.monotonic() + seconds
+    while not any(line.split()[0] == record for line in _ctr_lines(node)):
+        assert time.monotonic() < deadline, f"CRI never wrote {record} on {node}"
+        time.sleep(0.2)
 
 
 def _cli(sandbox: Sandbox, verb: str, *args: str, aliases: tuple[str, ...] = ()) -> list[str]:
@@ -62,6 +81,7 @@ def test_images_marks_the_node_that_holds_the_old_version(
     full = f"docker.io/{name}"
     v1_id, v2_id = (docker_client.images.get(app_images[v]).id for v in ("v1", "v2"))
     push_json(sandbox, app_images["v1"], "node-1", "node-2", extra=("--name", name))
+    _wait_for_record(sandbox.node("node-1"), f"sha256:{v1_id.removeprefix('sha256:')}")
     [moved] = push_json(sandbox, app_images["v2"], "node-1", extra=("--name", name))
 
     report = _json(sandbox, "images", name)
