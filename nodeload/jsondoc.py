@@ -10,7 +10,7 @@ document and the field, never with a ``KeyError`` or ``RecursionError``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from nodeload.errors import SourceError
@@ -149,3 +149,14 @@ class Doc:
             if not isinstance(value, str):
                 raise SourceError(f"{found.where}: {name!r} must be a string, not {_kind(value)}")
         return dict(found.raw)
+
+
+def mapping(value: object) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: an absent field, or one of another
+    type, reads as empty (for documents read leniently: Kubernetes objects, inventories)."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def array(value: object) -> list[Any]:
+    """``value`` if it is a JSON array, else an empty one (see :func:`mapping`)."""
+    return value if isinstance(value, list) else []

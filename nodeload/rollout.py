@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nodeload.errors import UsageError
+from nodeload.jsondoc import array, mapping
 from nodeload.reference import normalize
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # the annotation kubectl rollout restart sets
@@ -134,11 +135,11 @@ def stale_pods(pods: Iterable[Mapping[str, Any]], pushed: Sequence[Pushed]) -> l
     by_node_name = {(p.node, p.name): p for p in pushed}
     stale: list[StalePod] = []
     for pod in pods:
-        meta, spec, status = (_mapping(pod.get(k)) for k in ("metadata", "spec", "status"))
+        meta, spec, status = (mapping(pod.get(k)) for k in ("metadata", "spec", "status"))
         if status.get("phase") not in ("Running", "Pending"):
             continue  # finished pods run nothing
         node = str(spec.get("nodeName") or "")
-        statuses = [*_list(status.get("containerStatuses")), *_list(status.get("initContainerStatuses"))]
+        statuses = [*array(status.get("containerStatuses")), *array(status.get("initContainerStatuses"))]
         for container in statuses:
             image, running = str(container.get("image") or ""), str(container.get("imageID") or "")
             try:
@@ -196,8 +197,8 @@ def restart_patch(workload: Mapping[str, Any], now: datetime) -> list[dict[str, 
     """The JSON patch that restarts ``workload`` as kubectl does: the pod template's
     ``restartedAt`` annotation set to ``now``."""
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    template = _mapping(_mapping(workload.get("spec")).get("template"))
-    annotations = _mapping(template.get("metadata")).get("annotations")
+    template = mapping(mapping(workload.get("spec")).get("template"))
+    annotations = mapping(template.get("metadata")).get("annotations")
     if not isinstance(annotations, Mapping):
         return [{"op": "add", "path": "/spec/template/metadata/annotations", "value": {RESTARTED_AT: stamp}}]
     return [
@@ -208,7 +209,7 @@ def restart_patch(workload: Mapping[str, Any], now: datetime) -> list[dict[str, 
 def rolled_out(kind: str, workload: Mapping[str, Any], generation: int) -> tuple[bool, str]:
     """Whether the rollout of ``workload`` to at least ``generation`` is complete (kubectl's
     ``rollout status`` rules), and where it stands, for a person."""
-    spec, status = _mapping(workload.get("spec")), _mapping(workload.get("status"))
+    spec, status = mapping(workload.get("spec")), mapping(workload.get("status"))
     if int(status.get("observedGeneration") or 0) < generation:
         return False, "waiting for its controller to see the restart"
     if kind == "Deployment":
@@ -253,11 +254,11 @@ class Cluster:
 
     def pods_on(self, node: str) -> list[Mapping[str, Any]]:
         body = self._json(self._core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node}")
-        return [p for p in _list(body.get("items")) if isinstance(p, Mapping)]
+        return [p for p in array(body.get("items")) if isinstance(p, Mapping)]
 
     def deployment_of(self, namespace: str, replica_set: str) -> str | None:
         found = self._json(self._apps.read_namespaced_replica_set, replica_set, namespace)
-        owner = _controller(_mapping(found.get("metadata")))
+        owner = _controller(mapping(found.get("metadata")))
         return str(owner["name"]) if owner.get("kind") == "Deployment" else None
 
     def read(self, workload: Workload) -> Mapping[str, Any]:
@@ -309,7 +310,7 @@ def restart(
             doing = f"restarting {workload}"
             current = cluster.read(workload)
             patched = cluster.patch(workload, restart_patch(current, datetime.now(UTC)))
-            generations[workload] = int(_mapping(patched.get("metadata")).get("generation") or 0)
+            generations[workload] = int(mapping(patched.get("metadata")).get("generation") or 0)
             report.restarted.append(
                 Restarted(workload.kind, workload.namespace, workload.name, [p.name for p in its_pods])
             )
@@ -380,18 +381,10 @@ def _untouched(pod: StalePod, why: str) -> Untouched:
 
 
 def _controller(meta: Mapping[str, Any]) -> Mapping[str, Any]:
-    owners = [o for o in _list(meta.get("ownerReferences")) if isinstance(o, Mapping)]
+    owners = [o for o in array(meta.get("ownerReferences")) if isinstance(o, Mapping)]
     return next((o for o in owners if o.get("controller")), {})
 
 
 def _pointer(key: str) -> str:
     """``key`` as a JSON pointer segment (RFC 6901)."""
     return key.replace("~", "~0").replace("/", "~1")
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeload.errors import NodeSourceError
+from nodeload.jsondoc import mapping
 
 _USER_PATHS = ("client-certificate", "client-key", "tokenFile")
 _CLUSTER_PATHS = ("certificate-authority",)
@@ -57,7 +58,7 @@ def _entry(entry: Mapping[str, Any], inner: str, keys: tuple[str, ...], base: Pa
     if not isinstance(body, Mapping):
         return dict(entry)
     body = {k: _absolute(v, base) if k in keys else v for k, v in body.items()}
-    command = _mapping(body.get("exec")).get("command")
+    command = mapping(body.get("exec")).get("command")
     if inner == "user" and isinstance(command, str) and os.sep in command:  # else looked up in $PATH
         body["exec"] = {**body["exec"], "command": _absolute(command, base)}
     return {**entry, inner: body}
@@ -87,7 +88,7 @@ def credentials(user: Mapping[str, Any], cluster: Mapping[str, Any], where: str)
         sent["token"] = _read_token(str(sent.pop("tokenFile")), where)
     plugin = sent.pop("exec", None)
     if plugin is not None and not any(sent.get(key) for key in _STATIC):
-        sent.update(_run_plugin(_mapping(plugin), cluster, where))
+        sent.update(_run_plugin(mapping(plugin), cluster, where))
     if sent.get("token"):
         sent["token"] = _checked_token(str(sent["token"]), where)
     return sent
@@ -121,7 +122,7 @@ def _run_plugin(plugin: Mapping[str, Any], cluster: Mapping[str, Any], where: st
     argv = [str(command), *(str(arg) for arg in plugin.get("args") or ())]
     interactive = _interactive(plugin, where)
     env = dict(os.environ)
-    env.update({str(_mapping(e).get("name")): str(_mapping(e).get("value")) for e in plugin.get("env") or ()})
+    env.update({str(mapping(e).get("name")): str(mapping(e).get("value")) for e in plugin.get("env") or ()})
     env["KUBERNETES_EXEC_INFO"] = json.dumps(_exec_info(plugin, cluster, interactive, where))
     try:
         # Interactive: the plugin may prompt, so it gets the terminal (stderr too, as kubectl).
@@ -176,7 +177,7 @@ def _cluster_info(cluster: Mapping[str, Any], where: str) -> dict[str, Any]:
     if ca:
         info["certificate-authority-data"] = ca
     for extension in cluster.get("extensions") or ():
-        if _mapping(extension).get("name") == _EXEC_EXTENSION:
+        if mapping(extension).get("name") == _EXEC_EXTENSION:
             info["config"] = extension.get("extension")
     return info
 
@@ -187,9 +188,9 @@ def _plugin_credentials(output: str, api_version: str, plugin: str) -> dict[str,
         answer = json.loads(output)
     except ValueError as e:
         raise NodeSourceError(f"{plugin} printed no ExecCredential JSON: {e}") from e
-    if _mapping(answer).get("kind") != "ExecCredential" or answer.get("apiVersion") != api_version:
+    if mapping(answer).get("kind") != "ExecCredential" or answer.get("apiVersion") != api_version:
         raise NodeSourceError(f"{plugin} did not print an ExecCredential of {api_version}")
-    status = _mapping(answer.get("status"))
+    status = mapping(answer.get("status"))
     found: dict[str, str] = {}
     if status.get("token"):
         found["token"] = str(status["token"])
@@ -202,7 +203,3 @@ def _plugin_credentials(output: str, api_version: str, plugin: str) -> dict[str,
     if not found:
         raise NodeSourceError(f"{plugin} gave neither a token nor a client certificate")
     return found
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}

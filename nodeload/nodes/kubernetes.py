@@ -41,6 +41,7 @@ from kubernetes.config import kube_config
 
 from nodeload.addresses import dns_name_problem, ip_problem, refused
 from nodeload.errors import NodeSourceError, UsageError
+from nodeload.jsondoc import mapping
 from nodeload.nodes.kube_credentials import credentials, resolve_paths
 from nodeload.nodes.spec import DEFAULT_AGENT_NAMESPACE, ClusterMirror, KubeAccess, NodeSpec
 from nodeload.nodes.spegel import SPEGEL_SELECTOR, spegel_mirrors
@@ -336,7 +337,7 @@ def _filters_text(selection: KubeSelection, *, control_plane: bool = True) -> st
 
 
 def _node_spec(node: Mapping[str, Any], selection: KubeSelection) -> NodeSpec:
-    info = _mapping(_mapping(node.get("status")).get("nodeInfo"))
+    info = mapping(mapping(node.get("status")).get("nodeInfo"))
     runtime = str(info.get("containerRuntimeVersion") or "") or None
     return NodeSpec(
         name=_name(node),
@@ -352,7 +353,7 @@ def _address(node: Mapping[str, Any], address_type: str) -> str | None:
     """The node's first address of ``address_type`` (dual-stack nodes list one per family)."""
     if address_type == "name":
         return _name(node)
-    for entry in _mapping(node.get("status")).get("addresses") or ():
+    for entry in mapping(node.get("status")).get("addresses") or ():
         if isinstance(entry, Mapping) and entry.get("type") == address_type and entry.get("address"):
             return str(entry["address"])
     return None
@@ -379,16 +380,11 @@ def _sockets(runtime: str | None, kubelet_version: str) -> tuple[str, ...]:
 
 
 def _name(node: Mapping[str, Any]) -> str:
-    return str(_mapping(node.get("metadata")).get("name") or "")
+    return str(mapping(node.get("metadata")).get("name") or "")
 
 
 def _labels(node: Mapping[str, Any]) -> Mapping[str, Any]:
-    return _mapping(_mapping(node.get("metadata")).get("labels"))
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    """``value`` if it is a mapping, else an empty one: absent fields read as empty."""
-    return value if isinstance(value, Mapping) else {}
+    return mapping(mapping(node.get("metadata")).get("labels"))
 
 
 # -- kubeconfig ----------------------------------------------------------------------------
@@ -482,7 +478,7 @@ def _merge_named(configs: Iterable[Mapping[str, Any]], key: str, inner: str) -> 
     merged: dict[str, Mapping[str, Any]] = {}
     for config in configs:
         for entry in config.get(key) or []:
-            merged.setdefault(entry["name"], _mapping(entry.get(inner)))
+            merged.setdefault(entry["name"], mapping(entry.get(inner)))
     return merged
 
 
@@ -505,7 +501,7 @@ def _in_use(kubeconfig: _Kubeconfig, wanted: str | None) -> _InUse:
     context = _choose_context(kubeconfig, wanted)
     entry = kubeconfig.contexts[context]
     cluster = str(entry.get("cluster") or "")
-    server = _mapping(kubeconfig.clusters.get(cluster)).get("server")
+    server = mapping(kubeconfig.clusters.get(cluster)).get("server")
     if not server:
         # The client library would quietly fall back to http://localhost.
         raise NodeSourceError(
@@ -529,8 +525,8 @@ def _refuse_conflicts(kubeconfig: _Kubeconfig, context: str, cluster: str, user:
     ``validateClusterInfo`` and ``validateAuthInfo``), rather than guess which setting counts."""
     where = f"{kubeconfig}, context {context!r}"
     entries = {
-        "clusters": (cluster, _mapping(kubeconfig.clusters.get(cluster))),
-        "users": (user, _mapping(kubeconfig.users.get(user))),
+        "clusters": (cluster, mapping(kubeconfig.clusters.get(cluster))),
+        "users": (user, mapping(kubeconfig.users.get(user))),
     }
     for kind, path_key, data_key in _CONFLICTS:
         name, entry = entries[kind]

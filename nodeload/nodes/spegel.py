@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from nodeload.jsondoc import mapping
 from nodeload.nodes.spec import ClusterMirror
 
 # The label Spegel's chart gives its pods (the chart's name, unless overridden).
@@ -30,7 +31,7 @@ def spegel_mirrors(pods: Iterable[Mapping[str, Any]]) -> dict[str, ClusterMirror
     on the same node (a rolling update runs two for a while)."""
     found: dict[str, ClusterMirror] = {}
     for pod in pods:
-        metadata, spec = _mapping(pod.get("metadata")), _mapping(pod.get("spec"))
+        metadata, spec = mapping(pod.get("metadata")), mapping(pod.get("spec"))
         node = spec.get("nodeName")
         if not isinstance(node, str) or not node or metadata.get("deletionTimestamp"):
             continue
@@ -45,12 +46,12 @@ def spegel_mirrors(pods: Iterable[Mapping[str, Any]]) -> dict[str, ClusterMirror
 
 
 def _ready(pod: Mapping[str, Any]) -> bool:
-    status = _mapping(pod.get("status"))
+    status = mapping(pod.get("status"))
     if status.get("phase") != "Running":
         return False
     conditions = status.get("conditions")
     return any(
-        _mapping(c).get("type") == "Ready" and _mapping(c).get("status") == "True"
+        mapping(c).get("type") == "Ready" and mapping(c).get("status") == "True"
         for c in (conditions if isinstance(conditions, list) else ())
     )
 
@@ -58,7 +59,7 @@ def _ready(pod: Mapping[str, Any]) -> bool:
 def _registries(containers: object) -> frozenset[str] | None:
     """The registry hosts the ``registry`` container mirrors; None for every registry."""
     for container in containers if isinstance(containers, list) else ():
-        args = _mapping(container).get("args")
+        args = mapping(container).get("args")
         if not isinstance(args, list) or not args or args[0] != "registry":
             continue
         listed = _flag_values([str(a) for a in args[1:]])
@@ -85,7 +86,3 @@ def _host(value: str) -> str:
     """``https://docker.io`` -> ``docker.io`` (a bare host stays as it is)."""
     text = value.strip().strip('"')
     return urlsplit(text).netloc if "://" in text else text.rstrip("/")
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeload.errors import NodeSourceError
+from nodeload.jsondoc import mapping
 from nodeload.nodes.inventory.hostvars import _HostVars, _node_spec, _pick_used
 from nodeload.nodes.inventory.patterns import _did_you_mean, _sample
 from nodeload.nodes.spec import NodeSpec
@@ -81,7 +82,7 @@ def select_with_ansible(
     with ThreadPoolExecutor(max_workers=2) as pool:
         listed, ordered = pool.map(lambda argv: _run(argv, path, limit), (listing, ordering))
     document = _document(listed, path)
-    hostvars = _mapping(_mapping(document.get("_meta")).get("hostvars"))
+    hostvars = mapping(mapping(document.get("_meta")).get("hostvars"))
     known = _hosts_of(document)
     selected = _list_hosts(ordered)
     for name in named:
@@ -98,7 +99,7 @@ def select_with_ansible(
             among = " among the named hosts" if named and not all_nodes else ""
             raise NodeSourceError(f"{setting('limit')} {limit!r} matches no host{among} in {path}")
         raise NodeSourceError(f"inventory {path} has no hosts")
-    variables = {host: _pick_used([dict(_mapping(hostvars.get(host)))]) for host in chosen}
+    variables = {host: _pick_used([dict(mapping(hostvars.get(host)))]) for host in chosen}
     return [_node_spec(_HostVars(path, host, variables[host]), Path.cwd()) for host in chosen]
 
 
@@ -135,15 +136,15 @@ def _document(text: str, path: Path) -> Mapping[str, Any]:
         document = json.loads(text)
     except ValueError as err:
         raise NodeSourceError(f"ansible-inventory -i {path} printed no JSON inventory: {err}") from err
-    return _mapping(document)
+    return mapping(document)
 
 
 def _hosts_of(document: Mapping[str, Any]) -> list[str]:
     """Every host the listing names, in group order then host order."""
-    hosts: dict[str, None] = dict.fromkeys(_mapping(_mapping(document.get("_meta")).get("hostvars")))
+    hosts: dict[str, None] = dict.fromkeys(mapping(mapping(document.get("_meta")).get("hostvars")))
     for name, group in document.items():
         if name != "_meta":
-            hosts.update(dict.fromkeys(str(h) for h in _mapping(group).get("hosts") or ()))
+            hosts.update(dict.fromkeys(str(h) for h in mapping(group).get("hosts") or ()))
     return list(hosts)
 
 
@@ -152,7 +153,3 @@ def _list_hosts(text: str) -> list[str]:
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip().startswith("hosts (")), len(lines))
     return [line.strip() for line in lines[start + 1 :] if line.strip()]
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
