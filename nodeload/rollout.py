@@ -362,10 +362,9 @@ def _wait(
 
 
 def _api_problem(err: Any, doing: str) -> str:
-    try:
-        message = json.loads(err.body or "{}").get("message") or err.reason
-    except (ValueError, AttributeError):
-        message = err.reason
+    from nodeload.nodes.kubernetes import status_message  # the kubernetes client: slow to import
+
+    message = status_message(err)
     if err.status == 403:
         return (
             f"{doing}: forbidden ({message}). --restart needs, in the workloads' namespaces: list "

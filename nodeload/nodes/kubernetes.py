@@ -662,7 +662,7 @@ def _list(
 
 def _api_error(error: kube_client.ApiException, in_use: _InUse, resource: str = "nodes") -> NodeSourceError:
     """The user-facing message for an HTTP error status from the API server."""
-    status, message = error.status, _status_message(error)
+    status, message = error.status, status_message(error)
     if status == 401 and not in_use.server.startswith("https://"):
         return NodeSourceError(
             f"the API server {in_use.server} answered 401 {message}: like kubectl, nodeload sends "
@@ -687,7 +687,7 @@ def _api_error(error: kube_client.ApiException, in_use: _InUse, resource: str = 
     return NodeSourceError(f"the API server {in_use.server} answered {status} {error.reason}: {message}")
 
 
-def _status_message(error: kube_client.ApiException) -> str:
+def status_message(error: kube_client.ApiException) -> str:
     """The ``message`` of the Status object the server sent, else whatever it said."""
     body = error.body or ""
     try:
